@@ -1,0 +1,183 @@
+"""GPU allocation: which free GPUs a spawn gets, and whether it may have them.
+
+:func:`decide` is the whole policy, pure: given the inventory, who holds what and a
+request, it grants distinct free GPUs or refuses with a sentence. :class:`GpuPool` keeps
+the holdings of one hub process between calls; it does no I/O either, so a backend
+calls it without awaiting and two coroutines can never interleave inside it.
+"""
+
+from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+
+from .inventory import Gpu
+from .quota import GpuLimit, plural, server_label
+
+
+@dataclass(frozen=True)
+class Holding:
+    """GPUs held by one server: recorded in its container's labels or pod's annotations."""
+
+    user: str
+    server: str
+    uuids: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.user, self.server)
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """A spawn asking for ``count`` GPUs for one of a user's servers."""
+
+    user: str
+    server: str
+    count: int
+    limit: GpuLimit
+
+
+@dataclass(frozen=True)
+class Grant:
+    gpus: tuple[Gpu, ...]
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        return tuple(gpu.uuid for gpu in self.gpus)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # "quota" or "capacity", a metrics label
+    message: str
+
+
+def free_gpus(inventory: Sequence[Gpu], holdings: Iterable[Holding]) -> list[Gpu]:
+    """Inventory GPUs nobody holds, in inventory order."""
+    held = {uuid for holding in holdings for uuid in holding.uuids}
+    return [gpu for gpu in inventory if gpu.uuid not in held]
+
+
+def held_by(user: str, holdings: Iterable[Holding], *, except_server: str | None = None) -> list[Holding]:
+    """The user's holdings with at least one GPU, other than ``except_server``'s."""
+    return [
+        holding
+        for holding in holdings
+        if holding.user == user and holding.uuids and holding.server != except_server
+    ]
+
+
+def describe_holdings(holdings: Sequence[Holding]) -> str:
+    """'1 GPU on server 'train' (GPU-aa) and 2 GPUs on the default server (GPU-bb, GPU-cc)'."""
+    parts = [
+        "%s on %s (%s)" % (plural(len(h.uuids)), server_label(h.server), ", ".join(h.uuids))
+        for h in sorted(holdings, key=lambda h: h.server)
+    ]
+    if len(parts) <= 1:
+        return "".join(parts) or "no GPU"
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def decide(request: GpuRequest, inventory: Sequence[Gpu], holdings: Sequence[Holding]) -> Grant | Refusal:
+    """Grant ``request.count`` distinct free GPUs, or refuse with the reason."""
+    if request.count == 0:
+        return Grant(())
+    others = [h for h in holdings if h.key != (request.user, request.server)]
+    mine = held_by(request.user, others)
+    already = sum(len(h.uuids) for h in mine)
+    if already + request.count > request.limit.gpus:
+        may_take = max(request.limit.gpus - already, 0)
+        held_text = (
+            " and you already hold %s" % describe_holdings(mine) if mine else ""
+        )
+        return Refusal(
+            "quota",
+            "You asked for %s, but your limit is %s at once (%s)%s. %s"
+            % (
+                plural(request.count),
+                plural(request.limit.gpus),
+                request.limit.source,
+                held_text,
+                "Stop a server holding GPUs, or ask for at most %d." % may_take
+                if mine
+                else "Ask for at most %d." % may_take,
+            ),
+        )
+    free = free_gpus(inventory, others)
+    if len(free) < request.count:
+        return Refusal(
+            "capacity",
+            "Not enough GPUs are free: you asked for %s and %d of %d %s free right now."
+            " Try again later, or start with fewer GPUs."
+            % (plural(request.count), len(free), len(inventory), "is" if len(free) == 1 else "are"),
+        )
+    return Grant(tuple(free[: request.count]))
+
+
+@dataclass
+class _Entry:
+    holding: Holding
+    in_flight: bool  # a spawn is between allocation and a confirmed start
+
+
+@dataclass
+class GpuPool:
+    """The holdings of one hub process: rebuilt from the engine, updated by spawns.
+
+    The engine's truth (labels of running containers, pods) is loaded with
+    :meth:`rebuild`; spawns in flight are kept across a rebuild, since their
+    container may not be running yet.
+    """
+
+    inventory: tuple[Gpu, ...] = ()
+    _entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    rebuilt: bool = False
+
+    @property
+    def holdings(self) -> list[Holding]:
+        return [entry.holding for entry in self._entries.values()]
+
+    def free(self) -> list[Gpu]:
+        return free_gpus(self.inventory, self.holdings)
+
+    def held_by(self, user: str) -> list[Holding]:
+        return held_by(user, self.holdings)
+
+    def allocate(self, request: GpuRequest) -> Grant | Refusal:
+        """Decide, and on a grant record the GPUs as held by a spawn in flight."""
+        outcome = decide(request, self.inventory, self.holdings)
+        if isinstance(outcome, Grant):
+            self._entries[(request.user, request.server)] = _Entry(
+                Holding(request.user, request.server, outcome.uuids), in_flight=True
+            )
+        return outcome
+
+    def confirm(self, user: str, server: str) -> None:
+        """The server started: its GPUs are now recorded by the engine too."""
+        entry = self._entries.get((user, server))
+        if entry is not None:
+            entry.in_flight = False
+
+    def release(self, user: str, server: str) -> tuple[str, ...]:
+        """The server stopped, failed or died: its GPUs are free again."""
+        entry = self._entries.pop((user, server), None)
+        return entry.holding.uuids if entry else ()
+
+    def in_flight(self) -> set[tuple[str, str]]:
+        return {key for key, entry in self._entries.items() if entry.in_flight}
+
+    def rebuild(self, engine_holdings: Iterable[Holding], in_flight_before: set[tuple[str, str]]) -> None:
+        """Replace the holdings with the engine's, keeping spawns in flight.
+
+        ``in_flight_before`` is :meth:`in_flight` taken before the engine was listed:
+        such a spawn may have started after the listing, so it is kept as well.
+        """
+        kept = {
+            key: entry
+            for key, entry in self._entries.items()
+            if entry.in_flight or key in in_flight_before
+        }
+        for holding in engine_holdings:
+            if holding.key not in kept:
+                kept[holding.key] = _Entry(holding, in_flight=False)
+        self._entries = kept
+        self.rebuilt = True

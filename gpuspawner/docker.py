@@ -1,0 +1,287 @@
+"""The Docker backend: a DockerSpawner that hands out distinct GPUs by UUID.
+
+Who holds which GPU is recorded in the labels of each server's container. The engine
+is the truth: the pool is rebuilt from running containers on the first spawn or poll
+after a hub start, and again every ``gpu_resync_interval`` seconds.
+"""
+
+import inspect
+import time
+
+from docker.errors import APIError
+from dockerspawner import DockerSpawner
+from jupyterhub.spawner import SpawnException
+from traitlets import Enum, Float, List, Unicode, default, validate, TraitError
+
+from .allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
+from .base import Availability, GPUSpawnerMixin
+from .dockerspec import GPU_MODES, ContainerRequest, container_spec
+from .inventory import from_nvml, parse_inventory
+from .quota import plural
+
+LABEL_USER = "gpuspawner.user"
+LABEL_SERVER = "gpuspawner.server"
+LABEL_GPUS = "gpuspawner.gpus"
+LABEL_IMAGE = "gpuspawner.image"
+HOLDING_STATES = {"running", "restarting", "paused"}
+NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
+REFUSAL_STATUS = {"quota": 403, "capacity": 503}
+
+
+def holdings_from_containers(containers) -> list[Holding]:
+    """The GPU holdings recorded by the labels of live containers (``docker ps`` output)."""
+    holdings = []
+    for container in containers:
+        labels = container.get("Labels") or {}
+        if container.get("State") not in HOLDING_STATES or LABEL_USER not in labels:
+            continue
+        uuids = tuple(uuid for uuid in labels.get(LABEL_GPUS, "").split(",") if uuid)
+        holdings.append(Holding(labels[LABEL_USER], labels.get(LABEL_SERVER, ""), uuids))
+    return holdings
+
+
+def is_missing_gpu_runtime(error: Exception) -> bool:
+    """Whether Docker refused to start a container because it cannot attach GPUs."""
+    text = str(getattr(error, "explanation", "") or error)
+    return any(marker in text for marker in NO_GPU_RUNTIME_ERRORS)
+
+
+class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
+    """One container per server with its own GPUs, a quota and a persistent workspace."""
+
+    gpus = List(
+        None,
+        allow_none=True,
+        help="""The GPUs this hub hands out, when it cannot discover them with NVML
+        (hub in a container, tests): a list of {"uuid": "GPU-…", "name": "…",
+        "memory_mib": 81920}. MIG instances are listed by their "MIG-…" UUIDs.
+
+        Default (None): discover the host's GPUs with NVML at start; with no NVML,
+        the hub hands out no GPU.
+        """,
+    ).tag(config=True)
+
+    gpu_mode = Enum(
+        GPU_MODES,
+        "device-request",
+        help="""How GPUs reach the container.
+
+        "device-request": a Docker DeviceRequest naming the GPUs by UUID (needs the
+        NVIDIA Container Toolkit; Docker 19.03+). "runtime-env": only
+        NVIDIA_VISIBLE_DEVICES, for hosts whose default runtime is nvidia.
+        """,
+    ).tag(config=True)
+
+    gpu_resync_interval = Float(
+        60,
+        help="Seconds between rebuilds of the GPU holdings from the engine's running containers.",
+    ).tag(config=True)
+
+    container_user = Unicode(
+        "1000",
+        help="User (uid[:gid]) the server runs as. Root is refused: servers run unprivileged.",
+    ).tag(config=True)
+
+    workspace_volume_template = Unicode(
+        "gpuspawner-workspace-{username}",
+        help="""Name of the user's workspace volume; {username} is the escaped user name.
+        One volume per user, shared by their servers, kept when a server stops.""",
+    ).tag(config=True)
+
+    @default("remove")
+    def _default_remove(self):
+        # containers are disposable (GPUs are allocated afresh each start); data lives in the workspace volume
+        return True
+
+    @default("prefix")
+    def _default_prefix(self):
+        return "gpuspawner"
+
+    @validate("container_user")
+    def _validate_container_user(self, proposal):
+        uid = proposal.value.split(":", 1)[0]
+        if uid in ("", "0", "root"):
+            raise TraitError("container_user must be a non-root uid such as '1000', not %r." % proposal.value)
+        return proposal.value
+
+    # --- the pool of this hub process, shared by every spawner ---
+
+    _pool: GpuPool | None = None
+    _pool_rebuilt_at = 0.0
+
+    def check_config(self):
+        super().check_config()
+        self.inventory()
+
+    def inventory(self):
+        """The allocatable GPUs: declared, or discovered with NVML."""
+        if self.gpus is not None:
+            return parse_inventory(self.gpus)
+        from . import nvml
+
+        try:
+            return from_nvml(nvml.discover_gpus())
+        except nvml.NvmlUnavailable as e:
+            self.log.warning("No GPU to hand out: %s", e)
+            return ()
+
+    @property
+    def pool(self) -> GpuPool:
+        cls = GPUDockerSpawner
+        if cls._pool is None:
+            cls._pool = GpuPool(inventory=self.inventory())
+        return cls._pool
+
+    async def rebuild_pool(self, *, force: bool = False) -> None:
+        """Load who holds which GPU from the labels of the engine's containers."""
+        cls = GPUDockerSpawner
+        pool = self.pool
+        if not force and pool.rebuilt and time.monotonic() - cls._pool_rebuilt_at < self.gpu_resync_interval:
+            return
+        in_flight = pool.in_flight()
+        containers = await self.docker("containers", all=True, filters={"label": LABEL_USER})
+        pool.rebuild(holdings_from_containers(containers), in_flight)
+        cls._pool_rebuilt_at = time.monotonic()
+        self.log.debug("GPU holdings rebuilt from %d containers", len(containers))
+
+    async def gpu_availability(self) -> Availability:
+        await self.rebuild_pool()
+        mine = self.pool.held_by(self.user.name)
+        return Availability(
+            free=len(self.pool.free()),
+            total=len(self.pool.inventory),
+            held=sum(len(h.uuids) for h in mine),
+            held_text=describe_holdings(mine),
+        )
+
+    async def allocate_gpus(self, count: int) -> tuple[str, ...]:
+        """Distinct free GPUs for this server, or a SpawnException saying why not."""
+        await self.rebuild_pool()
+        request = GpuRequest(self.user.name, self.server_name, count, self.gpu_limit)
+        outcome = self.pool.allocate(request)
+        if not isinstance(outcome, Grant) and outcome.reason == "capacity":
+            # refuse on the engine's word, not on a view that may be a minute old
+            await self.rebuild_pool(force=True)
+            outcome = self.pool.allocate(request)
+        if not isinstance(outcome, Grant):
+            raise SpawnException(
+                outcome.message, reason="gpu-" + outcome.reason, status_code=REFUSAL_STATUS[outcome.reason]
+            )
+        if outcome.gpus:
+            self.emit_progress(
+                10,
+                "Allocated %s: %s" % (plural(len(outcome.gpus)), ", ".join(g.describe() for g in outcome.gpus)),
+            )
+        return outcome.uuids
+
+    def release_gpus(self) -> None:
+        released = self.pool.release(self.user.name, self.server_name)
+        if released:
+            self.log.info("Released %s from %s", ", ".join(released), self._log_name)
+        self.gpu_uuids = ()
+
+    # --- the spawner ---
+
+    async def start(self):
+        self.clear_progress()
+        if self.choice is None:
+            # an admin replaced apply_user_options: still check what arrives
+            self.choice = self.choose(self.user_options)
+            self.image = self.choice.image.image
+        self.gpu_uuids = await self.allocate_gpus(self.choice.gpus)
+        try:
+            self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
+            await self.docker("create_volume", self.workspace_volume, labels={LABEL_USER: self.user.name})
+            self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
+            address = await super().start()
+        except Exception as e:
+            self.release_gpus()
+            if isinstance(e, APIError) and is_missing_gpu_runtime(e):
+                raise SpawnException(
+                    "This Docker host cannot attach GPUs: the NVIDIA Container Toolkit is not"
+                    " installed or not configured for Docker (Docker said: %s). Ask an admin,"
+                    " or start the server with 0 GPUs." % (e.explanation or e),
+                    reason="gpu-runtime",
+                    status_code=503,
+                ) from None
+            raise
+        self.pool.confirm(self.user.name, self.server_name)
+        self.emit_progress(90, "Container started; waiting for JupyterLab to answer")
+        return address
+
+    async def check_allowed(self, image):
+        # the catalog already decided (apply_user_options); DockerSpawner's own list is unused
+        return self.choice.image.image
+
+    async def poll(self):
+        await self.rebuild_pool()
+        container = await self.get_object()
+        if container is not None and container["State"]["Running"]:
+            return None
+        self.release_gpus()
+        return container["State"]["ExitCode"] if container is not None else 0
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        self.release_gpus()
+
+    def get_state(self):
+        state = super().get_state()
+        if self.gpu_uuids:
+            state["gpu_uuids"] = list(self.gpu_uuids)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.gpu_uuids = tuple(state.get("gpu_uuids", ()))
+
+    def clear_state(self):
+        super().clear_state()
+        self.gpu_uuids = ()
+        self.choice = None
+
+    @property
+    def workspace_volume(self) -> str:
+        return self.format_volume_name(self.workspace_volume_template, self)
+
+    async def create_object(self):
+        spec = container_spec(await self.container_request())
+        host_config = self.client.create_host_config(**spec.pop("host_config"))
+        return await self.docker("create_container", host_config=host_config, **spec)
+
+    async def container_request(self) -> ContainerRequest:
+        """Gather this server's settings for the pure container spec builder."""
+        return ContainerRequest(
+            name=self.container_name,
+            image=self.image,
+            command=await self.get_command(),
+            env=self.get_env(),
+            labels={
+                LABEL_USER: self.user.name,
+                LABEL_SERVER: self.server_name,
+                LABEL_GPUS: ",".join(self.gpu_uuids),
+                LABEL_IMAGE: self.choice.image.key,
+            },
+            port=self.port,
+            workspace_volume=self.workspace_volume,
+            workspace_path=self.workspace_path,
+            user=self.container_user,
+            gpu_uuids=self.gpu_uuids,
+            gpu_mode=self.gpu_mode,
+            shm_size=self.shm_size,
+            mem_limit=self.mem_limit,
+            cpu_limit=self.cpu_limit,
+            host_ip=self.host_ip,
+            use_internal_ip=self.use_internal_ip,
+            network_name=self.network_name,
+            binds=self.volume_binds,
+            mounts=self.mount_binds,
+            extra_create_kwargs=await self._evaluated(self.extra_create_kwargs),
+            extra_host_config=await self._evaluated(self.extra_host_config),
+        )
+
+    async def _evaluated(self, setting) -> dict:
+        value = self._eval_if_callable(setting)
+        if inspect.isawaitable(value):
+            value = await value
+        return self._render_templates(value or {})

@@ -1,0 +1,92 @@
+"""The user's spawn choices: checked the same way from the form and from the REST API.
+
+``user_options`` is user input and may arrive through the REST API in any shape, so
+:func:`parse_user_options` accepts exactly ``{"image": <catalog key>, "gpus": <int>}``
+(both optional) and refuses everything else with a sentence.
+"""
+
+import re
+from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .catalog import CatalogImage, images_for
+from .errors import OptionsError
+
+OPTION_KEYS = ("gpus", "image")
+
+
+@dataclass(frozen=True)
+class SpawnChoice:
+    """What one spawn will start: a catalog image and a number of GPUs."""
+
+    image: CatalogImage
+    gpus: int
+
+
+def parse_user_options(
+    user_options: Any,
+    catalog: Sequence[CatalogImage],
+    user_groups: Iterable[str],
+    *,
+    max_gpus: int,
+    default_image: str = "",
+) -> SpawnChoice:
+    """Check ``user_options`` against the catalog and the per-server GPU maximum."""
+    if user_options is None:
+        user_options = {}
+    if not isinstance(user_options, Mapping):
+        raise OptionsError("Spawn options must be a JSON object such as {\"image\": ..., \"gpus\": 1}.")
+    unknown = sorted(str(key) for key in user_options if key not in OPTION_KEYS)
+    if unknown:
+        raise OptionsError(
+            "Unknown spawn option(s) %s; the options are: %s."
+            % (", ".join(map(repr, unknown)), ", ".join(OPTION_KEYS))
+        )
+    choices = images_for(catalog, user_groups)
+    if not choices:
+        raise OptionsError("No image in this hub's catalog is available to you; ask an admin.")
+    return SpawnChoice(
+        image=_pick_image(user_options.get("image"), catalog, choices, default_image),
+        gpus=_gpu_count(user_options.get("gpus", 0), max_gpus),
+    )
+
+
+def _pick_image(key, catalog, choices, default_image) -> CatalogImage:
+    if key is None or key == "":
+        by_key = {image.key: image for image in choices}
+        return by_key.get(default_image, choices[0])
+    if not isinstance(key, str):
+        raise OptionsError("The image must be given by its catalog name, such as %r." % choices[0].key)
+    for image in catalog:
+        if image.key == key:
+            if image not in choices:
+                raise OptionsError("The image %r is not available to your groups." % key)
+            return image
+    raise OptionsError(
+        "There is no image %r in this hub's catalog; choose one of: %s."
+        % (key, ", ".join(image.key for image in choices))
+    )
+
+
+def _gpu_count(value, max_gpus: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionsError("The number of GPUs must be a whole number from 0 to %d, not %r." % (max_gpus, value))
+    if value < 0 or value > max_gpus:
+        raise OptionsError("The number of GPUs must be from 0 to %d per server, not %d." % (max_gpus, value))
+    return value
+
+
+def options_from_form(formdata: Mapping[str, list[str]]) -> dict:
+    """Turn the spawn form's fields into ``user_options`` (the same shape the API takes)."""
+    options: dict = {}
+    for key, values in formdata.items():
+        value = values[0] if isinstance(values, list) and values else values
+        if key == "gpus":
+            text = str(value).strip()
+            if not re.fullmatch(r"[0-9]{1,9}", text):
+                raise OptionsError("The number of GPUs must be a whole number, not %r." % text)
+            options[key] = int(text)
+        else:
+            options[key] = value
+    return options

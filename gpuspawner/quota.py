@@ -1,0 +1,47 @@
+"""GPU quota: how many GPUs one user may hold at once, across all of their servers.
+
+A user's limit is the most generous override of the groups they belong to; a user in
+no group with an override gets the default. An override may be lower than the default
+(e.g. a "cpu-only" group set to 0): what counts is the best of the user's groups.
+"""
+
+from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GpuLimit:
+    """A user's limit and where it comes from, for messages."""
+
+    gpus: int
+    source: str  # "the default for every user" or "group 'staff'"
+
+
+def gpu_limit(user_groups: Iterable[str], default: int, group_limits: Mapping[str, int]) -> GpuLimit:
+    """The limit that applies to a member of ``user_groups``."""
+    overrides = [(limit, group) for group, limit in group_limits.items() if group in set(user_groups)]
+    if not overrides:
+        return GpuLimit(default, "the default for every user")
+    limit, group = max(overrides, key=lambda pair: (pair[0], pair[1]))
+    return GpuLimit(limit, "group %r" % group)
+
+
+def check_limits(default: int, group_limits: Mapping[str, int]) -> None:
+    """Refuse negative or non-integer limits at hub start."""
+    for where, limit in [("gpu_quota", default)] + [
+        ("gpu_quota_groups[%r]" % group, limit) for group, limit in group_limits.items()
+    ]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError("%s must be a whole number of GPUs (0 or more), not %r." % (where, limit))
+
+
+def plural(count: int, noun: str = "GPU") -> str:
+    """'1 GPU', '2 GPUs'."""
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+def server_label(server: str) -> str:
+    """How a server is named in messages."""
+    return "server %r" % server if server else "the default server"
