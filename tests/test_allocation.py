@@ -1,0 +1,170 @@
+"""GPU allocation: distinct GPUs, quota across named servers, sentences (pure)."""
+
+from collections import Counter
+
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from gpuspawner.allocation import (
+    GpuPool,
+    GpuRequest,
+    Grant,
+    Holding,
+    Refusal,
+    decide,
+    describe_holdings,
+    free_gpus,
+)
+from gpuspawner.inventory import Gpu
+from gpuspawner.quota import GpuLimit
+
+INVENTORY = tuple(Gpu("GPU-%d" % i, "NVIDIA A100") for i in range(4))
+ONE = GpuLimit(1, "the default for every user")
+TWO = GpuLimit(2, "group 'staff'")
+
+
+def test_grants_first_free_gpus_in_inventory_order():
+    held = [Holding("bob", "", ("GPU-0",))]
+    outcome = decide(GpuRequest("alice", "", 2, TWO), INVENTORY, held)
+    assert outcome == Grant(INVENTORY[1:3])
+    assert outcome.uuids == ("GPU-1", "GPU-2")
+
+
+def test_zero_gpus_always_granted():
+    full = [Holding("bob", "", tuple(g.uuid for g in INVENTORY))]
+    assert decide(GpuRequest("alice", "", 0, GpuLimit(0, "x")), INVENTORY, full) == Grant(())
+
+
+def test_quota_counts_all_named_servers_and_names_them():
+    held = [Holding("alice", "train", ("GPU-0",)), Holding("alice", "eval", ("GPU-1",))]
+    outcome = decide(GpuRequest("alice", "", 1, TWO), INVENTORY, held)
+    assert isinstance(outcome, Refusal) and outcome.reason == "quota"
+    assert outcome.message == (
+        "You asked for 1 GPU, but your limit is 2 GPUs at once (group 'staff') and you already"
+        " hold 1 GPU on server 'eval' (GPU-1) and 1 GPU on server 'train' (GPU-0)."
+        " Stop a server holding GPUs, or ask for at most 0."
+    )
+
+
+def test_quota_refusal_without_holdings():
+    outcome = decide(GpuRequest("alice", "", 3, TWO), INVENTORY, [])
+    assert outcome == Refusal(
+        "quota", "You asked for 3 GPUs, but your limit is 2 GPUs at once (group 'staff'). Ask for at most 2."
+    )
+
+
+def test_restarting_the_same_server_does_not_count_its_old_gpus():
+    held = [Holding("alice", "train", ("GPU-0",))]
+    assert decide(GpuRequest("alice", "train", 1, ONE), INVENTORY, held) == Grant((INVENTORY[0],))
+
+
+def test_capacity_refusal_says_how_many_are_free():
+    held = [Holding("u%d" % i, "", ("GPU-%d" % i,)) for i in range(3)]
+    outcome = decide(GpuRequest("alice", "", 2, TWO), INVENTORY, held)
+    assert outcome == Refusal(
+        "capacity",
+        "Not enough GPUs are free: you asked for 2 GPUs and 1 of 4 is free right now."
+        " Try again later, or start with fewer GPUs.",
+    )
+
+
+def test_holdings_of_unknown_gpus_count_for_quota_not_capacity():
+    held = [Holding("alice", "old", ("GPU-gone",))]
+    assert decide(GpuRequest("alice", "", 1, ONE), INVENTORY, held).reason == "quota"
+    assert len(free_gpus(INVENTORY, held)) == 4
+
+
+def test_describe_holdings():
+    assert describe_holdings([]) == "no GPU"
+    assert describe_holdings([Holding("a", "", ("GPU-1", "GPU-2"))]) == "2 GPUs on the default server (GPU-1, GPU-2)"
+
+
+def test_pool_keeps_spawns_in_flight_across_a_rebuild():
+    pool = GpuPool(INVENTORY)
+    assert pool.allocate(GpuRequest("alice", "", 1, ONE)).uuids == ("GPU-0",)
+    # the engine does not show alice's container yet, but shows bob's from before a restart
+    pool.rebuild([Holding("bob", "x", ("GPU-1",))], pool.in_flight())
+    assert sorted(h.user for h in pool.holdings) == ["alice", "bob"]
+    assert pool.allocate(GpuRequest("carol", "", 1, ONE)).uuids == ("GPU-2",)
+
+
+def test_pool_rebuild_drops_dead_servers_and_release_frees():
+    pool = GpuPool(INVENTORY)
+    pool.allocate(GpuRequest("alice", "", 1, ONE))
+    pool.confirm("alice", "")
+    pool.rebuild([], set())  # alice's container died while the hub was away
+    assert pool.holdings == []
+    pool.allocate(GpuRequest("bob", "", 1, ONE))
+    assert pool.release("bob", "") == ("GPU-0",)
+    assert pool.release("bob", "") == ()
+
+
+def test_spawn_confirmed_during_listing_is_kept():
+    pool = GpuPool(INVENTORY)
+    pool.allocate(GpuRequest("alice", "", 1, ONE))
+    before = pool.in_flight()
+    pool.confirm("alice", "")  # started while the engine was being listed
+    pool.rebuild([], before)
+    assert [h.user for h in pool.holdings] == ["alice"]
+
+
+USERS = ["ann", "ben", "cat"]
+SERVERS = ["", "a", "b"]
+LIMITS = {"ann": GpuLimit(1, "d"), "ben": GpuLimit(2, "g"), "cat": GpuLimit(3, "g")}
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """Any sequence of spawns, stops, crashes and hub restarts keeps the invariants."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = GpuPool(tuple(Gpu("GPU-%d" % i) for i in range(5)))
+        self.running: dict[tuple[str, str], tuple[str, ...]] = {}  # what the engine shows
+
+    @rule(user=st.sampled_from(USERS), server=st.sampled_from(SERVERS), count=st.integers(0, 4))
+    def spawn(self, user, server, count):
+        request = GpuRequest(user, server, count, LIMITS[user])
+        others = [h for h in self.pool.holdings if h.key != (user, server)]
+        free_before = {g.uuid for g in free_gpus(self.pool.inventory, others)}
+        outcome = self.pool.allocate(request)
+        if isinstance(outcome, Grant):
+            assert len(outcome.uuids) == count
+            assert set(outcome.uuids) <= free_before
+            self.pool.confirm(user, server)
+            self.running[(user, server)] = outcome.uuids
+        else:
+            mine = sum(len(h.uuids) for h in others if h.user == user)
+            assert mine + count > LIMITS[user].gpus or len(free_before) < count
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.running)
+    def stop(self, data):
+        user, server = data.draw(st.sampled_from(sorted(self.running)))
+        del self.running[(user, server)]
+        self.pool.release(user, server)
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.running)
+    def crash_while_hub_is_away(self, data):
+        key = data.draw(st.sampled_from(sorted(self.running)))
+        del self.running[key]
+
+    @rule()
+    def hub_restart(self):
+        fresh = GpuPool(self.pool.inventory)
+        fresh.rebuild([Holding(u, s, uuids) for (u, s), uuids in self.running.items()], set())
+        self.pool = fresh
+
+    @invariant()
+    def no_gpu_held_twice(self):
+        counts = Counter(uuid for h in self.pool.holdings for uuid in h.uuids)
+        assert all(n == 1 for n in counts.values()), counts
+
+    @invariant()
+    def nobody_over_quota(self):
+        for user in USERS:
+            assert sum(len(h.uuids) for h in self.pool.held_by(user)) <= LIMITS[user].gpus
+
+
+PoolMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+test_pool_state_machine = PoolMachine.TestCase

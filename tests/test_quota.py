@@ -1,0 +1,42 @@
+"""Quota: the most generous group wins; bad limits are refused (pure)."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from gpuspawner.errors import ConfigError
+from gpuspawner.quota import GpuLimit, check_limits, gpu_limit, plural, server_label
+
+
+def test_default_applies_without_group_override():
+    assert gpu_limit([], 1, {"staff": 4}) == GpuLimit(1, "the default for every user")
+    assert gpu_limit(["students"], 1, {"staff": 4}) == GpuLimit(1, "the default for every user")
+
+
+def test_most_generous_group_applies():
+    assert gpu_limit(["students", "staff"], 1, {"staff": 4, "students": 1}) == GpuLimit(4, "group 'staff'")
+
+
+def test_group_override_may_be_lower_than_default():
+    assert gpu_limit(["cpu-only"], 1, {"cpu-only": 0}) == GpuLimit(0, "group 'cpu-only'")
+
+
+@given(
+    groups=st.sets(st.sampled_from("abcdef")),
+    overrides=st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 16)),
+    default=st.integers(0, 16),
+)
+def test_limit_is_max_of_member_overrides_or_default(groups, overrides, default):
+    mine = [limit for group, limit in overrides.items() if group in groups]
+    assert gpu_limit(groups, default, overrides).gpus == (max(mine) if mine else default)
+
+
+@pytest.mark.parametrize("default, groups", [(-1, {}), (1, {"a": -2}), (1, {"a": 1.5}), (True, {})])
+def test_bad_limits_refused(default, groups):
+    with pytest.raises(ConfigError, match="whole number"):
+        check_limits(default, groups)
+
+
+def test_wording():
+    assert plural(1) == "1 GPU" and plural(0) == "0 GPUs" and plural(3) == "3 GPUs"
+    assert server_label("") == "the default server"
+    assert server_label("train") == "server 'train'"
