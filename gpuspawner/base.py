@@ -10,6 +10,7 @@ import html
 from dataclasses import dataclass
 
 from jupyterhub.spawner import SpawnException
+from traitlets.config import LoggingConfigurable
 from traitlets import Bool, Dict, Int, Unicode, default, validate, TraitError
 
 from .catalog import images_for, parse_catalog
@@ -36,7 +37,7 @@ def config_error_to_trait(check, *args, **kwargs):
         raise TraitError(str(e)) from None
 
 
-class GPUSpawnerMixin:
+class GPUSpawnerMixin(LoggingConfigurable):
     """Catalog, quota, user options, progress and environment for GPU spawners."""
 
     images = Dict(

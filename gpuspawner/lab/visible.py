@@ -1,0 +1,155 @@
+"""Which GPUs belong to this server: pure functions over NVML's list and the environment.
+
+NVML ignores ``CUDA_VISIBLE_DEVICES`` and, outside a container, sees every GPU
+of the machine. The spawner tells the server what it was given through the
+environment, and that is the only contract between hub and container:
+
+``NVIDIA_VISIBLE_DEVICES``
+    comma-separated GPU or MIG UUIDs, ``void``/``none`` for none; absent or
+    ``all`` outside the hub (a laptop).
+``GPU_LIMIT``
+    how many GPUs the server was given (``0`` for none).
+``GPUSPAWNER_GPU_UUIDS``
+    the given UUIDs again (empty when none).
+``GPUSPAWNER_NO_GPU_REASON``
+    with ``GPU_LIMIT=0``, the sentence saying why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..nvml import NvmlGpu
+
+_UUID = re.compile(r"^(GPU|MIG)-", re.IGNORECASE)
+
+NO_GPU_GIVEN = "No GPU was given to this server."
+
+
+def _tokens(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class GpuEnvironment:
+    """What the environment says about this server's GPUs (None: not set)."""
+
+    nvidia_visible_devices: str | None = None
+    cuda_visible_devices: str | None = None
+    gpu_limit: int | None = None
+    gpu_uuids: tuple[str, ...] | None = None
+    no_gpu_reason: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> GpuEnvironment:
+        uuids = environ.get("GPUSPAWNER_GPU_UUIDS")
+        return cls(
+            nvidia_visible_devices=environ.get("NVIDIA_VISIBLE_DEVICES"),
+            cuda_visible_devices=environ.get("CUDA_VISIBLE_DEVICES"),
+            gpu_limit=_int_or_none(environ.get("GPU_LIMIT")),
+            gpu_uuids=None if uuids is None else tuple(_tokens(uuids)),
+            no_gpu_reason=(environ.get("GPUSPAWNER_NO_GPU_REASON") or "").strip() or None,
+        )
+
+
+def reason_without_gpu(env: GpuEnvironment) -> str | None:
+    """The reason this server has no GPU when the environment alone says so, else None."""
+    if env.gpu_limit is not None and env.gpu_limit <= 0:
+        return env.no_gpu_reason or NO_GPU_GIVEN
+    nvd = env.nvidia_visible_devices
+    if nvd is not None and nvd.strip().lower() in ("void", "none", ""):
+        return env.no_gpu_reason or NO_GPU_GIVEN
+    cvd = env.cuda_visible_devices
+    if cvd is not None and (not cvd.strip() or cvd.strip().startswith("-")):
+        return "CUDA_VISIBLE_DEVICES hides every GPU from this server's programs."
+    return None
+
+
+def _matches(gpu: NvmlGpu, token: str) -> bool:
+    """A UUID token names this device, or its MIG parent (which gives all its instances)."""
+    token = token.lower()
+    return gpu.uuid.lower() == token or (gpu.mig_parent_uuid or "").lower() == token
+
+
+def _filter_uuids(gpus: Sequence[NvmlGpu], tokens: Sequence[str]) -> list[NvmlGpu]:
+    return [g for g in gpus if any(_matches(g, t) for t in tokens)]
+
+
+def _apply_cuda_visible(gpus: Sequence[NvmlGpu], value: str) -> list[NvmlGpu]:
+    """CUDA's rules: UUIDs (or unique prefixes) or indices, stopping at the first bad token.
+
+    Indices count the devices left so far in NVML (PCI bus) order, which is
+    CUDA's order with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``.
+    """
+    ordered = sorted(gpus, key=lambda g: (g.index, g.uuid))
+    chosen: list[NvmlGpu] = []
+    for token in _tokens(value):
+        if _UUID.match(token):
+            hits = [g for g in ordered if g.uuid.lower().startswith(token.lower())]
+            hits = hits or [g for g in ordered if _matches(g, token)]
+            if not hits:
+                break
+            picked = hits if all(g.mig_parent_uuid for g in hits) else hits[:1]
+        else:
+            index = _int_or_none(token)
+            if index is None or index < 0 or index >= len(ordered):
+                break
+            picked = [ordered[index]]
+        chosen.extend(g for g in picked if g not in chosen)
+    return chosen
+
+
+def select_visible(gpus: Sequence[NvmlGpu], env: GpuEnvironment) -> list[NvmlGpu]:
+    """The subset of NVML's devices that this server was given, in NVML order.
+
+    Host indices in ``NVIDIA_VISIBLE_DEVICES`` cannot be matched (NVML inside
+    a container renumbers the devices it sees, and the runtime has already
+    hidden the rest), so only UUID tokens filter. ``GPU_LIMIT`` caps the count
+    only when no UUID told us which GPUs they are.
+    """
+    if reason_without_gpu(env) is not None:
+        return []
+    chosen = list(gpus)
+    named_by_uuid = False
+    nvd = env.nvidia_visible_devices
+    if nvd is not None and nvd.strip().lower() != "all":
+        uuid_tokens = [t for t in _tokens(nvd) if _UUID.match(t)]
+        if uuid_tokens:
+            chosen = _filter_uuids(chosen, uuid_tokens)
+            named_by_uuid = True
+    if env.gpu_uuids:
+        chosen = _filter_uuids(chosen, env.gpu_uuids)
+        named_by_uuid = True
+    if env.cuda_visible_devices is not None:
+        chosen = _apply_cuda_visible(chosen, env.cuda_visible_devices)
+    if env.gpu_limit is not None and not named_by_uuid:
+        chosen = chosen[: env.gpu_limit]
+    return chosen
+
+
+def reason_for_none(gpus: Sequence[NvmlGpu], env: GpuEnvironment) -> str:
+    """Explain an empty selection, given what NVML saw and what the environment says."""
+    reason = reason_without_gpu(env)
+    if reason is not None:
+        return reason
+    if not gpus:
+        return "The NVIDIA driver is loaded but reports no GPU on this machine."
+    given = env.gpu_uuids or tuple(
+        t for t in _tokens(env.nvidia_visible_devices or "") if _UUID.match(t)
+    )
+    if given:
+        return "The GPU given to this server (%s) is not visible to the NVIDIA driver." % (
+            ", ".join(given)
+        )
+    return "None of the GPUs on this machine is visible to this server."

@@ -1,0 +1,67 @@
+"""The runnable default hub: gpuspawner's Docker backend, sqlite, a demo login.
+
+Start it with `bash scripts/run-hub.sh` (which builds a single-user image if needed
+and sets the variables read below), or `jupyterhub -f jupyterhub_config.py`.
+
+Settings read from the environment (all optional):
+  GPUSPAWNER_DEMO_IMAGE       the single-user image for the "demo" catalog entry
+  GPUSPAWNER_DEMO_PASSWORD    the password of the demo login (default: gpu-demo)
+  GPUSPAWNER_HUB_CONNECT_IP   where containers reach the hub (default: docker0's 172.17.0.1)
+  GPUSPAWNER_PORT             the public port on 127.0.0.1 (default: 8000)
+  GPUSPAWNER_GPUS             a comma-separated list of GPU UUIDs to hand out, for hubs
+                              that cannot see the GPUs through NVML (default: discover)
+"""
+
+import os
+
+c = get_config()  # noqa: F821 (provided by JupyterHub)
+
+c.JupyterHub.spawner_class = "gpu-docker"
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = int(os.environ.get("GPUSPAWNER_PORT", "8000"))
+# containers reach the hub on the docker0 bridge; nothing else needs to
+c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = os.environ.get("GPUSPAWNER_HUB_CONNECT_IP", "172.17.0.1")
+c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+
+# demo login: any user name with the shared password; "admin" is an admin
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("GPUSPAWNER_DEMO_PASSWORD", "gpu-demo")
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"admin"}
+
+# the catalog: users pick one of these by key; tags are pinned
+images = {
+    "pytorch-2.9": {
+        "display_name": "PyTorch 2.9 (CUDA 12.8)",
+        "image": "gpuspawner/pytorch-notebook:2.9.1-cuda12.8",
+        "cuda": "12.8",
+    },
+    "pytorch-2.8": {
+        "display_name": "PyTorch 2.8 (CUDA 12.8)",
+        "image": "gpuspawner/pytorch-notebook:2.8.0-cuda12.8",
+        "cuda": "12.8",
+    },
+}
+if os.environ.get("GPUSPAWNER_DEMO_IMAGE"):
+    # the image scripts/run-hub.sh built or found, first in the form
+    images = {
+        "demo": {"display_name": "Demo image (%s)" % os.environ["GPUSPAWNER_DEMO_IMAGE"],
+                 "image": os.environ["GPUSPAWNER_DEMO_IMAGE"]},
+        **{key: image for key, image in images.items() if image["image"] != os.environ["GPUSPAWNER_DEMO_IMAGE"]},
+    }
+c.GPUDockerSpawner.images = images
+c.GPUDockerSpawner.pull_policy = "ifnotpresent"
+
+# quotas: one GPU per student at a time, four for staff (the most generous group wins)
+c.GPUDockerSpawner.gpu_quota = 1
+c.GPUDockerSpawner.gpu_quota_groups = {"staff": 4}
+if os.environ.get("GPUSPAWNER_GPUS"):
+    c.GPUDockerSpawner.gpus = [{"uuid": uuid.strip()} for uuid in os.environ["GPUSPAWNER_GPUS"].split(",")]
+
+# PyTorch needs: shared memory for DataLoader workers, limits per server
+c.GPUDockerSpawner.shm_size = "2g"
+c.GPUDockerSpawner.mem_limit = "16G"
+c.GPUDockerSpawner.cpu_limit = 4.0
+
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 4

@@ -1,0 +1,88 @@
+"""Shared fixtures: the real Docker engine, the single-user image, real hub processes."""
+
+import ipaddress
+import os
+import secrets
+
+import pytest
+
+from hubprocess import Hub, free_port
+
+TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
+REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
+FAKE_GPUS = [{"uuid": "GPU-%08d-0000-4000-8000-000000000000" % i, "name": "NVIDIA A100-SXM4-80GB",
+              "memory_mib": 81920} for i in range(8)]
+
+
+def _docker_or_skip():
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        client.images.get(TEST_IMAGE)
+        return client
+    except Exception as e:  # noqa: BLE001 - any reason means "no engine here"
+        reason = "needs a Docker engine and the test image %r (scripts/test.sh builds it): %s" % (TEST_IMAGE, e)
+        if REQUIRE_DOCKER:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    return _docker_or_skip()
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_client):
+    """The offline single-user image, under two catalog tags (an image change keeps the workspace)."""
+    image = docker_client.images.get(TEST_IMAGE)
+    repository = TEST_IMAGE.rsplit(":", 1)[0]
+    image.tag(repository, "second")
+    return {"demo": {"image": TEST_IMAGE, "display_name": "Demo"},
+            "demo-second": {"image": repository + ":second", "display_name": "Demo (second tag)"}}
+
+
+@pytest.fixture(scope="session")
+def bridge_gateway(docker_client):
+    """Where containers on the default bridge reach the host (docker0)."""
+    config = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
+@pytest.fixture
+def hub_factory(tmp_path_factory, docker_client, test_image, bridge_gateway):
+    """Start hubs with given settings; everything they created is removed afterwards."""
+    hubs = []
+    prefix = "gpst" + secrets.token_hex(3)
+
+    def make(**overrides) -> Hub:
+        workdir = tmp_path_factory.mktemp("hub")
+        settings = {
+            "port": free_port(),
+            "hub_port": free_port(),
+            "proxy_api_port": free_port(),
+            "hub_ip": bridge_gateway,
+            "db_url": "sqlite:///%s" % (workdir / "jupyterhub.sqlite"),
+            "workdir": str(workdir),
+            "token": secrets.token_hex(16),
+            "images": test_image,
+            "gpus": FAKE_GPUS,
+            "prefix": prefix,
+        }
+        settings.update(overrides)
+        hub = Hub(workdir, settings).start()
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.stop()
+    for container in docker_client.containers.list(all=True, filters={"name": prefix}):
+        container.remove(force=True)
+    for volume in docker_client.volumes.list(filters={"name": prefix}):
+        volume.remove(force=True)
+    for hub in hubs:
+        # shown by pytest only when the test failed
+        print("---- %s ----\n%s" % (hub.log_path, hub.log_tail(200)))

@@ -1,0 +1,40 @@
+"""The hub the integration tests run as a real process; settings come from the environment."""
+
+import json
+import os
+
+c = get_config()  # noqa: F821
+
+settings = json.loads(os.environ["GPUSPAWNER_TEST_SETTINGS"])
+
+c.JupyterHub.spawner_class = "gpu-docker"
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = settings["port"]
+c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = settings["hub_ip"]
+c.JupyterHub.hub_port = settings["hub_port"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:%d" % settings["proxy_api_port"]
+c.JupyterHub.db_url = settings["db_url"]
+c.JupyterHub.cookie_secret_file = os.path.join(settings["workdir"], "cookie_secret")
+c.ConfigurableHTTPProxy.pid_file = os.path.join(settings["workdir"], "proxy.pid")
+c.JupyterHub.log_level = "DEBUG"
+
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.named_server_limit_per_user = 5
+c.JupyterHub.services = [{"name": "tests", "api_token": settings["token"]}]
+c.JupyterHub.load_roles = [{"name": "admin", "services": ["tests"]}]
+
+c.GPUDockerSpawner.images = settings["images"]
+c.GPUDockerSpawner.pull_policy = "never"
+c.GPUDockerSpawner.gpus = settings["gpus"]
+c.GPUDockerSpawner.gpu_mode = settings.get("gpu_mode", "device-request")
+c.GPUDockerSpawner.gpu_quota = settings.get("gpu_quota", 1)
+c.GPUDockerSpawner.gpu_quota_groups = settings.get("gpu_quota_groups", {})
+c.GPUDockerSpawner.prefix = settings["prefix"]
+c.GPUDockerSpawner.workspace_volume_template = settings["prefix"] + "-workspace-{username}"
+c.GPUDockerSpawner.user_environment = settings.get("user_environment", {})
+c.GPUDockerSpawner.mem_limit = "2G"
+c.GPUDockerSpawner.cpu_limit = 1.0
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 60

@@ -1,0 +1,197 @@
+"""The Docker backend end to end: a real hub process, a real Docker engine, real containers.
+
+GPUs are declared (this machine has none). The engine here has no NVIDIA runtime, so a
+DeviceRequest spawn fails at start; the "runtime-env" mode (hosts whose default runtime
+is nvidia) starts containers that hold GPUs by label and NVIDIA_VISIBLE_DEVICES.
+"""
+
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+from conftest import FAKE_GPUS
+
+pytestmark = pytest.mark.docker
+UUIDS = [gpu["uuid"] for gpu in FAKE_GPUS]
+
+
+def container_of(docker_client, user, server=""):
+    found = [
+        c
+        for c in docker_client.containers.list(all=True, filters={"label": "gpuspawner.user=" + user})
+        if c.labels.get("gpuspawner.server") == server
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def env_of(container) -> dict:
+    return dict(line.split("=", 1) for line in container.attrs["Config"]["Env"])
+
+
+def test_spawn_without_gpu_answers_through_proxy_and_sees_no_gpu(hub_factory, docker_client):
+    hub = hub_factory()
+    hub.create_user("alice")
+    response = hub.spawn("alice", options={"image": "demo", "gpus": 0})
+    assert response.status_code in (201, 202), response.text
+    hub.wait_ready("alice")
+    status = hub.through_proxy("GET", "alice", "api/status", hub.user_token("alice"))
+    assert status.status_code == 200, status.text
+
+    container = container_of(docker_client, "alice")
+    env = env_of(container)
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert env["GPU_LIMIT"] == "0" and env["GPUSPAWNER_GPU_UUIDS"] == ""
+    assert env["GPUSPAWNER_NO_GPU_REASON"] == "No GPU was requested for this server."
+    host = container.attrs["HostConfig"]
+    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"]
+    assert host["ShmSize"] == 2 * 1024**3 and host["Memory"] == 2 * 1024**3
+    assert not host.get("DeviceRequests")
+    assert container.attrs["Config"]["User"] == "1000"
+    assert container.exec_run("id -u").output.strip() == b"1000"
+    assert container.labels["gpuspawner.gpus"] == ""
+
+
+def test_workspace_survives_stop_start_and_image_change(hub_factory, docker_client):
+    hub = hub_factory()
+    hub.create_user("bea")
+    hub.spawn("bea", options={"image": "demo"})
+    hub.wait_ready("bea")
+    token = hub.user_token("bea")
+    put = hub.through_proxy(
+        "PUT", "bea", "api/contents/work/notes.txt", token,
+        json={"type": "file", "format": "text", "content": "epoch 3: loss 0.12"},
+    )
+    assert put.status_code in (200, 201), put.text
+    first = container_of(docker_client, "bea").id
+    hub.stop_server("bea")
+    with pytest.raises(AssertionError):
+        container_of(docker_client, "bea")  # the container is gone ...
+    hub.spawn("bea", options={"image": "demo-second"})
+    hub.wait_ready("bea")
+    second = container_of(docker_client, "bea")
+    assert second.id != first and second.attrs["Config"]["Image"].endswith(":second")
+    got = hub.through_proxy("GET", "bea", "api/contents/work/notes.txt", token)
+    assert got.status_code == 200 and got.json()["content"] == "epoch 3: loss 0.12"  # ... the workspace is not
+
+
+def watch_gpu_creates(docker_client, seen: list, stop: threading.Event):
+    """Record the GPU labels of every container the engine creates (the engine's own word)."""
+    events = docker_client.events(decode=True, filters={"type": "container", "event": "create"})
+    for event in events:
+        attributes = event["Actor"]["Attributes"]
+        if attributes.get("gpuspawner.gpus"):
+            seen.append((attributes["gpuspawner.user"], attributes["gpuspawner.gpus"]))
+        if stop.is_set():
+            events.close()
+            return
+
+
+def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_them(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="device-request")
+    users = ["gpu-user-%d" % i for i in range(4)]
+    for user in users:
+        hub.create_user(user)
+    seen, stop = [], threading.Event()
+    watcher = threading.Thread(target=watch_gpu_creates, args=(docker_client, seen, stop), daemon=True)
+    watcher.start()
+    time.sleep(0.5)
+    with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+        responses = list(pool.map(lambda u: hub.spawn(u, options={"gpus": 1}), users))
+    stop.set()
+    docker_client.containers.run(hub.settings["images"]["demo"]["image"], "true", remove=True)  # wake the watcher
+    watcher.join(10)
+
+    for response in responses:
+        assert response.status_code == 503, response.text
+        assert "cannot attach GPUs" in response.json()["message"]
+        assert "could not select device driver" in response.json()["message"]
+    created = dict(seen)
+    assert sorted(created) == users
+    assert len(set(created.values())) == len(users), created  # no GPU handed out twice
+    assert set(created.values()) <= set(UUIDS)
+    # the failed starts released every GPU: all 8 are free again, and the form says so
+    form = hub.session.get(hub.url + "/hub/spawn/" + users[0])
+    assert form.status_code == 200
+    assert "8 of 8 GPUs free" in form.text
+
+
+def test_quota_counts_gpus_across_named_servers(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", gpu_quota=1, gpu_quota_groups={"staff": 2})
+    hub.create_user("carl")
+    assert hub.spawn("carl", "train", {"gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("carl", "train")
+    held = env_of(container_of(docker_client, "carl", "train"))["NVIDIA_VISIBLE_DEVICES"]
+    assert held in UUIDS
+
+    refused = hub.spawn("carl", "eval", {"gpus": 1})
+    assert refused.status_code == 403
+    message = refused.json()["message"]
+    assert "your limit is 1 GPU at once (the default for every user)" in message
+    assert "you already hold 1 GPU on server 'train' (%s)" % held in message
+
+    # a CPU-only server is still fine, and sees no GPU
+    assert hub.spawn("carl", "notes", {"gpus": 0}).status_code in (201, 202)
+    hub.wait_ready("carl", "notes")
+    assert env_of(container_of(docker_client, "carl", "notes"))["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+    # joining staff raises the limit to 2: the second GPU server starts, on another GPU
+    hub.create_user("carl", groups=("staff",))
+    assert hub.spawn("carl", "eval", {"gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("carl", "eval")
+    assert env_of(container_of(docker_client, "carl", "eval"))["NVIDIA_VISIBLE_DEVICES"] not in ("void", held)
+
+
+def test_no_free_gpu_fails_at_once_with_the_count(hub_factory):
+    hub = hub_factory(gpu_mode="runtime-env", gpus=FAKE_GPUS[:2], gpu_quota=2)
+    hub.create_user("dana")
+    hub.create_user("eli")
+    assert hub.spawn("dana", options={"gpus": 2}).status_code in (201, 202)
+    hub.wait_ready("dana")
+    started = time.monotonic()
+    refused = hub.spawn("eli", options={"gpus": 1})
+    assert time.monotonic() - started < 10
+    assert refused.status_code == 503
+    assert refused.json()["message"] == (
+        "Not enough GPUs are free: you asked for 1 GPU and 0 of 2 are free right now."
+        " Try again later, or start with fewer GPUs."
+    )
+
+
+def test_gpu_count_is_not_inherited_by_the_next_spawn(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env")
+    hub.create_user("fay")
+    hub.spawn("fay", options={"gpus": 1})
+    hub.wait_ready("fay")
+    assert env_of(container_of(docker_client, "fay"))["GPU_LIMIT"] == "1"
+    hub.stop_server("fay")
+    assert hub.spawn("fay").status_code in (201, 202)  # no options: the stored ones, minus the GPUs
+    hub.wait_ready("fay")
+    env = env_of(container_of(docker_client, "fay"))
+    assert env["GPU_LIMIT"] == "0" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
+def test_hub_killed_and_restarted_rebuilds_allocations(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", gpus=FAKE_GPUS[:3], gpu_quota=1)
+    for user in ("gus", "hal", "ivy"):
+        hub.create_user(user)
+    for user in ("gus", "hal"):
+        hub.spawn(user, options={"gpus": 1})
+        hub.wait_ready(user)
+    held = {env_of(container_of(docker_client, u))["NVIDIA_VISIBLE_DEVICES"] for u in ("gus", "hal")}
+    assert len(held) == 2
+
+    hub.kill9()
+    hub.start()
+    # the containers kept running; the new hub process learns their GPUs from the engine
+    hub.spawn("ivy", options={"gpus": 1})
+    hub.wait_ready("ivy")
+    ivy = env_of(container_of(docker_client, "ivy"))["NVIDIA_VISIBLE_DEVICES"]
+    assert ivy in UUIDS[:3] and ivy not in held
+    refused = hub.spawn("gus", "second", {"gpus": 1})
+    assert refused.status_code == 403 and "you already hold 1 GPU on the default server" in refused.json()["message"]
+    hub.create_user("jon")
+    full = hub.spawn("jon", options={"gpus": 1})
+    assert full.status_code == 503 and "0 of 3 are free" in full.json()["message"]
