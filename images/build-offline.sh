@@ -42,7 +42,7 @@ PY_VERSION=3.11.2          # bookworm's python3
 mkdir -p "$BUILD" "$IMAGES" "$BUILD/logs"
 
 log() { echo "build-offline: $*" >&2; }
-say() { echo "$*"; log "$*"; }                      # summary lines, on stdout too
+say() { echo "$*"; }                                # summary lines, on stdout
 die() { echo "build-offline: error: $*" >&2; exit 1; }
 # run a noisy command with its output in a log file; show the end of it if it fails
 quiet() {
@@ -217,6 +217,9 @@ else
     else
         log "resolving project dependencies from the package index"
         quiet pip-download-wheel "${dl[@]}"
+        # remember them, so that the next build resolves without the index
+        mkdir -p "$CACHE/wheels"
+        find "$ctx/wheelhouse" -name '*.whl' ! -name 'gpuspawner-*' -exec cp -n {} "$CACHE/wheels/" \;
     fi
     # drop the wheels the base image already has installed (same name and version)
     docker run --rm --entrypoint python "$BASE" -m pip list --format=freeze 2>/dev/null \
