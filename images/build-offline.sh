@@ -62,7 +62,7 @@ fi
 
 # One build at a time per cache (parallel test runs share it).
 exec 9>"$CACHE/build-offline.lock"
-flock 9
+flock -n 9 || { log "waiting for another build-offline.sh to finish"; flock 9; }
 
 # --- the Docker engine ----------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
@@ -110,7 +110,8 @@ build_base() {
     local rootfs="$BUILD/rootfs-$HASH" wheels="$BUILD/wheels-$HASH" mirror
     command -v debootstrap >/dev/null || {
         log "installing debootstrap"
-        quiet apt-install sh -c 'apt-get install -y debootstrap || { apt-get update && apt-get install -y debootstrap; }'
+        quiet apt-install env DEBIAN_FRONTEND=noninteractive sh -c \
+            'apt-get install -y debootstrap || { apt-get update && apt-get install -y debootstrap; }'
     }
     mirror="${DEBIAN_MIRROR:-$(debian_mirror)}"
 
