@@ -1,0 +1,176 @@
+import { IDisposable } from '@lumino/disposable';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { IHistory, ISnapshot, requestAPI } from './request';
+
+/** One point of a GPU's history. */
+export interface IPoint {
+  /** Seconds since the epoch. */
+  t: number;
+  /** Utilisation in percent, or null where unsupported (MIG). */
+  util: number | null;
+  /** Memory used as a fraction of the total, or null. */
+  mem: number | null;
+}
+
+/** How often to ask when the server has no GPU: its state will not change soon. */
+const NO_GPU_INTERVAL = 30 * 1000;
+/** The longest wait between two polls while the server does not answer. */
+const MAX_BACKOFF = 60 * 1000;
+
+/**
+ * The GPU state of this server, polled from the server extension's cached
+ * snapshot. Polls back off while the server fails and stand by while the
+ * browser tab is hidden.
+ */
+export class GpuModel implements IDisposable {
+  constructor(options: GpuModel.IOptions = {}) {
+    this._interval = options.refreshInterval ?? 2000;
+    this._historyLength = options.historyLength ?? 150;
+    this._poll = new Poll({
+      auto: true,
+      factory: () => this._refresh(),
+      frequency: { interval: this._interval, backoff: true, max: MAX_BACKOFF },
+      name: 'gpuspawner:GpuModel',
+      standby: 'when-hidden'
+    });
+  }
+
+  /** Emitted after every poll, successful or not. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** The latest snapshot, or null before the first answer. */
+  get snapshot(): ISnapshot | null {
+    return this._snapshot;
+  }
+
+  /** Why the last poll failed, or null when it worked. */
+  get error(): string | null {
+    return this._error;
+  }
+
+  /** Recent points per GPU UUID, oldest first. */
+  history(uuid: string): IPoint[] {
+    return this._history.get(uuid) ?? [];
+  }
+
+  /** Milliseconds between two polls while the server has GPUs. */
+  get refreshInterval(): number {
+    return this._interval;
+  }
+  set refreshInterval(value: number) {
+    if (value === this._interval) {
+      return;
+    }
+    this._interval = value;
+    this._setFrequency();
+  }
+
+  /** Poll now (e.g. when the panel is shown). */
+  refresh(): Promise<void> {
+    return this._poll.refresh();
+  }
+
+  get isDisposed(): boolean {
+    return this._poll.isDisposed;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  private async _refresh(): Promise<void> {
+    try {
+      if (!this._historyLoaded) {
+        this._loadHistory(await requestAPI<IHistory>('api/history'));
+      }
+      const snapshot = await requestAPI<ISnapshot>('api/gpus');
+      this._snapshot = snapshot;
+      this._error = null;
+      this._append(snapshot);
+      this._setFrequency();
+    } catch (reason) {
+      this._error = reason instanceof Error ? reason.message : String(reason);
+      this._changed.emit();
+      throw reason; // the poll backs off
+    }
+    this._changed.emit();
+  }
+
+  private _setFrequency(): void {
+    const interval =
+      this._snapshot && !this._snapshot.available
+        ? Math.max(this._interval, NO_GPU_INTERVAL)
+        : this._interval;
+    const current = this._poll.frequency;
+    if (current.interval !== interval) {
+      this._poll.frequency = { ...current, interval };
+    }
+  }
+
+  private _loadHistory(history: IHistory): void {
+    this._historyLoaded = true;
+    for (const [uuid, points] of Object.entries(history.gpus)) {
+      this._history.set(
+        uuid,
+        points.map(([t, util, used, total]) => ({
+          t,
+          util,
+          mem: used !== null && total ? used / total : null
+        }))
+      );
+    }
+  }
+
+  private _append(snapshot: ISnapshot): void {
+    const seen = new Set<string>();
+    for (const gpu of snapshot.gpus) {
+      seen.add(gpu.uuid);
+      const points = this._history.get(gpu.uuid) ?? [];
+      const last = points[points.length - 1];
+      if (last && last.t >= snapshot.timestamp) {
+        continue;
+      }
+      const { used, total } = gpu.memory;
+      points.push({
+        t: snapshot.timestamp,
+        util: gpu.utilization ? gpu.utilization.gpu : null,
+        mem: used !== null && total ? used / total : null
+      });
+      if (points.length > this._historyLength) {
+        points.splice(0, points.length - this._historyLength);
+      }
+      this._history.set(gpu.uuid, points);
+    }
+    for (const uuid of [...this._history.keys()]) {
+      if (!seen.has(uuid)) {
+        this._history.delete(uuid);
+      }
+    }
+  }
+
+  private _interval: number;
+  private _historyLength: number;
+  private _historyLoaded = false;
+  private _poll: Poll;
+  private _snapshot: ISnapshot | null = null;
+  private _error: string | null = null;
+  private _history = new Map<string, IPoint[]>();
+  private _changed = new Signal<this, void>(this);
+}
+
+export namespace GpuModel {
+  export interface IOptions {
+    /** Milliseconds between two polls (default 2000). */
+    refreshInterval?: number;
+    /** Points of history kept per GPU (default 150). */
+    historyLength?: number;
+  }
+}

@@ -1,0 +1,57 @@
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+
+import { requestAPI } from './request';
+
+let cachedCode: string | null = null;
+
+/** The "Verify CUDA" cell's code, served by the server extension (one source). */
+export async function verifyCode(): Promise<string> {
+  if (cachedCode === null) {
+    const reply = await requestAPI<{ code: string }>('api/verify-code');
+    cachedCode = reply.code;
+  }
+  return cachedCode;
+}
+
+async function openNotebook(app: JupyterFrontEnd): Promise<NotebookPanel> {
+  const kernelName = app.serviceManager.kernelspecs.specs?.default;
+  const panel = (await app.commands.execute('notebook:create-new', {
+    kernelName
+  })) as NotebookPanel;
+  return panel;
+}
+
+/**
+ * Insert the verify cell below the active cell of the current notebook (or of
+ * a new notebook) and run it. An empty active code cell is reused.
+ */
+export async function insertVerifyCell(
+  app: JupyterFrontEnd,
+  tracker: INotebookTracker | null,
+  newNotebook = false
+): Promise<void> {
+  const code = await verifyCode();
+  let panel = newNotebook || !tracker ? null : tracker.currentWidget;
+  if (!panel) {
+    panel = await openNotebook(app);
+  }
+  await panel.context.ready;
+  app.shell.activateById(panel.id);
+  const notebook = panel.content;
+  const active = notebook.activeCell;
+  const reusable =
+    active !== null &&
+    active !== undefined &&
+    active.model.type === 'code' &&
+    active.model.sharedModel.getSource().trim() === '';
+  if (!reusable) {
+    NotebookActions.insertBelow(notebook);
+  }
+  if (notebook.activeCell?.model.type !== 'code') {
+    NotebookActions.changeCellType(notebook, 'code');
+  }
+  notebook.activeCell!.model.sharedModel.setSource(code);
+  await panel.sessionContext.ready;
+  await NotebookActions.run(notebook, panel.sessionContext);
+}
