@@ -19,6 +19,14 @@ from .options import SpawnChoice, options_from_form, parse_user_options
 from .quota import GpuLimit, check_limits, gpu_limit, plural, server_label
 
 
+class SpawnRefused(SpawnException):
+    """A spawn refused by policy: the form, the progress page and the API show the sentence as is."""
+
+    def __init__(self, message: str, *, reason: str, status_code: int):
+        super().__init__(message, reason=reason, status_code=status_code)
+        self.jupyterhub_message = message
+
+
 @dataclass(frozen=True)
 class Availability:
     """What the spawn form shows: free GPUs and what the user already holds."""
@@ -175,7 +183,7 @@ class GPUSpawnerMixin(LoggingConfigurable):
                 default_image=self.default_image,
             )
         except OptionsError as e:
-            raise SpawnException(str(e), reason="options", status_code=400) from None
+            raise SpawnRefused(str(e), reason="options", status_code=400) from None
 
     async def gpu_availability(self) -> Availability | None:
         """Free/total GPUs and the user's holdings, for the form; None when unknown."""

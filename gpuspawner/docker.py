@@ -8,13 +8,12 @@ after a hub start, and again every ``gpu_resync_interval`` seconds.
 import inspect
 import time
 
-from docker.errors import APIError
+from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
-from jupyterhub.spawner import SpawnException
 from traitlets import Enum, Float, List, Unicode, default, validate, TraitError
 
 from .allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
-from .base import Availability, GPUSpawnerMixin
+from .base import Availability, GPUSpawnerMixin, SpawnRefused
 from .dockerspec import GPU_MODES, ContainerRequest, container_spec
 from .inventory import from_nvml, parse_inventory
 from .quota import plural
@@ -164,7 +163,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             await self.rebuild_pool(force=True)
             outcome = self.pool.allocate(request)
         if not isinstance(outcome, Grant):
-            raise SpawnException(
+            raise SpawnRefused(
                 outcome.message, reason="gpu-" + outcome.reason, status_code=REFUSAL_STATUS[outcome.reason]
             )
         if outcome.gpus:
@@ -196,18 +195,33 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             address = await super().start()
         except Exception as e:
             self.release_gpus()
-            if isinstance(e, APIError) and is_missing_gpu_runtime(e):
-                raise SpawnException(
-                    "This Docker host cannot attach GPUs: the NVIDIA Container Toolkit is not"
-                    " installed or not configured for Docker (Docker said: %s). Ask an admin,"
-                    " or start the server with 0 GPUs." % (e.explanation or e),
-                    reason="gpu-runtime",
-                    status_code=503,
-                ) from None
-            raise
+            refusal = self.explain_start_error(e)
+            if refusal is None:
+                raise
+            raise refusal from None
         self.pool.confirm(self.user.name, self.server_name)
         self.emit_progress(90, "Container started; waiting for JupyterLab to answer")
         return address
+
+    def explain_start_error(self, error: Exception) -> SpawnRefused | None:
+        """A sentence for the engine errors a user or admin can act on."""
+        if isinstance(error, (ImageNotFound, NotFound)) and "image" in str(error).lower():
+            return SpawnRefused(
+                "The image %s of %r is not on this Docker host and could not be pulled"
+                " (pull_policy %r). Ask an admin to pull or build it."
+                % (self.image, self.choice.image.display_name, self.pull_policy),
+                reason="image",
+                status_code=503,
+            )
+        if isinstance(error, APIError) and is_missing_gpu_runtime(error):
+            return SpawnRefused(
+                "This Docker host cannot attach GPUs: the NVIDIA Container Toolkit is not"
+                " installed or not configured for Docker (Docker said: %s). Ask an admin,"
+                " or start the server with 0 GPUs." % (error.explanation or error),
+                reason="gpu-runtime",
+                status_code=503,
+            )
+        return None
 
     async def check_allowed(self, image):
         # the catalog already decided (apply_user_options); DockerSpawner's own list is unused

@@ -78,15 +78,20 @@ def _gpu_count(value, max_gpus: int) -> int:
 
 
 def options_from_form(formdata: Mapping[str, list[str]]) -> dict:
-    """Turn the spawn form's fields into ``user_options`` (the same shape the API takes)."""
+    """Turn the spawn form's fields into ``user_options`` (the same shape the API takes).
+
+    Fields the hub adds to every form (such as ``_xsrf``) are not options and are left out.
+    """
     options: dict = {}
-    for key, values in formdata.items():
-        value = values[0] if isinstance(values, list) and values else values
+    for key in OPTION_KEYS:
+        values = formdata.get(key)
+        if not values:
+            continue
+        value = values[0] if isinstance(values, list) else values
         if key == "gpus":
             text = str(value).strip()
             if not re.fullmatch(r"[0-9]{1,9}", text):
                 raise OptionsError("The number of GPUs must be a whole number, not %r." % text)
-            options[key] = int(text)
-        else:
-            options[key] = value
+            value = int(text)
+        options[key] = value
     return options

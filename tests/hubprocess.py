@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -117,6 +118,21 @@ class Hub:
                 return
             time.sleep(0.3)
         raise AssertionError("server %s/%s did not stop" % (user, server))
+
+    def login(self, user: str) -> requests.Session:
+        """A browser-like session of ``user`` (the demo login takes any password)."""
+        browser = requests.Session()
+        page = browser.get(self.url + "/hub/login", timeout=30)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        response = browser.post(
+            self.url + "/hub/login", data={"username": user, "password": "x", "_xsrf": xsrf}, timeout=30
+        )
+        assert response.status_code == 200, response.status_code
+        return browser
+
+    def spawn_form(self, browser: requests.Session, user: str, server: str = "") -> str:
+        path = "/hub/spawn/" + quote(user, safe="") + ("/" + quote(server, safe="") if server else "")
+        return browser.get(self.url + path, timeout=60).text
 
     def user_token(self, user: str) -> str:
         response = self.api("POST", "/users/%s/tokens" % quote(user, safe=""), json={"note": "tests"})

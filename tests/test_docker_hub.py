@@ -61,7 +61,7 @@ def test_workspace_survives_stop_start_and_image_change(hub_factory, docker_clie
     hub.wait_ready("bea")
     token = hub.user_token("bea")
     put = hub.through_proxy(
-        "PUT", "bea", "api/contents/work/notes.txt", token,
+        "PUT", "bea", "api/contents/notes.txt", token,
         json={"type": "file", "format": "text", "content": "epoch 3: loss 0.12"},
     )
     assert put.status_code in (200, 201), put.text
@@ -73,8 +73,12 @@ def test_workspace_survives_stop_start_and_image_change(hub_factory, docker_clie
     hub.wait_ready("bea")
     second = container_of(docker_client, "bea")
     assert second.id != first and second.attrs["Config"]["Image"].endswith(":second")
-    got = hub.through_proxy("GET", "bea", "api/contents/work/notes.txt", token)
+    got = hub.through_proxy("GET", "bea", "api/contents/notes.txt", token)
     assert got.status_code == 200 and got.json()["content"] == "epoch 3: loss 0.12"  # ... the workspace is not
+    hub.stop_server("bea")
+    (volume,) = [m["Name"] for m in second.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+    assert volume == hub.settings["prefix"] + "-workspace-bea"
+    docker_client.volumes.get(volume)  # stopping never removes the workspace
 
 
 def watch_gpu_creates(docker_client, seen: list, stop: threading.Event):
@@ -113,9 +117,8 @@ def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_th
     assert len(set(created.values())) == len(users), created  # no GPU handed out twice
     assert set(created.values()) <= set(UUIDS)
     # the failed starts released every GPU: all 8 are free again, and the form says so
-    form = hub.session.get(hub.url + "/hub/spawn/" + users[0])
-    assert form.status_code == 200
-    assert "8 of 8 GPUs free" in form.text
+    form = hub.spawn_form(hub.login(users[0]), users[0])
+    assert "8 of 8 GPUs free on this hub. You hold no GPU." in form
 
 
 def test_quota_counts_gpus_across_named_servers(hub_factory, docker_client):
@@ -195,3 +198,27 @@ def test_hub_killed_and_restarted_rebuilds_allocations(hub_factory, docker_clien
     hub.create_user("jon")
     full = hub.spawn("jon", options={"gpus": 1})
     assert full.status_code == 503 and "0 of 3 are free" in full.json()["message"]
+
+
+def test_spawn_form_offers_catalog_and_what_is_left(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", gpu_quota=2)
+    hub.create_user("kim")
+    browser = hub.login("kim")
+    form = hub.spawn_form(browser, "kim")
+    assert '<option value="demo" selected>Demo</option>' in form
+    assert '<option value="2">2 GPUs</option>' in form and '"3"' not in form
+    assert "Your limit: 2 GPUs at once (the default for every user)." in form
+    assert "8 of 8 GPUs free on this hub. You hold no GPU." in form
+
+    # the form posts the same options the API takes; a bad count is refused on the form
+    xsrf = browser.cookies.get("_xsrf")
+    bad = browser.post(hub.url + "/hub/spawn/kim", data={"image": "demo", "gpus": "two", "_xsrf": xsrf})
+    assert "The number of GPUs must be a whole number, not &#39;two&#39;." in bad.text
+    good = browser.post(hub.url + "/hub/spawn/kim", data={"image": "demo-second", "gpus": "1", "_xsrf": xsrf})
+    assert good.status_code == 200, good.text[-3000:]
+    hub.wait_ready("kim")
+    container = container_of(docker_client, "kim")
+    assert container.labels["gpuspawner.image"] == "demo-second" and env_of(container)["GPU_LIMIT"] == "1"
+    form = hub.spawn_form(browser, "kim", "second")
+    assert "7 of 8 GPUs free on this hub. You hold 1 GPU on the default server" in form
+    assert '<option value="1">1 GPU</option>' in form and '"2"' not in form

@@ -78,6 +78,7 @@ def test_any_input_gives_a_choice_or_an_options_error(options):
 def test_options_from_form():
     assert options_from_form({"image": ["pytorch-2.8"], "gpus": ["2"]}) == {"image": "pytorch-2.8", "gpus": 2}
     assert options_from_form({}) == {}
+    assert options_from_form({"_xsrf": ["abc"], "gpus": ["0"]}) == {"gpus": 0}
 
 
 @pytest.mark.parametrize("text", ["-1", "1.5", "two", "", "²", "1" * 12])

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs (as root: the Docker
+# engine, debootstrap, Chromium, the proxy), builds the offline single-user image,
+# then runs every test against the real engine, hub, browser and database.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+started=$SECONDS
+
+ensure_commands debootstrap:debootstrap
+ensure_docker
+ensure_proxy
+ensure_venv test
+if [ -f scripts/setup-lab.sh ]; then
+    say "setting up the JupyterLab extension's tests"
+    bash scripts/setup-lab.sh "$VENV/bin/python"
+fi
+
+say "building the single-user image with this checkout's wheel"
+wheel=$(build_wheel)
+image=$(bash images/build-offline.sh --wheel "$wheel" | tail -n 1)
+say "single-user image: $image (set up in $((SECONDS - started)) s)"
+
+export GPUSPAWNER_TEST_IMAGE=$image GPUSPAWNER_REQUIRE_DOCKER=1
+"$VENV/bin/python" -m pytest "$@"
