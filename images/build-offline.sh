@@ -158,7 +158,7 @@ build_base() {
         | docker import "${changes[@]}" --message "gpuspawner single-user base $HASH" - "$BASE" >/dev/null
     rm -rf --one-file-system "$rootfs"
     # keep the wheels: stage B resolves the project's dependencies against them first
-    rm -rf "$CACHE/wheels" && mv "$wheels" "$CACHE/wheels"
+    mkdir -p "$CACHE/wheels" && cp -n "$wheels"/*.whl "$CACHE/wheels/" && rm -rf "$wheels"
 
     log "saving $BASE to $TARBALL"
     docker save -o "$TARBALL.part" "$BASE" && mv "$TARBALL.part" "$TARBALL"
