@@ -211,7 +211,7 @@ else
         --only-binary=:all: --python-version "$PY_VERSION" --implementation cp
         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64
         --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 --platform any
-        -d "$ctx/wheelhouse" -c "$here/requirements-singleuser.txt" "$WHEEL[lab]")
+        -d "$ctx/wheelhouse" -c "$here/requirements-singleuser.txt" "${WHEEL}[lab]")
     if [ -d "$CACHE/wheels" ] && "${dl[@]}" --no-index --find-links "$CACHE/wheels" \
             >"$BUILD/logs/pip-download-wheel.log" 2>&1; then
         log "project dependencies resolved from the cached wheels"
