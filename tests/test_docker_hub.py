@@ -222,3 +222,51 @@ def test_spawn_form_offers_catalog_and_what_is_left(hub_factory, docker_client):
     form = hub.spawn_form(browser, "kim", "second")
     assert "7 of 8 GPUs free on this hub. You hold 1 GPU on the default server" in form
     assert '<option value="1">1 GPU</option>' in form and '"2"' not in form
+
+
+HOSTILE_NAMES = ["émilie o'brien", "日本語ユーザー", "x; rm -rf ~ #", "--rm -v", "ab-2d"]
+
+
+def test_any_user_name_gets_its_own_container_and_workspace(hub_factory, docker_client):
+    hub = hub_factory()
+    for name in HOSTILE_NAMES:
+        hub.create_user(name)
+        assert hub.spawn(name, options={"gpus": 0}).status_code in (201, 202)
+    volumes = set()
+    for name in HOSTILE_NAMES:
+        hub.wait_ready(name)
+        assert hub.through_proxy("GET", name, "api/status", hub.user_token(name)).status_code == 200
+        container = container_of(docker_client, name)
+        assert container.labels["gpuspawner.user"] == name  # labels keep the real name
+        (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+        volumes.add(volume)
+    assert len(volumes) == len(HOSTILE_NAMES)  # escaping never merges two users' workspaces
+    assert hub.settings["prefix"] + "-workspace-ab-2d2d" in volumes  # '-' is escaped too: no collisions
+
+
+BAD_OPTIONS = [
+    ({"gpus": -1}, "The number of GPUs must be from 0 to 8 per server, not -1."),
+    ({"gpus": 10**30}, "The number of GPUs must be from 0 to 8 per server, not %d." % 10**30),
+    ({"gpus": 1.5}, "The number of GPUs must be a whole number from 0 to 8, not 1.5."),
+    ({"gpus": "1"}, "The number of GPUs must be a whole number from 0 to 8, not '1'."),
+    ({"gpus": None}, "The number of GPUs must be a whole number from 0 to 8, not None."),
+    ({"image": "ubuntu:latest"}, "There is no image 'ubuntu:latest' in this hub's catalog; choose one of: demo, demo-second."),
+    ({"image": {"$ne": 1}}, "The image must be given by its catalog name, such as 'demo'."),
+    ({"privileged": True}, "Unknown spawn option(s) 'privileged'; the options are: gpus, image."),
+    # the hub itself refuses options that are not an object, before the spawner sees them
+    ([1, 2], "user_options must be an object or null"),
+    ("gpus=8", "user_options must be an object or null"),
+]
+
+
+def test_bad_options_through_the_api_are_400_with_a_sentence(hub_factory, docker_client):
+    hub = hub_factory()
+    hub.create_user("mallory")
+    for options, sentence in BAD_OPTIONS:
+        response = hub.spawn("mallory", options=options)
+        assert response.status_code == 400, (options, response.text)
+        assert response.json()["message"] == sentence
+    assert not docker_client.containers.list(all=True, filters={"label": "gpuspawner.user=mallory"})
+    # the user can still start a good server afterwards
+    assert hub.spawn("mallory", options={"gpus": 0}).status_code in (201, 202)
+    hub.wait_ready("mallory")
