@@ -5,6 +5,7 @@ is the truth: the pool is rebuilt from running containers on the first spawn or 
 after a hub start, and again every ``gpu_resync_interval`` seconds.
 """
 
+import asyncio
 import inspect
 import time
 
@@ -25,6 +26,7 @@ LABEL_IMAGE = "gpuspawner.image"
 HOLDING_STATES = {"running", "restarting", "paused"}
 NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
 REFUSAL_STATUS = {"quota": 403, "capacity": 503}
+REFUSAL_RESYNC_SECONDS = 2.0  # how fresh the engine's view must be to refuse for capacity
 
 
 def holdings_from_containers(containers) -> list[Holding]:
@@ -107,6 +109,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     _pool: GpuPool | None = None
     _pool_rebuilt_at = 0.0
+    _rebuilding: asyncio.Future | None = None
 
     def check_config(self):
         super().check_config()
@@ -131,16 +134,26 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             cls._pool = GpuPool(inventory=self.inventory())
         return cls._pool
 
-    async def rebuild_pool(self, *, force: bool = False) -> None:
-        """Load who holds which GPU from the labels of the engine's containers."""
+    async def rebuild_pool(self, max_age: float | None = None) -> None:
+        """Load who holds which GPU from the labels of the engine's containers.
+
+        Skipped when the last rebuild is younger than ``max_age`` seconds (default
+        ``gpu_resync_interval``); concurrent callers share one listing of the engine.
+        """
         cls = GPUDockerSpawner
-        pool = self.pool
-        if not force and pool.rebuilt and time.monotonic() - cls._pool_rebuilt_at < self.gpu_resync_interval:
+        max_age = self.gpu_resync_interval if max_age is None else max_age
+        if self.pool.rebuilt and time.monotonic() - cls._pool_rebuilt_at < max_age:
             return
+        if cls._rebuilding is None or cls._rebuilding.done():
+            cls._rebuilding = asyncio.ensure_future(self._list_and_rebuild())
+        await asyncio.shield(cls._rebuilding)
+
+    async def _list_and_rebuild(self) -> None:
+        pool = self.pool
         in_flight = pool.in_flight()
         containers = await self.docker("containers", all=True, filters={"label": LABEL_USER})
         pool.rebuild(holdings_from_containers(containers), in_flight)
-        cls._pool_rebuilt_at = time.monotonic()
+        GPUDockerSpawner._pool_rebuilt_at = time.monotonic()
         self.log.debug("GPU holdings rebuilt from %d containers", len(containers))
 
     async def gpu_availability(self) -> Availability:
@@ -160,7 +173,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         outcome = self.pool.allocate(request)
         if not isinstance(outcome, Grant) and outcome.reason == "capacity":
             # refuse on the engine's word, not on a view that may be a minute old
-            await self.rebuild_pool(force=True)
+            await self.rebuild_pool(max_age=REFUSAL_RESYNC_SECONDS)
             outcome = self.pool.allocate(request)
         if not isinstance(outcome, Grant):
             raise SpawnRefused(

@@ -7,7 +7,7 @@ c = get_config()  # noqa: F821
 
 settings = json.loads(os.environ["GPUSPAWNER_TEST_SETTINGS"])
 
-c.JupyterHub.spawner_class = "gpu-docker"
+c.JupyterHub.spawner_class = settings.get("spawner", "gpu-docker")
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = settings["port"]
 c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = settings["hub_ip"]
@@ -24,6 +24,14 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = 5
 c.JupyterHub.services = [{"name": "tests", "api_token": settings["token"]}]
 c.JupyterHub.load_roles = [{"name": "admin", "services": ["tests"]}]
+
+# the baseline for benchmarks: plain DockerSpawner on the same image and limits
+c.DockerSpawner.image = settings["images"]["demo"]["image"]
+c.DockerSpawner.remove = True
+c.DockerSpawner.prefix = settings["prefix"]
+c.DockerSpawner.mem_limit = "2G"
+c.DockerSpawner.cpu_limit = 1.0
+c.DockerSpawner.pull_policy = "never"
 
 c.GPUDockerSpawner.images = settings["images"]
 c.GPUDockerSpawner.pull_policy = "never"
