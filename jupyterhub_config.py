@@ -65,3 +65,8 @@ c.GPUDockerSpawner.cpu_limit = 4.0
 
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = 4
+
+# stop at start, with the reason, on a catalog, quota or inventory mistake
+from gpuspawner.config import check_config  # noqa: E402
+
+check_config(c)
