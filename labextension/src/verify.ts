@@ -51,7 +51,10 @@ export async function insertVerifyCell(
   if (notebook.activeCell?.model.type !== 'code') {
     NotebookActions.changeCellType(notebook, 'code');
   }
-  notebook.activeCell!.model.sharedModel.setSource(code);
+  const cell = notebook.activeCell!;
+  cell.model.sharedModel.setSource(code);
+  // the code is long: show its verdict, keep the code one click away
+  cell.inputHidden = true;
   await panel.sessionContext.ready;
   await NotebookActions.run(notebook, panel.sessionContext);
 }

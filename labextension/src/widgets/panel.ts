@@ -81,7 +81,11 @@ export class GpuPanel extends Widget {
 
   private _card(gpu: IGpu): HTMLElement {
     const card = h('section', 'jp-gpuspawner-card');
-    const label = gpu.mig_parent_uuid ? `MIG ${gpu.name}` : `GPU ${gpu.index}: ${gpu.name}`;
+    const label = !gpu.mig_parent_uuid
+      ? `GPU ${gpu.index}: ${gpu.name}`
+      : gpu.name.includes('MIG')
+        ? gpu.name
+        : `MIG ${gpu.name}`;
     card.setAttribute('aria-label', label);
     card.appendChild(h('h3', 'jp-gpuspawner-card-title', label));
     card.appendChild(h('div', 'jp-gpuspawner-uuid', gpu.uuid));

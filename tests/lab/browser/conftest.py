@@ -1,0 +1,63 @@
+"""Fixtures for the browser tests: a real JupyterLab and Debian's Chromium via Playwright."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from labserver import REPO, LabServer, labextension_built, start_lab  # noqa: E402
+
+CHROMIUM = os.environ.get("GPUSPAWNER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    """Where screenshots go: $GPUSPAWNER_TEST_OUTPUT/lab, or test-output/lab in the repo."""
+    base = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output"))
+    path = base / "lab"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> LabServer:
+    if not labextension_built():
+        pytest.fail("the labextension is not built: run scripts/setup-lab.sh first")
+    server = start_lab(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("%s is missing: run scripts/setup-lab.sh first" % CHROMIUM)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, lab, request):
+    """A fresh browser context on a workspace of this test's own, reset."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    workspace = request.node.name.replace("_", "-")
+    page.goto("%slab/workspaces/%s?reset&token=%s" % (lab.url, workspace, lab.token))
+    yield page
+    context.close()

@@ -1,0 +1,100 @@
+"""JupyterLab with the extension, in Debian's Chromium: what a person sees.
+
+Elements are found by role and accessible name. Screenshots are saved under
+the test output folder (see ``output_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def _expected_status(lab) -> tuple[re.Pattern, dict]:
+    status, body = lab.get("gpuspawner/api/gpus")
+    assert status == 200
+    snapshot = json.loads(body)
+    if snapshot["available"]:
+        return re.compile(r"GPU"), snapshot
+    return re.compile(r"^No GPU"), snapshot
+
+
+def _palette(page):
+    """The command palette's search box (it has no accessible name of its own)."""
+    return page.locator("#modal-command-palette").get_by_role("textbox")
+
+
+def test_status_panel_and_verify_cuda(page, lab, output_dir):
+    expected, snapshot = _expected_status(lab)
+    status_item = page.get_by_role("button", name=re.compile(r"Show the GPU panel"))
+    status_item.wait_for()
+    assert expected.search(status_item.inner_text().strip())
+
+    # the status item opens the panel
+    status_item.click()
+    panel = page.get_by_role("region", name="GPU status")
+    panel.wait_for()
+    if not snapshot["available"]:
+        no_gpu = panel.get_by_role("status")
+        assert "No GPU" in no_gpu.inner_text()
+        assert snapshot["reason"] in no_gpu.inner_text()
+    else:
+        assert panel.locator("section").count() == len(snapshot["gpus"])
+    page.screenshot(path=str(output_dir / "panel.png"))
+
+    # the launcher offers Verify CUDA
+    page.keyboard.press("Control+Shift+L")
+    launcher = page.locator(".jp-Launcher")
+    launcher.get_by_text("Verify CUDA").wait_for()
+
+    # run Verify CUDA from the command palette: a new notebook, the cell, its output
+    page.keyboard.press("Control+Shift+C")
+    _palette(page).fill("Verify CUDA")
+    page.keyboard.press("Enter")
+    output = page.locator(".jp-OutputArea-output").filter(has_text="VERDICT:")
+    output.wait_for(timeout=90_000)
+    text = output.inner_text()
+    assert re.search(r"VERDICT: (NO TORCH|NO CUDA DEVICE|OK|PROBLEM)", text)
+    # the code is collapsed under its verdict; one click shows it
+    cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text="VERDICT:")
+    assert cell.count() == 1
+    page.screenshot(path=str(output_dir / "verify-cuda.png"))
+    cell.locator(".jp-InputPlaceholder").click()
+    cell.get_by_text("_gpuspawner_verify_cuda").first.wait_for()
+
+    # the notebook toolbar has the command too
+    toolbar = page.locator(".jp-NotebookPanel-toolbar")
+    assert toolbar.get_by_role("button", name=re.compile("Verify CUDA")).count() == 1
+
+
+def test_verify_cuda_inserts_below_active_cell(page, lab, output_dir):
+    """From the notebook toolbar: the verify cell goes right below the active cell."""
+    page.get_by_role("button", name=re.compile(r"Show the GPU panel")).wait_for()
+    page.keyboard.press("Control+Shift+L")
+    page.locator(".jp-Launcher").get_by_text("Python 3").first.click()
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    editor.click()
+    page.keyboard.type("print('first cell')")
+    toolbar = page.locator(".jp-NotebookPanel-toolbar:visible")
+    toolbar.get_by_role("button", name=re.compile("Verify CUDA")).click()
+    page.locator(".jp-OutputArea-output").filter(has_text="VERDICT:").wait_for(timeout=90_000)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    assert cells.count() == 2
+    assert "first cell" in cells.nth(0).inner_text()
+    assert "VERDICT:" in cells.nth(1).inner_text()
+
+
+def test_dark_theme(page, lab, output_dir):
+    """The panel stays readable in the dark theme (look at the screenshot)."""
+    page.get_by_role("button", name=re.compile(r"Show the GPU panel")).click()
+    page.keyboard.press("Control+Shift+C")
+    _palette(page).fill("JupyterLab Dark")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+    page.locator("#jupyterlab-splash").wait_for(state="detached")
+    page.get_by_role("region", name="GPU status").wait_for()
+    page.screenshot(path=str(output_dir / "panel-dark.png"))
