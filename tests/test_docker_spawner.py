@@ -1,0 +1,81 @@
+"""The spawner's own calls against the real Docker engine, without a hub process."""
+
+import types
+
+import pytest
+from traitlets.config import Config
+
+from conftest import FAKE_GPUS
+from gpuspawner.docker import GPUDockerSpawner
+
+pytestmark = pytest.mark.docker
+
+
+# UUIDs of this module's own, so a hub test's containers never hold them
+GPUS = [dict(gpu, uuid=gpu["uuid"].replace("GPU-", "GPU-unit")) for gpu in FAKE_GPUS]
+
+
+def make_spawner(image: str, user: str, server: str = "", **settings) -> GPUDockerSpawner:
+    """A spawner as the hub builds it, with the hub's objects reduced to what it reads."""
+    config = Config()
+    config.GPUDockerSpawner.images = {"demo": {"image": image}}
+    config.GPUDockerSpawner.gpus = GPUS
+    config.GPUDockerSpawner.prefix = "gpstunit"
+    for key, value in settings.items():
+        setattr(config.GPUDockerSpawner, key, value)
+    GPUDockerSpawner._pool = None  # each test is a fresh hub process
+    return GPUDockerSpawner(
+        user=types.SimpleNamespace(name=user, groups=[], url="/user/%s/" % user),
+        orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
+        hub=types.SimpleNamespace(public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"),
+        config=config,
+    )
+
+
+async def test_device_request_names_exactly_the_allocated_gpus(docker_client, test_image):
+    spawner = make_spawner(test_image["demo"]["image"], "dora", gpu_quota=2)
+    spawner.choice = spawner.choose({"gpus": 2})
+    spawner.image = spawner.choice.image.image
+    spawner.gpu_uuids = await spawner.allocate_gpus(2)
+    created = await spawner.create_object()
+    try:
+        container = docker_client.containers.get(created["Id"])
+        (request,) = container.attrs["HostConfig"]["DeviceRequests"]
+        assert request["Driver"] == "nvidia" and request["Capabilities"] == [["gpu"]]
+        assert request["DeviceIDs"] == [GPUS[0]["uuid"], GPUS[1]["uuid"]]
+        env = dict(line.split("=", 1) for line in container.attrs["Config"]["Env"])
+        assert env["NVIDIA_VISIBLE_DEVICES"] == ",".join(request["DeviceIDs"])
+        assert env["GPU_LIMIT"] == "2"
+        assert container.labels["gpuspawner.gpus"] == ",".join(request["DeviceIDs"])
+        # the engine refuses to start it here (no NVIDIA runtime): the sentence says so
+        with pytest.raises(Exception) as error:
+            container.start()
+        refusal = spawner.explain_start_error(error.value)
+        assert refusal is not None and refusal.status_code == 503
+        assert "cannot attach GPUs" in refusal.jupyterhub_message
+    finally:
+        docker_client.containers.get(created["Id"]).remove(force=True)
+        spawner.release_gpus()
+    assert {g.uuid for g in spawner.pool.free()} >= {g["uuid"] for g in GPUS[:2]}
+
+
+async def test_pool_rebuilds_from_running_containers_labels(docker_client, test_image):
+    image = test_image["demo"]["image"]
+    held = docker_client.containers.run(
+        image, "sleep 60", detach=True, name="gpstunit-rebuild",
+        labels={"gpuspawner.user": "old-hub-user", "gpuspawner.server": "x",
+                "gpuspawner.gpus": GPUS[0]["uuid"]},
+    )
+    exited = docker_client.containers.run(
+        image, "true", detach=True, name="gpstunit-exited",
+        labels={"gpuspawner.user": "gone", "gpuspawner.server": "", "gpuspawner.gpus": GPUS[1]["uuid"]},
+    )
+    exited.wait()
+    try:
+        spawner = make_spawner(image, "newcomer")
+        assert await spawner.allocate_gpus(1) == (GPUS[1]["uuid"],)  # GPU 0 is held, GPU 1 is not
+        assert {"old-hub-user", "newcomer"} <= {h.user for h in spawner.pool.holdings}
+        assert "gone" not in {h.user for h in spawner.pool.holdings}  # an exited container holds nothing
+    finally:
+        held.remove(force=True)
+        exited.remove(force=True)
