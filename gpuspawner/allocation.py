@@ -6,8 +6,8 @@ the holdings of one hub process between calls; it does no I/O either, so a backe
 calls it without awaiting and two coroutines can never interleave inside it.
 """
 
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from .inventory import Gpu
 from .quota import GpuLimit, plural, server_label

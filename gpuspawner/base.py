@@ -10,8 +10,8 @@ import html
 from dataclasses import dataclass
 
 from jupyterhub.spawner import SpawnException
+from traitlets import Bool, Dict, Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
-from traitlets import Bool, Dict, Int, Unicode, default, validate, TraitError
 
 from .catalog import images_for, parse_catalog
 from .errors import ConfigError, OptionsError
@@ -123,6 +123,7 @@ class GPUSpawnerMixin(LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.clear_progress()
         config_error_to_trait(self.check_config)
 
     def check_config(self) -> None:
@@ -194,34 +195,23 @@ class GPUSpawnerMixin(LoggingConfigurable):
     def emit_progress(self, progress: int, message: str) -> None:
         """Record a stage of the spawn for the hub's progress bar."""
         self.log.info("%s: %s", self._log_name, message)
-        self._progress_events().append({"progress": progress, "message": message})
-        self._progress_signal().set()
-
-    def _progress_events(self) -> list:
-        if not hasattr(self, "_gpu_progress"):
-            self._gpu_progress = []
-        return self._gpu_progress
-
-    def _progress_signal(self) -> asyncio.Event:
-        if not hasattr(self, "_gpu_progress_signal"):
-            self._gpu_progress_signal = asyncio.Event()
-        return self._gpu_progress_signal
+        self._progress_log.append({"progress": progress, "message": message})
+        self._progress_signal.set()
 
     def clear_progress(self) -> None:
-        self._gpu_progress = []
+        self._progress_log: list[dict] = []
+        self._progress_signal = asyncio.Event()
 
     async def progress(self):
         """Yield the spawn's stages as they happen; the hub stops reading when ready."""
         sent = 0
         while True:
-            events = self._progress_events()
-            while sent < len(events):
-                yield events[sent]
+            while sent < len(self._progress_log):
+                yield self._progress_log[sent]
                 sent += 1
-            signal = self._progress_signal()
-            signal.clear()
+            self._progress_signal.clear()
             try:
-                await asyncio.wait_for(signal.wait(), timeout=1)
+                await asyncio.wait_for(self._progress_signal.wait(), timeout=1)
             except asyncio.TimeoutError:
                 pass
 

@@ -15,10 +15,10 @@ Everything here is pure: parsing raises :class:`ConfigError` with a sentence.
 """
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, check_fields
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 CUDA_PATTERN = re.compile(r"^\d+\.\d+$")
@@ -84,12 +84,7 @@ def _parse_entry(key, entry, *, allow_unpinned: bool) -> CatalogImage:
         )
     if not isinstance(entry, Mapping):
         raise ConfigError("%s must be a dict with at least an 'image' field." % where)
-    unknown = sorted(set(entry) - FIELDS)
-    if unknown:
-        raise ConfigError(
-            "%s has unknown field(s) %s; the fields are: %s."
-            % (where, ", ".join(map(repr, unknown)), ", ".join(sorted(FIELDS)))
-        )
+    check_fields(where, entry, FIELDS)
     image = entry.get("image")
     if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
         raise ConfigError("%s needs an 'image' such as 'org/name:1.0'." % where)

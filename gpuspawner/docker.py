@@ -11,7 +11,7 @@ import time
 
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
-from traitlets import Enum, Float, List, Unicode, default, validate, TraitError
+from traitlets import Enum, Float, List, TraitError, Unicode, default, validate
 
 from .allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
 from .base import Availability, GPUSpawnerMixin, SpawnRefused

@@ -5,10 +5,10 @@ allocatable itself; each of its MIG instances is (``MIG-...`` UUIDs).
 """
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, check_fields
 
 UUID_PATTERN = re.compile(r"^(GPU|MIG)-[A-Za-z0-9][A-Za-z0-9/._-]*$")
 FIELDS = {"uuid", "name", "memory_mib", "parent"}
@@ -42,12 +42,7 @@ def parse_inventory(entries: Sequence) -> tuple[Gpu, ...]:
         where = "gpus[%d]" % position
         if not isinstance(entry, dict):
             raise ConfigError("%s must be a dict with a 'uuid', not %r." % (where, entry))
-        unknown = sorted(set(entry) - FIELDS)
-        if unknown:
-            raise ConfigError(
-                "%s has unknown field(s) %s; the fields are: %s."
-                % (where, ", ".join(map(repr, unknown)), ", ".join(sorted(FIELDS)))
-            )
+        check_fields(where, entry, FIELDS)
         uuid = entry.get("uuid")
         if not isinstance(uuid, str) or not UUID_PATTERN.match(uuid):
             raise ConfigError(

@@ -6,8 +6,8 @@
 """
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .catalog import CatalogImage, images_for

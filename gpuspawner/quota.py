@@ -5,8 +5,8 @@ no group with an override gets the default. An override may be lower than the de
 (e.g. a "cpu-only" group set to 0): what counts is the best of the user's groups.
 """
 
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from .errors import ConfigError
 

@@ -5,7 +5,6 @@ import os
 import secrets
 
 import pytest
-
 from hubprocess import Hub, free_port
 
 TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
@@ -22,7 +21,7 @@ def _docker_or_skip():
         client.ping()
         client.images.get(TEST_IMAGE)
         return client
-    except Exception as e:  # noqa: BLE001 - any reason means "no engine here"
+    except Exception as e:
         reason = "needs a Docker engine and the test image %r (scripts/test.sh builds it): %s" % (TEST_IMAGE, e)
         if REQUIRE_DOCKER:
             pytest.fail(reason)

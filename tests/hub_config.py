@@ -17,6 +17,7 @@ c.JupyterHub.db_url = settings["db_url"]
 c.JupyterHub.cookie_secret_file = os.path.join(settings["workdir"], "cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = os.path.join(settings["workdir"], "proxy.pid")
 c.JupyterHub.log_level = "DEBUG"
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": settings.get("slow_spawn_timeout", 10)}
 
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True

@@ -6,11 +6,11 @@ is nvidia) starts containers that hold GPUs by label and NVIDIA_VISIBLE_DEVICES.
 """
 
 import concurrent.futures
+import json
 import threading
 import time
 
 import pytest
-
 from conftest import FAKE_GPUS
 
 pytestmark = pytest.mark.docker
@@ -270,3 +270,21 @@ def test_bad_options_through_the_api_are_400_with_a_sentence(hub_factory, docker
     # the user can still start a good server afterwards
     assert hub.spawn("mallory", options={"gpus": 0}).status_code in (201, 202)
     hub.wait_ready("mallory")
+
+
+def test_progress_names_the_stages_and_the_gpu(hub_factory):
+    hub = hub_factory(gpu_mode="runtime-env", slow_spawn_timeout=0)
+    hub.create_user("lea")
+    assert hub.spawn("lea", options={"gpus": 1}).status_code == 202
+    messages = []
+    with hub.session.get(hub.url + "/hub/api/users/lea/server/progress", stream=True, timeout=90) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                event = json.loads(line[len("data:"):])
+                messages.append(event.get("message", ""))
+                if event.get("ready") or event.get("failed"):
+                    break
+    text = "\n".join(messages)
+    assert "Allocated 1 GPU: NVIDIA A100-SXM4-80GB (%s)" % UUIDS[0] in text
+    assert "Preparing workspace volume %s-workspace-lea" % hub.settings["prefix"] in text
+    assert "Starting container from Demo" in text

@@ -3,9 +3,9 @@
 import types
 
 import pytest
+from conftest import FAKE_GPUS
 from traitlets.config import Config
 
-from conftest import FAKE_GPUS
 from gpuspawner.docker import GPUDockerSpawner
 
 pytestmark = pytest.mark.docker

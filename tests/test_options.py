@@ -1,7 +1,8 @@
 """Spawn options from the form and the REST API are checked the same way (pure)."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gpuspawner.catalog import parse_catalog
 from gpuspawner.errors import OptionsError

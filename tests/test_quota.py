@@ -1,7 +1,8 @@
 """Quota: the most generous group wins; bad limits are refused (pure)."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gpuspawner.errors import ConfigError
 from gpuspawner.quota import GpuLimit, check_limits, gpu_limit, plural, server_label

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from labserver import REPO, LabServer, labextension_built, start_lab  # noqa: E402
+from lab_server import REPO, LabServer, labextension_built, start_lab  # noqa: E402
 
 CHROMIUM = os.environ.get("GPUSPAWNER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

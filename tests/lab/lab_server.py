@@ -20,16 +20,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab_helpers import GPU_VARIABLES
+
 REPO = Path(__file__).resolve().parents[2]
 LABEXTENSION = REPO / "gpuspawner" / "labextension"
 SERVER_CONFIG = REPO / "jupyter-config" / "server-config" / "gpuspawner.json"
-GPU_VARIABLES = (
-    "NVIDIA_VISIBLE_DEVICES",
-    "CUDA_VISIBLE_DEVICES",
-    "GPU_LIMIT",
-    "GPUSPAWNER_GPU_UUIDS",
-    "GPUSPAWNER_NO_GPU_REASON",
-)
 
 
 @dataclass
