@@ -288,3 +288,16 @@ def test_progress_names_the_stages_and_the_gpu(hub_factory):
     assert "Allocated 1 GPU: NVIDIA A100-SXM4-80GB (%s)" % UUIDS[0] in text
     assert "Preparing workspace volume %s-workspace-lea" % hub.settings["prefix"] in text
     assert "Starting container from Demo" in text
+
+
+def test_a_container_that_died_gives_its_gpu_back(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", gpus=FAKE_GPUS[:1])
+    hub.create_user("max")
+    hub.create_user("ned")
+    hub.spawn("max", options={"gpus": 1})
+    hub.wait_ready("max")
+    container_of(docker_client, "max").kill()  # e.g. the OOM killer, or an admin's docker kill
+    time.sleep(2.5)  # older than the engine view a capacity refusal may rely on
+    assert hub.spawn("ned", options={"gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("ned")
+    assert env_of(container_of(docker_client, "ned"))["NVIDIA_VISIBLE_DEVICES"] == UUIDS[0]
