@@ -36,9 +36,7 @@ class GpusHandler(_SamplerHandler):
 
     @tornado.web.authenticated
     async def get(self) -> None:
-        body = await self.sampler.snapshot_json()
-        self.set_header("Content-Type", "application/json")
-        self.finish(body)
+        self.finish(await self.sampler.snapshot_json())
 
 
 class HistoryHandler(_SamplerHandler):
@@ -64,8 +62,8 @@ class MetricsHandler(_SamplerHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         snapshot = await self.sampler.snapshot()
-        self.set_header("Content-Type", metrics.CONTENT_TYPE)
-        self.finish(metrics.render(snapshot, self.sampler.samples, self.sampler.last_cost))
+        text = metrics.render(snapshot, self.sampler.samples, self.sampler.last_cost)
+        self.finish(text, set_content_type=metrics.CONTENT_TYPE)
 
 
 ROUTES = [
