@@ -5,7 +5,8 @@ and sets the variables read below), or `jupyterhub -f jupyterhub_config.py`.
 
 Settings read from the environment (all optional):
   GPUSPAWNER_DEMO_IMAGE       the single-user image for the "demo" catalog entry
-  GPUSPAWNER_DEMO_PASSWORD    the password of the demo login (default: gpu-demo)
+  GPUSPAWNER_DEMO_PASSWORD    the users' shared password (default: gpu-demo, 8+ characters)
+  GPUSPAWNER_ADMIN_PASSWORD   the password of the user "admin" (32+ characters; no admin without it)
   GPUSPAWNER_HUB_CONNECT_IP   where containers reach the hub (default: docker0's 172.17.0.1)
   GPUSPAWNER_PORT             the public port on 127.0.0.1 (default: 8000)
   GPUSPAWNER_GPUS             a comma-separated list of GPU UUIDs to hand out, for hubs
@@ -23,21 +24,23 @@ c.JupyterHub.port = int(os.environ.get("GPUSPAWNER_PORT", "8000"))
 c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = os.environ.get("GPUSPAWNER_HUB_CONNECT_IP", "172.17.0.1")
 c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
 
-# demo login: any user name with the shared password; "admin" is an admin
-c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = os.environ.get("GPUSPAWNER_DEMO_PASSWORD", "gpu-demo")
+# demo login: any user name with the shared password; "admin" logs in with the admin password
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = os.environ.get("GPUSPAWNER_DEMO_PASSWORD", "gpu-demo")
+if os.environ.get("GPUSPAWNER_ADMIN_PASSWORD"):
+    c.SharedPasswordAuthenticator.admin_password = os.environ["GPUSPAWNER_ADMIN_PASSWORD"]
+    c.Authenticator.admin_users = {"admin"}
 c.Authenticator.allow_all = True
-c.Authenticator.admin_users = {"admin"}
 
 # the catalog: users pick one of these by key; tags are pinned
 images = {
     "pytorch-2.9": {
-        "display_name": "PyTorch 2.9 (CUDA 12.8)",
+        "display_name": "PyTorch 2.9",
         "image": "gpuspawner/pytorch-notebook:2.9.1-cuda12.8",
         "cuda": "12.8",
     },
     "pytorch-2.8": {
-        "display_name": "PyTorch 2.8 (CUDA 12.8)",
+        "display_name": "PyTorch 2.8",
         "image": "gpuspawner/pytorch-notebook:2.8.0-cuda12.8",
         "cuda": "12.8",
     },

@@ -35,10 +35,15 @@ fi
 docker image inspect "$image" >/dev/null 2>&1 || die "image $image is not on this Docker host"
 
 mkdir -p .hub
+if [ -z "${GPUSPAWNER_ADMIN_PASSWORD:-}" ]; then
+    [ -s .hub/admin_password ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > .hub/admin_password)
+    GPUSPAWNER_ADMIN_PASSWORD=$(cat .hub/admin_password)
+fi
+export GPUSPAWNER_ADMIN_PASSWORD
 gateway=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}' 2>/dev/null || true)
 [ -n "$gateway" ] || gateway=$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)
 export GPUSPAWNER_DEMO_IMAGE=$image GPUSPAWNER_HUB_CONNECT_IP=${GPUSPAWNER_HUB_CONNECT_IP:-$gateway}
-say "hub: http://127.0.0.1:${GPUSPAWNER_PORT:-8000}  (log in with any name, password ${GPUSPAWNER_DEMO_PASSWORD:-gpu-demo}; 'admin' is admin)"
+say "hub: http://127.0.0.1:${GPUSPAWNER_PORT:-8000}  (any user name, password ${GPUSPAWNER_DEMO_PASSWORD:-gpu-demo}; user 'admin', password in .hub/admin_password)"
 say "containers reach the hub at $GPUSPAWNER_HUB_CONNECT_IP; state in $ROOT/.hub"
 cd .hub
 exec "$VENV/bin/jupyterhub" -f "$ROOT/jupyterhub_config.py"
