@@ -79,5 +79,5 @@ def setup_handlers(web_app: tornado.web.Application, sampler: GpuSampler) -> lis
     base_url = web_app.settings.get("base_url", "/")
     web_app.settings[SETTINGS_KEY] = sampler
     patterns = [url_path_join(base_url, "gpuspawner", *parts) for parts, _ in ROUTES]
-    web_app.add_handlers(".*$", [(p, h) for p, (_, h) in zip(patterns, ROUTES)])
+    web_app.add_handlers(".*$", [(p, h) for p, (_, h) in zip(patterns, ROUTES, strict=True)])
     return patterns

@@ -86,9 +86,8 @@ def attribute(
     others: list[ProcessUsage] = []
     for proc in processes:
         if host_pids and _owner(proc_root, proc.pid) == uid:
-            result.mine.append(
-                {"pid": proc.pid, "name": _comm(proc_root, proc.pid), "used_memory": proc.used_memory}
-            )
+            name = _comm(proc_root, proc.pid)
+            result.mine.append({"pid": proc.pid, "name": name, "used_memory": proc.used_memory})
         else:
             others.append(proc)
     result.other_count = len(others)

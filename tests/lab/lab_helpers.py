@@ -21,5 +21,6 @@ def nvml_library_present() -> bool:
 
 
 needs_no_driver = pytest.mark.skipif(
-    nvml_library_present(), reason="this machine has an NVIDIA driver; the no-driver path needs none"
+    nvml_library_present(),
+    reason="this machine has an NVIDIA driver; the no-driver path needs none",
 )

@@ -130,4 +130,6 @@ def start_lab(tmp: Path, env: dict[str, str] | None = None, base_url: str = "/us
             pass
         time.sleep(0.3)
     server.stop()
-    raise RuntimeError("jupyter lab did not answer in %.0f s:\n%s" % (timeout, log.read_text()[-4000:]))
+    raise RuntimeError(
+        "jupyter lab did not answer in %.0f s:\n%s" % (timeout, log.read_text()[-4000:])
+    )

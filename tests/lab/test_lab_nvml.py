@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from lab_helpers import needs_no_driver
 from lab_fakes import GIB, FakeDevice, FakeDriver
+from lab_helpers import needs_no_driver
 
 from gpuspawner import nvml
 from gpuspawner.nvml import pynvml
@@ -44,7 +44,9 @@ def test_init_failure_is_remembered_then_retried(monkeypatch):
 
 
 def test_nvml_gpu_is_frozen_with_the_hub_contract_fields():
-    gpu = nvml.NvmlGpu(uuid="GPU-1", name=H100, memory_total=80 * GIB, index=0, mig_parent_uuid=None)
+    gpu = nvml.NvmlGpu(
+        uuid="GPU-1", name=H100, memory_total=80 * GIB, index=0, mig_parent_uuid=None
+    )
     assert [f.name for f in dataclasses.fields(gpu)] == [
         "uuid", "name", "memory_total", "index", "mig_parent_uuid",
     ]

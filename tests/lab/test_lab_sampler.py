@@ -100,7 +100,10 @@ def test_stop_ends_the_thread(sampler_factory):
 
 
 def test_a_lost_gpu_does_not_hide_the_other(sampler_factory, monkeypatch):
-    devices = [FakeDevice("GPU-a", "NVIDIA H100", memory_used=3 * GIB), FakeDevice("GPU-b", "NVIDIA H100")]
+    devices = [
+        FakeDevice("GPU-a", "NVIDIA H100", memory_used=3 * GIB),
+        FakeDevice("GPU-b", "NVIDIA H100"),
+    ]
     driver = FakeDriver(monkeypatch, devices)
     sampler = sampler_factory({"NVIDIA_VISIBLE_DEVICES": "GPU-a,GPU-b", "GPU_LIMIT": "2"})
     sampler.sample_once()
@@ -119,14 +122,16 @@ def test_a_lost_gpu_does_not_hide_the_other(sampler_factory, monkeypatch):
 
 def test_only_the_given_gpus_are_sampled(sampler_factory, monkeypatch):
     driver = FakeDriver(monkeypatch, [FakeDevice("GPU-a", "A"), FakeDevice("GPU-b", "B")])
-    snapshot = sampler_factory({"NVIDIA_VISIBLE_DEVICES": "GPU-b", "GPU_LIMIT": "1"}).sample_once()
+    sampler = sampler_factory({"NVIDIA_VISIBLE_DEVICES": "GPU-b", "GPU_LIMIT": "1"})
+    snapshot = sampler.sample_once()
     assert [g["uuid"] for g in snapshot["gpus"]] == ["GPU-b"]
     assert "nvmlDeviceGetUtilizationRates" in driver.calls
 
 
 def test_given_gpu_missing_from_the_driver_is_explained(sampler_factory, monkeypatch):
     FakeDriver(monkeypatch, [FakeDevice("GPU-a", "A")])
-    snapshot = sampler_factory({"NVIDIA_VISIBLE_DEVICES": "GPU-zzz", "GPU_LIMIT": "1"}).sample_once()
+    sampler = sampler_factory({"NVIDIA_VISIBLE_DEVICES": "GPU-zzz", "GPU_LIMIT": "1"})
+    snapshot = sampler.sample_once()
     assert snapshot["available"] is False
     assert "GPU-zzz" in snapshot["reason"]
 

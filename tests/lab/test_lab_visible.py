@@ -63,7 +63,8 @@ def test_select_visible(variables, expected):
 @pytest.mark.parametrize(
     ("variables", "reason"),
     [
-        ({"GPU_LIMIT": "0", "GPUSPAWNER_NO_GPU_REASON": "Your GPU quota is 0."}, "Your GPU quota is 0."),
+        ({"GPU_LIMIT": "0", "GPUSPAWNER_NO_GPU_REASON": "Your GPU quota is 0."},
+         "Your GPU quota is 0."),
         ({"GPU_LIMIT": "0"}, NO_GPU_GIVEN),
         ({"NVIDIA_VISIBLE_DEVICES": "void",
           "GPUSPAWNER_NO_GPU_REASON": "No GPU was requested for this server."},
@@ -90,7 +91,8 @@ def test_reason_for_none_names_the_missing_gpu():
 
 
 tokens = st.sampled_from(
-    [g.uuid for g in ALL] + ["GPU-dddd4444", "GPU-ffff", "0", "1", "2", "9", "-1", "all", "void", ""]
+    [g.uuid for g in ALL]
+    + ["GPU-dddd4444", "GPU-ffff", "0", "1", "2", "9", "-1", "all", "void", ""]
 )
 lists = st.lists(tokens, max_size=5).map(",".join)
 optional = st.one_of(st.none(), lists)
