@@ -36,7 +36,13 @@ class LabServer:
     log: Path
 
     def get(self, path: str, token: bool = True) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path)
+        return self.request("GET", path, token=token)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                token: bool = True) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
         if token:
             request.add_header("Authorization", "token %s" % self.token)
         try:

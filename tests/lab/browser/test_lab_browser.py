@@ -98,3 +98,24 @@ def test_dark_theme(page, lab, output_dir):
     page.locator("#jupyterlab-splash").wait_for(state="detached")
     page.get_by_role("region", name="GPU status").wait_for()
     page.screenshot(path=str(output_dir / "panel-dark.png"))
+
+
+def test_settings_hide_the_status_item(browser, lab):
+    """showStatusItem=false (through the settings REST API, as the Settings Editor saves it)."""
+    path = "lab/api/settings/gpuspawner:plugin"
+    status, _ = lab.request("PUT", path, json.dumps({"raw": '{"showStatusItem": false}'}).encode())
+    assert status == 204
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto("%slab/workspaces/settings?reset&token=%s" % (lab.url, lab.token))
+        page.locator(".jp-StatusBar-Widget").first.wait_for()
+        page.locator("#jupyterlab-splash").wait_for(state="detached")
+        # the panel is still there, and once it shows a snapshot the status bar has been updated
+        page.get_by_role("tab", name=re.compile("GPUs")).click()
+        panel = page.get_by_role("region", name="GPU status")
+        panel.locator(".jp-gpuspawner-nogpu, .jp-gpuspawner-card").first.wait_for()
+        assert page.get_by_role("button", name=re.compile(r"Show the GPU panel")).count() == 0
+    finally:
+        context.close()
+        lab.request("PUT", path, json.dumps({"raw": "{}"}).encode())
