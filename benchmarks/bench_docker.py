@@ -112,7 +112,7 @@ async def storm(requests_count: int) -> dict:
     await asyncio.gather(*(ask(s, 1 + i % 2) for i, s in enumerate(spawners)))
     # half the winners stop, and everyone asks again
     for spawner, _ in granted[::2]:
-        spawner.release_gpus()
+        await spawner.release_gpus()
     survivors = [(s, u) for s, u in granted[1::2]]
     granted.clear()
     granted.extend(survivors)

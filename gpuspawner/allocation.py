@@ -136,6 +136,11 @@ class GpuPool:
     def holdings(self) -> list[Holding]:
         return [entry.holding for entry in self._entries.values()]
 
+    def gpus(self, uuids: Iterable[str]) -> tuple[Gpu, ...]:
+        """The inventory entries of ``uuids`` (a bare Gpu for one no longer in the inventory)."""
+        by_uuid = {gpu.uuid: gpu for gpu in self.inventory}
+        return tuple(by_uuid.get(uuid, Gpu(uuid)) for uuid in uuids)
+
     def free(self) -> list[Gpu]:
         return free_gpus(self.inventory, self.holdings)
 

@@ -13,8 +13,10 @@ from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .catalog import images_for, parse_catalog
+from .allocation import Holding
+from .catalog import CatalogImage, images_for, parse_catalog
 from .errors import ConfigError, OptionsError
+from .inventory import Gpu
 from .options import SpawnChoice, options_from_form, parse_user_options
 from .quota import GpuLimit, check_limits, gpu_limit, plural, server_label
 
@@ -176,7 +178,7 @@ class GPUSpawnerMixin(LoggingConfigurable):
     def choose(self, user_options) -> SpawnChoice:
         """Check ``user_options``; bad input is an HTTP 400 with the sentence."""
         try:
-            return parse_user_options(
+            choice = parse_user_options(
                 user_options,
                 self.catalog,
                 self.user_groups,
@@ -185,6 +187,32 @@ class GPUSpawnerMixin(LoggingConfigurable):
             )
         except OptionsError as e:
             raise SpawnRefused(str(e), reason="options", status_code=400) from None
+        problem = self.image_problem(choice.image)
+        if problem is not None:
+            raise SpawnRefused(problem, reason="image", status_code=400)
+        return choice
+
+    # --- extension points (budgets, usage ledgers, image checks); no-ops here ---
+
+    def image_problem(self, image: CatalogImage) -> str | None:
+        """Why this server cannot start ``image`` (hidden from the form, refused by the API), or None."""
+        return None
+
+    async def check_spawn_allowed(self, choice: SpawnChoice) -> None:
+        """Raise SpawnRefused to refuse a spawn before any GPU is allocated (e.g. a spent budget)."""
+
+    async def on_gpus_held(self, gpus: tuple[Gpu, ...]) -> None:
+        """The server started and holds ``gpus`` (empty for a server without GPUs)."""
+
+    async def on_gpus_released(self, uuids: tuple[str, ...]) -> None:
+        """The server gave ``uuids`` back: it stopped, failed to start or died."""
+
+    async def on_holdings_rebuilt(self, holdings: list[Holding]) -> None:
+        """The engine was listed: ``holdings`` are every server that holds GPUs right now."""
+
+    def offered_images(self) -> list[CatalogImage]:
+        """The catalog images this user may start on this hub, in catalog order."""
+        return [i for i in images_for(self.catalog, self.user_groups) if self.image_problem(i) is None]
 
     async def gpu_availability(self) -> Availability | None:
         """Free/total GPUs and the user's holdings, for the form; None when unknown."""
@@ -262,7 +290,7 @@ def apply_gpu_options(spawner, user_options):
 
 async def render_options_form(spawner) -> str:
     """The spawn form: a catalog image and a GPU count the user may still take."""
-    images = images_for(spawner.catalog, spawner.user_groups)
+    images = spawner.offered_images()
     availability = await spawner.gpu_availability()
     limit = spawner.gpu_limit
     may_take = min(limit.gpus, spawner.max_gpus_per_server)

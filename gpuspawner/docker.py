@@ -152,9 +152,11 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         pool = self.pool
         in_flight = pool.in_flight()
         containers = await self.docker("containers", all=True, filters={"label": LABEL_USER})
-        pool.rebuild(holdings_from_containers(containers), in_flight)
+        holdings = holdings_from_containers(containers)
+        pool.rebuild(holdings, in_flight)
         GPUDockerSpawner._pool_rebuilt_at = time.monotonic()
         self.log.debug("GPU holdings rebuilt from %d containers", len(containers))
+        await self.on_holdings_rebuilt(holdings)
 
     async def gpu_availability(self) -> Availability:
         await self.rebuild_pool()
@@ -186,11 +188,12 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             )
         return outcome.uuids
 
-    def release_gpus(self) -> None:
+    async def release_gpus(self) -> None:
         released = self.pool.release(self.user.name, self.server_name)
+        self.gpu_uuids = ()
         if released:
             self.log.info("Released %s from %s", ", ".join(released), self._log_name)
-        self.gpu_uuids = ()
+            await self.on_gpus_released(released)
 
     # --- the spawner ---
 
@@ -200,6 +203,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             # an admin replaced apply_user_options: still check what arrives
             self.choice = self.choose(self.user_options)
             self.image = self.choice.image.image
+        await self.check_spawn_allowed(self.choice)
         self.gpu_uuids = await self.allocate_gpus(self.choice.gpus)
         try:
             self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
@@ -207,12 +211,13 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
             address = await super().start()
         except Exception as e:
-            self.release_gpus()
+            await self.release_gpus()
             refusal = self.explain_start_error(e)
             if refusal is None:
                 raise
             raise refusal from None
         self.pool.confirm(self.user.name, self.server_name)
+        await self.on_gpus_held(self.pool.gpus(self.gpu_uuids))
         self.emit_progress(90, "Container started; waiting for JupyterLab to answer")
         return address
 
@@ -245,12 +250,12 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         container = await self.get_object()
         if container is not None and container["State"]["Running"]:
             return None
-        self.release_gpus()
+        await self.release_gpus()
         return container["State"]["ExitCode"] if container is not None else 0
 
     async def stop(self, now=False):
         await super().stop(now=now)
-        self.release_gpus()
+        await self.release_gpus()
 
     def get_state(self):
         state = super().get_state()

@@ -55,7 +55,7 @@ async def test_device_request_names_exactly_the_allocated_gpus(docker_client, te
         assert "cannot attach GPUs" in refusal.jupyterhub_message
     finally:
         docker_client.containers.get(created["Id"]).remove(force=True)
-        spawner.release_gpus()
+        await spawner.release_gpus()
     assert {g.uuid for g in spawner.pool.free()} >= {g["uuid"] for g in GPUS[:2]}
 
 
