@@ -11,10 +11,8 @@ ensure_commands debootstrap:debootstrap
 ensure_docker
 ensure_proxy
 ensure_venv test
-if [ -f scripts/setup-lab.sh ]; then
-    say "setting up the JupyterLab extension's tests"
-    bash scripts/setup-lab.sh "$VENV/bin/python"
-fi
+say "setting up the JupyterLab extension's tests"
+bash scripts/setup-lab.sh "$VENV/bin/python"
 
 say "building the single-user image with this checkout's wheel"
 wheel=$(build_wheel)
