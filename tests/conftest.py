@@ -5,12 +5,10 @@ import os
 import secrets
 
 import pytest
-from hubprocess import Hub, free_port
+from hubprocess import FAKE_GPUS, Hub, free_port
 
 TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
 REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
-FAKE_GPUS = [{"uuid": "GPU-%08d-0000-4000-8000-000000000000" % i, "name": "NVIDIA A100-SXM4-80GB",
-              "memory_mib": 81920} for i in range(8)]
 
 
 def _docker_or_skip():

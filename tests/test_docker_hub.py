@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import FAKE_GPUS
+from hubprocess import FAKE_GPUS
 
 pytestmark = pytest.mark.docker
 UUIDS = [gpu["uuid"] for gpu in FAKE_GPUS]

@@ -3,7 +3,7 @@
 import types
 
 import pytest
-from conftest import FAKE_GPUS
+from hubprocess import FAKE_GPUS
 from traitlets.config import Config
 
 from gpuspawner.docker import GPUDockerSpawner
