@@ -17,8 +17,10 @@ from .allocation import Holding
 from .catalog import CatalogImage, images_for, parse_catalog
 from .errors import ConfigError, OptionsError
 from .inventory import Gpu
+from .metrics import count_refusal
 from .options import SpawnChoice, options_from_form, parse_user_options
 from .quota import GpuLimit, check_limits, gpu_limit, plural, server_label
+from .usage import UsageMixin
 
 
 class SpawnRefused(SpawnException):
@@ -27,6 +29,7 @@ class SpawnRefused(SpawnException):
     def __init__(self, message: str, *, reason: str, status_code: int):
         super().__init__(message, reason=reason, status_code=status_code)
         self.jupyterhub_message = message
+        count_refusal(reason)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def config_error_to_trait(check, *args, **kwargs):
         raise TraitError(str(e)) from None
 
 
-class GPUSpawnerMixin(LoggingConfigurable):
+class GPUSpawnerBase(LoggingConfigurable):
     """Catalog, quota, user options, progress and environment for GPU spawners."""
 
     images = Dict(
@@ -261,6 +264,10 @@ class GPUSpawnerMixin(LoggingConfigurable):
         return env
 
 
+class GPUSpawnerMixin(UsageMixin, GPUSpawnerBase):
+    """What a backend mixes in: the shared base with the usage ledger and GPU-hour budgets."""
+
+
 def gpu_env(gpu_uuids, no_gpu_reason: str) -> dict[str, str]:
     """The environment that tells a container which GPUs it holds (and hides the rest)."""
     env = {
@@ -296,6 +303,9 @@ async def render_options_form(spawner) -> str:
     may_take = min(limit.gpus, spawner.max_gpus_per_server)
     if availability is not None:
         may_take = max(0, min(may_take - availability.held, availability.free))
+    budget_text, budget_spent = await spawner.gpu_budget_status()
+    if budget_spent:
+        may_take = 0
     image_options = "\n".join(
         '<option value="%s"%s>%s%s</option>'
         % (
@@ -316,6 +326,8 @@ async def render_options_form(spawner) -> str:
             "%d of %d GPUs free on this hub. You hold %s."
             % (availability.free, availability.total, availability.held_text)
         )
+    if budget_text:
+        lines.append(budget_text)
     status = "".join("<p>%s</p>" % html.escape(line) for line in lines)
     return """
 <div class="form-group">

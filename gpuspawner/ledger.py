@@ -1,0 +1,336 @@
+"""The usage ledger: every interval a server held a GPU, in a database through SQLAlchemy.
+
+sqlite by default, any SQLAlchemy URL (PostgreSQL) in production. The schema is
+versioned: :data:`MIGRATIONS` are applied in order on open, each in its own
+transaction, and the version reached is kept in ``gpuspawner_schema``.
+
+Who writes what: the hub opens an interval per GPU when a server starts holding it,
+closes it when the server stops, fails or dies, and reconciles open intervals with the
+engine's listing (a container gone while the hub was down is closed at the last time
+it was seen, so usage is neither lost nor counted twice). The admin service reads
+intervals, writes notices (budget warnings, culls) and marks why it is about to stop a
+server, so that the interval records the reason when the hub closes it.
+"""
+
+import csv
+import io
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from .budget import Interval
+from .inventory import Gpu
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+RECONCILE_GRACE = timedelta(seconds=30)  # an interval this young may not be in a listing yet
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class GpuInterval(Base):
+    """One GPU held by one server, from ``started`` to ``ended`` (NULL while held). Times in UTC."""
+
+    __tablename__ = "gpu_intervals"
+    id = Column(Integer, primary_key=True)
+    user = Column(String(255), nullable=False, index=True)
+    server = Column(String(255), nullable=False)
+    gpu_uuid = Column(String(255), nullable=False)
+    gpu_name = Column(String(255), nullable=False)
+    started = Column(DateTime, nullable=False, index=True)
+    ended = Column(DateTime, nullable=True, index=True)
+    last_seen = Column(DateTime, nullable=False)
+    end_reason = Column(String(64), nullable=True)  # schema 2
+    pending_end_reason = Column(String(64), nullable=True)  # schema 2
+
+
+class Notice(Base):
+    """Something an admin should be able to find later: a budget warning, a cull. Schema 2."""
+
+    __tablename__ = "gpu_notices"
+    id = Column(Integer, primary_key=True)
+    at = Column(DateTime, nullable=False, index=True)
+    user = Column(String(255), nullable=False, index=True)
+    server = Column(String(255), nullable=False)
+    kind = Column(String(64), nullable=False)
+    message = Column(Text, nullable=False)
+
+
+def _v1(connection) -> None:
+    """Schema 1: the intervals table."""
+    connection.execute(text(
+        'CREATE TABLE gpu_intervals (id %s, "user" VARCHAR(255) NOT NULL, server VARCHAR(255) NOT NULL,'
+        " gpu_uuid VARCHAR(255) NOT NULL, gpu_name VARCHAR(255) NOT NULL,"
+        " started TIMESTAMP NOT NULL, ended TIMESTAMP, last_seen TIMESTAMP NOT NULL)" % _serial(connection)
+    ))
+    for column in ("user", "started", "ended"):
+        connection.execute(text(
+            'CREATE INDEX ix_gpu_intervals_%s ON gpu_intervals ("%s")' % (column, column)
+        ))
+
+
+def _v2(connection) -> None:
+    """Schema 2: why an interval ended, the reason an admin stop is about to give, and notices."""
+    connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN end_reason VARCHAR(64)"))
+    connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN pending_end_reason VARCHAR(64)"))
+    connection.execute(text("UPDATE gpu_intervals SET end_reason = 'stopped' WHERE ended IS NOT NULL"))
+    Notice.__table__.create(connection)
+
+
+def _serial(connection) -> str:
+    if connection.dialect.name == "postgresql":
+        return "SERIAL PRIMARY KEY"
+    return "INTEGER NOT NULL PRIMARY KEY"
+
+
+MIGRATIONS = [(1, _v1), (2, _v2)]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Stored naive UTC -> aware UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _naive(moment: datetime) -> datetime:
+    """Aware -> naive UTC, for storage."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_interval(row: GpuInterval) -> Interval:
+    return Interval(row.user, row.server, row.gpu_uuid, row.gpu_name, _utc(row.started), _utc(row.ended))
+
+
+class Ledger:
+    """The usage ledger in the database at ``url``, upgraded to the latest schema on open."""
+
+    def __init__(self, url: str, **engine_kwargs):
+        self.url = url
+        self.engine = create_engine(url, future=True, **engine_kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.upgrade()
+
+    # --- schema ---
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("gpuspawner_schema"):
+                return 0
+            return connection.execute(text("SELECT version FROM gpuspawner_schema")).scalar_one()
+
+    def upgrade(self) -> int:
+        """Apply the migrations this database lacks; safe when another process does it too."""
+        for attempt in range(3):
+            try:
+                return self._upgrade()
+            except DBAPIError:
+                if attempt == 2:
+                    raise
+                log.info("Ledger schema changed under us (another process upgrading); retrying")
+        return self.schema_version()
+
+    def _upgrade(self) -> int:
+        version = self.schema_version()
+        if version == 0:
+            with self.engine.begin() as connection:
+                connection.execute(text("CREATE TABLE gpuspawner_schema (version INTEGER NOT NULL)"))
+                connection.execute(text("INSERT INTO gpuspawner_schema (version) VALUES (0)"))
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                "The usage ledger at %s has schema %d, newer than this gpuspawner's %d: upgrade gpuspawner."
+                % (self.engine.url.render_as_string(hide_password=True), version, SCHEMA_VERSION)
+            )
+        for target, migrate in MIGRATIONS:
+            if target <= version:
+                continue
+            with self.engine.begin() as connection:
+                current = connection.execute(text("SELECT version FROM gpuspawner_schema")).scalar_one()
+                if current >= target:
+                    continue
+                migrate(connection)
+                connection.execute(text("UPDATE gpuspawner_schema SET version = :v"), {"v": target})
+            log.info("Usage ledger upgraded to schema %d", target)
+            version = target
+        return version
+
+    # --- the hub's writes ---
+
+    def open(self, user: str, server: str, gpus: Iterable[Gpu], at: datetime) -> int:
+        """Open an interval per GPU, unless one is already open; returns how many were opened."""
+        opened = 0
+        with Session(self.engine) as session, session.begin():
+            for gpu in gpus:
+                existing = session.scalar(
+                    select(GpuInterval.id).where(
+                        GpuInterval.user == user,
+                        GpuInterval.server == server,
+                        GpuInterval.gpu_uuid == gpu.uuid,
+                        GpuInterval.ended.is_(None),
+                    )
+                )
+                if existing is None:
+                    session.add(GpuInterval(
+                        user=user, server=server, gpu_uuid=gpu.uuid, gpu_name=gpu.name,
+                        started=_naive(at), last_seen=_naive(at),
+                    ))
+                    opened += 1
+        return opened
+
+    def close(self, user: str, server: str, uuids: Iterable[str], at: datetime, reason: str = "stopped") -> int:
+        """Close the open intervals of this server's ``uuids`` at ``at``; returns how many."""
+        uuids = list(uuids)
+        if not uuids:
+            return 0
+        with Session(self.engine) as session, session.begin():
+            rows = session.scalars(
+                select(GpuInterval).where(
+                    GpuInterval.user == user,
+                    GpuInterval.server == server,
+                    GpuInterval.gpu_uuid.in_(uuids),
+                    GpuInterval.ended.is_(None),
+                )
+            ).all()
+            for row in rows:
+                row.ended = max(_naive(at), row.started)
+                row.last_seen = row.ended
+                row.end_reason = row.pending_end_reason or reason
+            return len(rows)
+
+    def reconcile(self, holdings: Iterable, at: datetime, gpu_names: dict | None = None) -> tuple[int, int]:
+        """Match open intervals with the engine's holdings (user, server, uuids) listed at ``at``.
+
+        Still held: ``last_seen`` moves to ``at``. Gone (the container or pod went away
+        while no hub watched it): closed at its last sighting, reason "gone". Held but not
+        in the ledger: opened at ``at``. Returns (closed, opened).
+        """
+        held = {(h.user, h.server, uuid) for h in holdings for uuid in h.uuids}
+        closed = opened = 0
+        with Session(self.engine) as session, session.begin():
+            open_rows = session.scalars(select(GpuInterval).where(GpuInterval.ended.is_(None))).all()
+            seen = set()
+            for row in open_rows:
+                key = (row.user, row.server, row.gpu_uuid)
+                if key in held:
+                    row.last_seen = max(_naive(at), row.last_seen)
+                    seen.add(key)
+                elif _utc(row.started) < at - RECONCILE_GRACE:
+                    row.ended = row.last_seen
+                    row.end_reason = row.pending_end_reason or "gone"
+                    closed += 1
+                    log.info(
+                        "Ledger: %s's server %r no longer holds %s; interval closed at its last sighting %s",
+                        row.user, row.server, row.gpu_uuid, row.last_seen,
+                    )
+                else:
+                    seen.add(key)
+            for user, server, uuid in sorted(held - seen):
+                session.add(GpuInterval(
+                    user=user, server=server, gpu_uuid=uuid, gpu_name=(gpu_names or {}).get(uuid, "GPU"),
+                    started=_naive(at), last_seen=_naive(at),
+                ))
+                opened += 1
+        return closed, opened
+
+    # --- the admin service's writes ---
+
+    def mark_pending_end(self, user: str, server: str, reason: str) -> None:
+        """Say why this server is about to be stopped: its intervals will end with ``reason``."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(GpuInterval)
+                .where(GpuInterval.user == user, GpuInterval.server == server, GpuInterval.ended.is_(None))
+                .values(pending_end_reason=reason)
+            )
+
+    def add_notice(self, user: str, server: str, kind: str, message: str, at: datetime) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.add(Notice(at=_naive(at), user=user, server=server, kind=kind, message=message))
+
+    def notices(self, since: datetime | None = None, kind: str | None = None) -> list[dict]:
+        query = select(Notice).order_by(Notice.at, Notice.id)
+        if since is not None:
+            query = query.where(Notice.at >= _naive(since))
+        if kind is not None:
+            query = query.where(Notice.kind == kind)
+        with Session(self.engine) as session:
+            return [
+                {"at": _utc(n.at), "user": n.user, "server": n.server, "kind": n.kind, "message": n.message}
+                for n in session.scalars(query)
+            ]
+
+    # --- reads ---
+
+    def intervals(self, start: datetime | None = None, end: datetime | None = None,
+                  user: str | None = None) -> list[Interval]:
+        """Intervals overlapping [start, end) (all when not given), oldest first."""
+        return [as_interval(row) for row in self.rows(start, end, user)]
+
+    def rows(self, start: datetime | None = None, end: datetime | None = None,
+             user: str | None = None) -> list[GpuInterval]:
+        query = select(GpuInterval).order_by(GpuInterval.started, GpuInterval.id)
+        if start is not None:
+            query = query.where((GpuInterval.ended.is_(None)) | (GpuInterval.ended > _naive(start)))
+        if end is not None:
+            query = query.where(GpuInterval.started < _naive(end))
+        if user is not None:
+            query = query.where(GpuInterval.user == user)
+        with Session(self.engine) as session:
+            rows = session.scalars(query).all()
+            session.expunge_all()
+            return list(rows)
+
+    def open_intervals(self) -> list[Interval]:
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(GpuInterval).where(GpuInterval.ended.is_(None)).order_by(GpuInterval.started)
+            ).all()
+            return [as_interval(row) for row in rows]
+
+    def csv(self, start: datetime, end: datetime, now: datetime) -> str:
+        """The ledger's intervals overlapping [start, end) as CSV, times in UTC (ISO 8601)."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["user", "server", "gpu_uuid", "gpu_name", "start", "end", "hours_in_range", "end_reason"])
+        for row in self.rows(start, end):
+            started, ended = _utc(row.started), _utc(row.ended)
+            clipped = (min(ended or now, end) - max(started, start)).total_seconds() / 3600
+            writer.writerow([
+                row.user, row.server, row.gpu_uuid, row.gpu_name, started.isoformat(),
+                ended.isoformat() if ended else "", "%.4f" % max(clipped, 0.0), row.end_reason or "",
+            ])
+        return out.getvalue()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # the hub and the admin service share the file: wait for each other's writes
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.close()
