@@ -15,6 +15,7 @@ server, so that the interval records the reason when the hub closes it.
 import csv
 import io
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
@@ -40,7 +41,7 @@ from .inventory import Gpu
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-RECONCILE_GRACE = timedelta(seconds=30)  # an interval this young may not be in a listing yet
+RECONCILE_GRACE = timedelta(seconds=10)  # an interval this young may not be in a listing yet
 
 
 class Base(DeclarativeBase):
@@ -130,6 +131,9 @@ class Ledger:
 
     def __init__(self, url: str, **engine_kwargs):
         self.url = url
+        # one writer at a time in this process: a spawn's open and a listing's reconcile
+        # both read-then-write and run in worker threads
+        self._write_lock = threading.Lock()
         self.engine = create_engine(url, future=True, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -183,7 +187,7 @@ class Ledger:
     def open(self, user: str, server: str, gpus: Iterable[Gpu], at: datetime) -> int:
         """Open an interval per GPU, unless one is already open; returns how many were opened."""
         opened = 0
-        with Session(self.engine) as session, session.begin():
+        with self._write_lock, Session(self.engine) as session, session.begin():
             for gpu in gpus:
                 existing = session.scalar(
                     select(GpuInterval.id).where(
@@ -206,7 +210,7 @@ class Ledger:
         uuids = list(uuids)
         if not uuids:
             return 0
-        with Session(self.engine) as session, session.begin():
+        with self._write_lock, Session(self.engine) as session, session.begin():
             rows = session.scalars(
                 select(GpuInterval).where(
                     GpuInterval.user == user,
@@ -230,7 +234,7 @@ class Ledger:
         """
         held = {(h.user, h.server, uuid) for h in holdings for uuid in h.uuids}
         closed = opened = 0
-        with Session(self.engine) as session, session.begin():
+        with self._write_lock, Session(self.engine) as session, session.begin():
             open_rows = session.scalars(select(GpuInterval).where(GpuInterval.ended.is_(None))).all()
             seen = set()
             for row in open_rows:

@@ -47,3 +47,20 @@ c.GPUDockerSpawner.mem_limit = "2G"
 c.GPUDockerSpawner.cpu_limit = 1.0
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
+
+# usage ledger, GPU-hour budgets and the admin service (defaults: no budget, no service)
+if "usage_db_url" in settings:
+    c.GPUDockerSpawner.usage_db_url = settings["usage_db_url"]
+c.GPUDockerSpawner.gpu_hour_budget = settings.get("gpu_hour_budget")
+c.GPUDockerSpawner.gpu_hour_budget_groups = settings.get("gpu_hour_budget_groups", {})
+c.GPUDockerSpawner.budget_grace_period = settings.get("budget_grace_period", 600)
+c.GPUDockerSpawner.gpu_max_age = settings.get("gpu_max_age", 0)
+c.GPUDockerSpawner.gpu_idle_timeout = settings.get("gpu_idle_timeout", 0)
+c.GPUDockerSpawner.gpu_utilisation_source = settings.get("gpu_utilisation_source", "nvml")
+if settings.get("gpu_resync_interval"):
+    c.GPUDockerSpawner.gpu_resync_interval = settings["gpu_resync_interval"]
+c.Authenticator.admin_users = set(settings.get("admin_users", []))
+if "admin_service_port" in settings:
+    from gpuspawner.service import add_admin_service
+
+    add_admin_service(c, port=settings["admin_service_port"], check_interval=settings.get("admin_check_interval", 30))

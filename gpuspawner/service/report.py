@@ -1,0 +1,109 @@
+"""What the dashboard and the JSON API show, computed from the ledger's intervals (pure).
+
+Inputs are plain data: intervals, the hub's users and their groups, the settings and
+``now``; outputs are dicts ready for JSON and for the HTML page.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from ..budget import (
+    WEEKDAYS,
+    Interval,
+    ResetSchedule,
+    accounting_group,
+    budget_for,
+    parse_reset_time,
+    period_bounds,
+    usage_by_day,
+    usage_hours,
+)
+
+
+def schedule_of(settings) -> ResetSchedule:
+    return ResetSchedule(
+        period=settings.period,
+        at=parse_reset_time(settings.reset_time),
+        weekday=WEEKDAYS.index(settings.reset_weekday),
+        day=settings.reset_day,
+        tz=ZoneInfo(settings.timezone),
+    )
+
+
+def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Interval]) -> list[dict]:
+    """Per inventory GPU: who holds it, on which server, since when (None when free)."""
+    holder = {i.gpu_uuid: i for i in open_intervals}
+    rows = []
+    for gpu in inventory:
+        held = holder.get(gpu["uuid"])
+        rows.append({
+            "uuid": gpu["uuid"],
+            "name": gpu["name"],
+            "user": held.user if held else None,
+            "server": held.server if held else None,
+            "since": held.start.isoformat() if held else None,
+        })
+    return rows
+
+
+def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]],
+                 now: datetime) -> dict:
+    """Per-user and per-group usage against budgets for the current period."""
+    start, end = period_bounds(now, schedule_of(settings))
+    by_user: dict[str, list[Interval]] = {}
+    for interval in intervals:
+        by_user.setdefault(interval.user, []).append(interval)
+    users = []
+    for name in sorted(set(by_user) | set(user_groups)):
+        groups = user_groups.get(name, [])
+        budget = budget_for(groups, settings.budget_default, settings.budget_groups)
+        used = usage_hours(by_user.get(name, []), start, end, now, settings.weights)
+        running = sorted({i.server for i in by_user.get(name, []) if i.end is None})
+        users.append({
+            "user": name,
+            "group": accounting_group(groups, settings.budget_groups, settings.quota_groups),
+            "groups": groups,
+            "used_hours": round(used, 4),
+            "budget_hours": budget.hours,
+            "budget_source": budget.source,
+            "left_hours": None if budget.hours is None else round(max(budget.hours - used, 0.0), 4),
+            "spent": budget.hours is not None and used >= budget.hours,
+            "gpu_servers": running,
+            "gpus_held": sum(1 for i in by_user.get(name, []) if i.end is None),
+        })
+    groups: dict[str, dict] = {}
+    for row in users:
+        group = groups.setdefault(row["group"], {"group": row["group"], "users": 0, "used_hours": 0.0,
+                                                 "budget_hours": 0.0, "unlimited_users": 0})
+        group["users"] += 1
+        group["used_hours"] = round(group["used_hours"] + row["used_hours"], 4)
+        if row["budget_hours"] is None:
+            group["unlimited_users"] += 1
+        else:
+            group["budget_hours"] += row["budget_hours"]
+    return {
+        "period": {"kind": settings.period, "start": start.isoformat(), "end": end.isoformat()},
+        "weights": settings.weights,
+        "users": users,
+        "groups": sorted(groups.values(), key=lambda g: g["group"]),
+    }
+
+
+def daily_report(settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]],
+                 now: datetime, days: int) -> dict:
+    """Weighted GPU-hours per day and per group, the last ``days`` days (in the budget's zone)."""
+    tz = ZoneInfo(settings.timezone)
+    today = datetime.combine(now.astimezone(tz).date(), datetime.min.time(), tz)
+    starts = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+    per_group: dict[str, list[Interval]] = {}
+    for interval in intervals:
+        group = accounting_group(user_groups.get(interval.user, []), settings.budget_groups, settings.quota_groups)
+        per_group.setdefault(group, []).append(interval)
+    return {
+        "days": [day.date().isoformat() for day in starts],
+        "groups": {
+            group: [round(h, 4) for h in usage_by_day(items, starts, now, settings.weights)]
+            for group, items in sorted(per_group.items())
+        },
+    }

@@ -1,0 +1,186 @@
+"""The service's loop: budgets spent while running, maximum age, GPU-idle culling, metrics.
+
+Every ``check_interval`` seconds it reads the ledger's open intervals (which servers
+hold which GPUs, since when), the hub's users, and GPU utilisation, then stops through
+the hub's REST API the GPU servers that must stop. Before stopping it records the
+reason on the server's open intervals and a notice in the ledger, and logs it, so
+an admin finds why a server went away. Workspaces are never touched: stopping a
+server removes its container, not its volume.
+"""
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from ..budget import budget_for, exhausted, hours_text, period_bounds, usage_hours, when_text
+from ..culler import IdleTracker, utilisation_source
+from ..ledger import Ledger, now_utc
+from ..metrics import ServiceMetrics
+from .report import schedule_of, usage_report
+
+log = logging.getLogger("gpuspawner.service")
+
+
+class HubClient:
+    """The few hub REST calls the service makes, with its own token."""
+
+    def __init__(self, api_url: str, token: str):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.http = AsyncHTTPClient()
+
+    async def request(self, method: str, path: str, body=None):
+        request = HTTPRequest(
+            self.api_url + path, method=method, headers={"Authorization": "token " + self.token},
+            body=None if body is None and method == "GET" else json.dumps(body or {}),
+            allow_nonstandard_methods=True, request_timeout=60,
+        )
+        response = await self.http.fetch(request, raise_error=False)
+        if response.code >= 400:
+            raise RuntimeError("hub API %s %s: %s %s" % (method, path, response.code, response.body[:300]))
+        return json.loads(response.body) if response.body else None
+
+    async def users(self) -> list[dict]:
+        users, offset = [], 0
+        while True:
+            page = await self.request("GET", "/users?offset=%d&limit=200" % offset)
+            users.extend(page)
+            if len(page) < 200:
+                return users
+            offset += len(page)
+
+    async def stop_server(self, user: str, server: str) -> None:
+        path = "/users/%s/server" % quote(user, safe="")
+        if server:
+            path += "s/" + quote(server, safe="")
+        await self.request("DELETE", path)
+
+
+class Watcher:
+    """One pass at a time: what to warn about and what to stop."""
+
+    def __init__(self, settings, ledger: Ledger, hub: HubClient, metrics: ServiceMetrics, source=None):
+        self.settings = settings
+        self.ledger = ledger
+        self.hub = hub
+        self.metrics = metrics
+        self.source = source or utilisation_source(settings.utilisation_source)
+        self.idle = IdleTracker(settings.idle_threshold, timedelta(seconds=settings.idle_timeout_seconds))
+        self.user_groups: dict[str, list[str]] = {}
+        self.utilisation: dict[str, float | None] = {}
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:
+                log.exception("GPU watcher pass failed; trying again in %.0f s", self.settings.check_interval)
+            await asyncio.sleep(self.settings.check_interval)
+
+    async def refresh_users(self) -> dict[str, list[str]]:
+        users = await self.hub.users()
+        self.user_groups = {u["name"]: sorted(u.get("groups") or []) for u in users}
+        return self.user_groups
+
+    async def check(self, now: datetime | None = None) -> None:
+        now = now or now_utc()
+        await self.refresh_users()
+        open_intervals = await asyncio.to_thread(self.ledger.open_intervals)
+        servers: dict[tuple[str, str], list] = {}
+        for interval in open_intervals:
+            servers.setdefault((interval.user, interval.server), []).append(interval)
+        stopping: dict[tuple[str, str], tuple[str, str]] = {}
+        await self._check_budgets(servers, now, stopping)
+        self._check_max_age(servers, now, stopping)
+        await self._check_idle(servers, now, stopping)
+        for (user, server), (reason, message) in sorted(stopping.items()):
+            await self._stop(user, server, reason, message, now)
+        await self._publish(now)
+
+    async def _check_budgets(self, servers, now, stopping) -> None:
+        start, end = period_bounds(now, schedule_of(self.settings))
+        for user in sorted({user for user, _ in servers}):
+            budget = budget_for(self.user_groups.get(user, []), self.settings.budget_default,
+                                self.settings.budget_groups)
+            if not budget.limited:
+                continue
+            intervals = await asyncio.to_thread(self.ledger.intervals, start, end, user)
+            used = usage_hours(intervals, start, end, now, self.settings.weights)
+            if not exhausted(used, budget):
+                continue
+            warnings = await asyncio.to_thread(self.ledger.notices, start, "budget-warning")
+            warned = [n for n in warnings if n["user"] == user]
+            if not warned:
+                deadline = now + timedelta(seconds=self.settings.grace_seconds)
+                message = (
+                    "%s's GPU-hour budget is spent (%s of %s, %s); their GPU servers stop at %s."
+                    % (user, hours_text(used), hours_text(budget.hours), budget.source, when_text(deadline))
+                )
+                log.warning("%s", message)
+                await asyncio.to_thread(self.ledger.add_notice, user, "", "budget-warning", message, now)
+                continue
+            if (now - warned[0]["at"]).total_seconds() >= self.settings.grace_seconds:
+                for key in servers:
+                    if key[0] == user:
+                        stopping[key] = ("budget-spent", "Stopped %s's server %r: GPU-hour budget spent (%s of %s)"
+                                         " and the grace of %.0f s is over; it resets on %s."
+                                         % (user, key[1], hours_text(used), hours_text(budget.hours),
+                                            self.settings.grace_seconds, when_text(end)))
+
+    def _check_max_age(self, servers, now, stopping) -> None:
+        if not self.settings.max_age_seconds:
+            return
+        for key, intervals in servers.items():
+            age = (now - min(i.start for i in intervals)).total_seconds()
+            if age >= self.settings.max_age_seconds and key not in stopping:
+                stopping[key] = ("max-age", "Stopped %s's server %r: it held GPUs for %.1f h, the maximum is %.1f h."
+                                 % (key[0], key[1], age / 3600, self.settings.max_age_seconds / 3600))
+
+    async def _check_idle(self, servers, now, stopping) -> None:
+        uuids = sorted({i.gpu_uuid for intervals in servers.values() for i in intervals})
+        self.utilisation = await asyncio.to_thread(self.source.sample, uuids) if uuids else {}
+        if not self.settings.idle_timeout_seconds:
+            return
+        self.idle.keep_only(servers)
+        for key, intervals in servers.items():
+            self.idle.observe(key, {i.gpu_uuid: self.utilisation.get(i.gpu_uuid) for i in intervals}, now)
+        for key in self.idle.due(now):
+            if key not in stopping:
+                stopping[key] = ("gpu-idle", "Stopped %s's server %r: its GPUs were below %.0f%% utilisation"
+                                 " for %.0f s (gpu_idle_timeout)." % (key[0], key[1], self.settings.idle_threshold,
+                                                                      self.settings.idle_timeout_seconds))
+
+    async def _stop(self, user, server, reason, message, now) -> None:
+        log.warning("%s", message)
+        await asyncio.to_thread(self.ledger.mark_pending_end, user, server, reason)
+        await asyncio.to_thread(self.ledger.add_notice, user, server, reason, message, now)
+        try:
+            await self.hub.stop_server(user, server)
+        except Exception as e:
+            log.error("Could not stop %s's server %r: %s", user, server, e)
+            return
+        self.idle.idle_since.pop((user, server), None)
+        self.metrics.culls.labels(reason=reason).inc()
+
+    async def _publish(self, now) -> None:
+        intervals = await asyncio.to_thread(self.ledger.intervals, *period_bounds(now, schedule_of(self.settings)))
+        report = usage_report(self.settings, intervals, self.user_groups, now)
+        for group in report["groups"]:
+            self.metrics.budget_used.labels(group=group["group"]).set(group["used_hours"])
+            self.metrics.budget_limit.labels(group=group["group"]).set(group["budget_hours"])
+        self.metrics.utilisation.clear()
+        self.metrics.held.clear()
+        names = {gpu["uuid"]: gpu["name"] for gpu in self.settings.inventory}
+        held_by_type: dict[str, int] = {}
+        for interval in (i for i in intervals if i.end is None):
+            held_by_type[names.get(interval.gpu_uuid, interval.gpu_name)] = (
+                held_by_type.get(names.get(interval.gpu_uuid, interval.gpu_name), 0) + 1)
+            value = self.utilisation.get(interval.gpu_uuid)
+            if value is not None:
+                self.metrics.utilisation.labels(interval.gpu_uuid, interval.user, interval.server).set(value)
+        for gpu_type, count in held_by_type.items():
+            self.metrics.held.labels(gpu_type=gpu_type).set(count)
