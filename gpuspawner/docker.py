@@ -11,8 +11,9 @@ import time
 
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
-from traitlets import Enum, Float, List, TraitError, Unicode, default, validate
+from traitlets import Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
+from . import cuda, pull
 from .allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
 from .base import Availability, GPUSpawnerMixin, SpawnRefused
 from .dockerspec import GPU_MODES, ContainerRequest, container_spec
@@ -27,6 +28,7 @@ HOLDING_STATES = {"running", "restarting", "paused"}
 NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
 REFUSAL_STATUS = {"quota": 403, "capacity": 503}
 REFUSAL_RESYNC_SECONDS = 2.0  # how fresh the engine's view must be to refuse for capacity
+PULLING_POLICIES = ("ifnotpresent", "always")
 
 
 def holdings_from_containers(containers) -> list[Holding]:
@@ -88,6 +90,71 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         help="""Name of the user's workspace volume; {username} is the escaped user name.
         One volume per user, shared by their servers, kept when a server stops.""",
     ).tag(config=True)
+
+    driver_cuda_version = Unicode(
+        "",
+        help="""The newest CUDA version the GPU hosts' driver supports, e.g. "12.2", for
+        hubs that cannot see the GPUs (hub in a container). Default: ask NVML on the hub
+        host; with neither, images are not checked against the driver.
+
+        A catalog image whose "cuda" the driver cannot run is hidden from the spawn
+        form and refused through the API (see ``cuda_compatibility``).
+        """,
+    ).tag(config=True)
+
+    driver_version = Unicode(
+        "",
+        help="""The GPU hosts' driver version, e.g. "535.104.05", used with
+        ``driver_cuda_version`` (NVML reports it otherwise). Optional.""",
+    ).tag(config=True)
+
+    cuda_compatibility = Enum(
+        cuda.MODES,
+        "minor-version",
+        help="""Which images a driver may run.
+
+        "minor-version" (default): an image of the driver's CUDA major runs on any
+        driver of that major from the major's first release on (CUDA minor-version
+        compatibility, e.g. a 12.8 image on a driver that supports 12.2); images of
+        a newer major are refused. "strict": the image's CUDA must not be newer than
+        the driver's. See gpuspawner/cuda.py for the whole rule.
+        """,
+    ).tag(config=True)
+
+    pull_timeout = Integer(
+        900,
+        help="""Seconds an image pull may take before the spawn is refused.
+
+        JupyterHub's ``start_timeout`` covers all of ``start()``, the pull included,
+        so when ``pull_policy`` may pull ("ifnotpresent", "always") this spawner adds
+        ``pull_timeout`` to ``start_timeout``: ``start_timeout`` stays the time a
+        container may take to start, and the pull gets its own budget on top.
+        Pre-pull the catalog (python -m gpuspawner.prepull) to keep spawns short.
+        """,
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.pull_policy.lower() in PULLING_POLICIES:
+            self.start_timeout = self.start_timeout + self.pull_timeout
+
+    @validate("driver_cuda_version")
+    def _validate_driver_cuda_version(self, proposal):
+        if proposal.value:
+            try:
+                cuda.parse_cuda(proposal.value)
+            except ValueError as e:
+                raise TraitError("driver_cuda_version: %s." % e) from None
+        return proposal.value
+
+    @validate("driver_version")
+    def _validate_driver_version(self, proposal):
+        if proposal.value:
+            try:
+                cuda.driver_tuple(proposal.value)
+            except ValueError as e:
+                raise TraitError("driver_version: %s." % e) from None
+        return proposal.value
 
     @default("remove")
     def _default_remove(self):
@@ -220,6 +287,65 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         await self.on_gpus_held(self.pool.gpus(self.gpu_uuids))
         self.emit_progress(90, "Container started; waiting for JupyterLab to answer")
         return address
+
+    # --- images: what the driver can run, and pulls with progress ---
+
+    _driver_cuda: cuda.DriverCuda | None = None
+    _driver_cuda_read = False
+
+    def driver_cuda(self) -> cuda.DriverCuda | None:
+        """The driver's CUDA version: configured, else from NVML (read once per hub), else None."""
+        if self.driver_cuda_version:
+            return cuda.DriverCuda(cuda.parse_cuda(self.driver_cuda_version), self.driver_version)
+        cls = GPUDockerSpawner
+        if not cls._driver_cuda_read:
+            from . import nvml
+
+            try:
+                version, supported = nvml.driver_info()
+                cls._driver_cuda = cuda.DriverCuda(supported, version)
+                self.log.info("NVIDIA driver %s supports CUDA up to %d.%d", version, *supported)
+            except nvml.NvmlUnavailable as e:
+                self.log.info("Images are not checked against the driver: %s", e)
+            cls._driver_cuda_read = True
+        return cls._driver_cuda
+
+    def image_problem(self, image):
+        problem = super().image_problem(image)
+        if problem is None:
+            problem = cuda.check_image_cuda(image.key, image.cuda, self.driver_cuda(), self.cuda_compatibility)
+        return problem
+
+    async def pull_image(self, image):
+        """DockerSpawner's pull, through the engine's stream, with progress and a timeout."""
+        policy = self.pull_policy.lower()
+        if policy == "skip":
+            return
+        if policy != "always":
+            try:
+                await self.docker("inspect_image", image)
+                return
+            except NotFound:
+                if policy == "never":
+                    raise  # explain_start_error says it is missing
+        key = self.choice.image.key if self.choice else image
+        display_name = self.choice.image.display_name if self.choice else image
+        started = time.monotonic()
+        self.emit_progress(50, "pulling %s: asking the registry %s" % (key, pull.registry_of(image)))
+
+        def report(progress: pull.PullProgress) -> None:
+            self.emit_progress(50 + int(35 * progress.fraction()), progress.message(key))
+
+        try:
+            progress = await pull.pull_with_progress(self.client, image, timeout=self.pull_timeout, report=report)
+        except pull.PullTimedOut as e:
+            raise SpawnRefused(
+                pull.timeout_refusal(image, display_name, e, key), reason="image-pull", status_code=503
+            ) from None
+        except (pull.PullFailed, APIError) as e:
+            text = str(getattr(e, "explanation", "") or e)
+            raise SpawnRefused(pull.pull_refusal(image, display_name, text), reason="image-pull", status_code=503) from None
+        self.emit_progress(85, progress.summary(key, time.monotonic() - started))
 
     def explain_start_error(self, error: Exception) -> SpawnRefused | None:
         """A sentence for the engine errors a user or admin can act on."""

@@ -35,7 +35,9 @@ c.DockerSpawner.cpu_limit = 1.0
 c.DockerSpawner.pull_policy = "never"
 
 c.GPUDockerSpawner.images = settings["images"]
-c.GPUDockerSpawner.pull_policy = "never"
+c.GPUDockerSpawner.pull_policy = settings.get("pull_policy", "never")
+c.GPUDockerSpawner.pull_timeout = settings.get("pull_timeout", 900)
+c.GPUDockerSpawner.driver_cuda_version = settings.get("driver_cuda_version", "")
 c.GPUDockerSpawner.gpus = settings["gpus"]
 c.GPUDockerSpawner.gpu_mode = settings.get("gpu_mode", "device-request")
 c.GPUDockerSpawner.gpu_quota = settings.get("gpu_quota", 1)
