@@ -58,6 +58,9 @@ c.GPUDockerSpawner.pull_policy = "ifnotpresent"
 # quotas: one GPU per student at a time, four for staff (the most generous group wins)
 c.GPUDockerSpawner.gpu_quota = 1
 c.GPUDockerSpawner.gpu_quota_groups = {"staff": 4}
+# budgets: 10 GPU-hours a week for students, none for staff (README "Quotas and budgets")
+c.GPUDockerSpawner.gpu_hour_budget_groups = {"students": 10, "staff": None}
+c.GPUDockerSpawner.budget_period = "week"
 if os.environ.get("GPUSPAWNER_GPUS"):
     c.GPUDockerSpawner.gpus = [{"uuid": uuid.strip()} for uuid in os.environ["GPUSPAWNER_GPUS"].split(",")]
 
@@ -73,3 +76,8 @@ c.JupyterHub.named_server_limit_per_user = 4
 from gpuspawner.config import check_config  # noqa: E402
 
 check_config(c)
+
+# the admin dashboard at /services/gpu-admin/ (admins only) and the loop enforcing budgets
+from gpuspawner.service import add_admin_service  # noqa: E402
+
+add_admin_service(c)
