@@ -155,17 +155,26 @@ class PullProgress:
         sized = (len(layers) - self.unsized) / len(layers)  # unsized layers hold the bar back
         return min(1.0, by_bytes * sized)
 
+    @property
+    def phase(self) -> str:
+        """'asking', 'present', 'starting', 'downloading' or 'unpacking'."""
+        if not self.layers:
+            return "asking"
+        if not self.to_fetch:
+            return "present"
+        if self.total == 0:
+            return "starting"
+        return "downloading" if self.downloading else "unpacking"
+
     def message(self, key: str) -> str:
         """One line for the progress bar."""
-        layers = self.to_fetch
-        if self.layers and not layers:
+        phase = self.phase
+        if phase == "asking":
+            return "pulling %s: asking the registry" % key
+        if phase == "present":
             return "pulling %s: every layer is already on this host" % key
-        if not self.layers or self.total == 0:
-            return (
-                "pulling %s: starting (%d layers)" % (key, len(self.layers))
-                if self.layers
-                else ("pulling %s: asking the registry" % key)
-            )
+        if phase == "starting":
+            return "pulling %s: starting (%d layers)" % (key, len(self.layers))
         if self.downloading:
             text = "pulling %s: %s" % (key, format_size(self.downloaded, self.total))
             if self.unsized:
@@ -251,7 +260,8 @@ async def pull_with_progress(
     report: Callable[[PullProgress], None],
     interval: float = 1.0,
 ) -> PullProgress:
-    """Pull ``image`` with a docker ``APIClient``, calling ``report`` at most every ``interval`` s.
+    """Pull ``image`` with a docker ``APIClient``, calling ``report`` as it goes: when the pull
+    enters a new phase (sizing, downloading, unpacking), else at most every ``interval`` s.
 
     Raises PullFailed (an error inside the stream), docker.errors.APIError (refused at
     once: unknown tag, unreachable registry) or PullTimedOut. The stream is read in a
@@ -281,7 +291,7 @@ async def pull_with_progress(
     threading.Thread(target=read_stream, name="pull %s" % image, daemon=True).start()
     progress = PullProgress()
     deadline = loop.time() + timeout
-    last_report = None
+    last_report, last_phase = 0.0, "asking"  # the caller says it asked the registry
     try:
         while True:
             try:
@@ -294,8 +304,10 @@ async def pull_with_progress(
                 raise item
             progress.update(item)
             now = time.monotonic()
-            if last_report is None or now - last_report >= interval:
-                last_report = now
+            if progress.phase != last_phase or (
+                last_phase != "asking" and now - last_report >= interval
+            ):
+                last_report, last_phase = now, progress.phase
                 report(progress)
     finally:
         stop.set()

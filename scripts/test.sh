@@ -20,5 +20,6 @@ wheel=$(build_wheel)
 image=$(bash images/build-offline.sh --wheel "$wheel" | tail -n 1)
 say "single-user image: $image (set up in $((SECONDS - started)) s)"
 
+export GPUSPAWNER_TEST_REGISTRY; GPUSPAWNER_TEST_REGISTRY=$(bash scripts/setup-registry.sh | tail -n 1)
 export GPUSPAWNER_TEST_IMAGE=$image GPUSPAWNER_REQUIRE_DOCKER=1
 "$VENV/bin/python" -m pytest "$@"
