@@ -1,0 +1,643 @@
+"""The Kubernetes backend: a KubeSpawner whose pods ask for GPUs as extended resources.
+
+Kubernetes decides which GPU a pod gets (the scheduler picks a node, the NVIDIA device
+plugin picks the devices). The hub decides whether the user may ask: a user's GPUs are
+counted across all of their servers from kubespawner's pod reflector (the watch cache of
+the hub's pods, labelled ``gpuspawner.io/gpus``), so a spawn costs no extra LIST and a
+restarted hub knows the counts as soon as the reflector has loaded.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from tornado.gen import maybe_future
+from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, validate
+
+from .allocation import Holding
+from .base import Availability, GPUSpawnerMixin, SpawnRefused
+from .inventory import Gpu
+from .kubespec import (
+    DEFAULT_GPU_TOLERATIONS,
+    GPU_RESOURCE,
+    GpuPlacement,
+    PodRequest,
+    PvcRequest,
+    docker_size_to_quantity,
+    explain_quota_rejection,
+    explain_unschedulable,
+    is_gpu_resource,
+    parse_quantity,
+    pod_spec,
+    pvc_spec,
+    unsatisfiable_reason,
+)
+from .quota import GpuLimit, plural, server_label
+
+LABEL_GPUS = "gpuspawner.io/gpus"
+ANNOTATION_RESOURCE = "gpuspawner.io/gpu-resource"
+ANNOTATION_IMAGE = "gpuspawner.io/image"
+ANNOTATION_USER = "hub.jupyter.org/username"  # set by kubespawner, unescaped
+ANNOTATION_SERVER = "hub.jupyter.org/servername"
+RESOURCE_QUOTA_NAME = "gpuspawner-gpus"
+PROFILE_FIELDS = {"resource", "product", "node_selector", "tolerations"}
+DONE_PHASES = {"Succeeded", "Failed"}
+
+
+@dataclass(frozen=True)
+class PodHolding:
+    """GPUs requested by one server's pod, as the pod reflector sees it."""
+
+    user: str
+    server: str
+    gpus: int
+    resource: str
+    pod: str
+    node: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.user, self.server)
+
+    def ids(self) -> tuple[str, ...]:
+        """Names for the GPUs (Kubernetes does not tell the hub their UUIDs)."""
+        return tuple("%s/%s#%d" % (self.pod, self.resource, i) for i in range(self.gpus))
+
+    def holding(self) -> Holding:
+        return Holding(self.user, self.server, self.ids())
+
+    def describe(self) -> str:
+        where = "on node %s" % self.node if self.node else "waiting for a node"
+        return "%s on %s (pod %s, %s)" % (plural(self.gpus), server_label(self.server), self.pod, where)
+
+
+def holdings_from_pods(pods: Iterable[Mapping]) -> list[PodHolding]:
+    """The GPU requests of the hub's live pods (the reflector's values)."""
+    holdings = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        if LABEL_GPUS not in labels or ANNOTATION_USER not in annotations:
+            continue
+        if (pod.get("status") or {}).get("phase") in DONE_PHASES:
+            continue
+        try:
+            gpus = int(labels[LABEL_GPUS])
+        except ValueError:
+            continue
+        holdings.append(
+            PodHolding(
+                user=annotations[ANNOTATION_USER],
+                server=annotations.get(ANNOTATION_SERVER, ""),
+                gpus=gpus,
+                resource=annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE),
+                pod=metadata.get("name", ""),
+                node=(pod.get("spec") or {}).get("nodeName") or "",
+            )
+        )
+    return holdings
+
+
+def quota_refusal(user: str, server: str, count: int, limit: GpuLimit, holdings: Iterable[PodHolding]) -> str | None:
+    """Why ``user`` may not ask for ``count`` more GPUs on ``server``, or None (pure)."""
+    if count == 0:
+        return None
+    mine = [h for h in holdings if h.user == user and h.server != server and h.gpus]
+    already = sum(h.gpus for h in mine)
+    if already + count <= limit.gpus:
+        return None
+    may_take = max(limit.gpus - already, 0)
+    if not mine:
+        return "You asked for %s, but your limit is %s at once (%s). Ask for at most %d." % (
+            plural(count),
+            plural(limit.gpus),
+            limit.source,
+            may_take,
+        )
+    return (
+        "You asked for %s, but your limit is %s at once (%s) and you already hold %s."
+        " Stop a server holding GPUs, or ask for at most %d."
+        % (
+            plural(count),
+            plural(limit.gpus),
+            limit.source,
+            " and ".join(h.describe() for h in sorted(mine, key=lambda h: h.server)),
+            may_take,
+        )
+    )
+
+
+class _Json:
+    """What kubernetes_asyncio's deserializer reads: a response with a JSON body."""
+
+    def __init__(self, data):
+        self.data = json.dumps(data)
+
+
+class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
+    """One pod per server with GPUs as extended resources, a quota and a persistent workspace."""
+
+    gpu_resource = Unicode(
+        GPU_RESOURCE,
+        help="""The extended resource a GPU server asks for: "nvidia.com/gpu", or a MIG
+        resource such as "nvidia.com/mig-1g.10gb" (the device plugin's "mixed" strategy).
+        Per image with ``gpu_profiles``.""",
+    ).tag(config=True)
+
+    gpu_product = Unicode(
+        "",
+        help="""GPU type GPU servers must run on: a value of the node label
+        ``nvidia.com/gpu.product`` (set by GPU feature discovery), e.g.
+        "NVIDIA-A100-SXM4-80GB". Empty: any GPU node. Per image with ``gpu_profiles``.""",
+    ).tag(config=True)
+
+    gpu_node_selector = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Node labels GPU servers require, e.g. {\"pool\": \"gpu\"}. Per image with ``gpu_profiles``.",
+    ).tag(config=True)
+
+    gpu_tolerations = List(
+        [dict(t) for t in DEFAULT_GPU_TOLERATIONS],
+        help="""Tolerations GPU servers get, for tainted GPU nodes (default: the
+        ``nvidia.com/gpu`` NoSchedule taint). Servers without GPUs get none, so they stay
+        off GPU nodes. Per image with ``gpu_profiles``.""",
+    ).tag(config=True)
+
+    gpu_profiles = Dict(
+        key_trait=Unicode(),
+        value_trait=Dict(),
+        help="""Placement of GPU servers per catalog image key, overriding ``gpu_resource``,
+        ``gpu_product``, ``gpu_node_selector`` and ``gpu_tolerations``::
+
+            {"pytorch-2.9-mig": {"resource": "nvidia.com/mig-1g.10gb"},
+             "pytorch-2.9-h100": {"product": "NVIDIA-H100-80GB-HBM3",
+                                  "node_selector": {"pool": "h100"}}}
+        """,
+    ).tag(config=True)
+
+    gpu_wait_timeout = Float(
+        120,
+        help="""Seconds a GPU server may wait for the scheduler to find a free GPU. The
+        progress page says why it waits; after this long the pod is deleted and the spawn
+        fails with the scheduler's reason. Keep it below ``start_timeout``.""",
+    ).tag(config=True)
+
+    check_node_capacity = Bool(
+        True,
+        help="""Refuse at once a server no node could ever run (too many GPUs, an unknown GPU
+        type, a resource no node offers), from a cached list of nodes. Needs permission to
+        list nodes (deploy/z2jh-values.yaml grants it); without it the check is skipped.""",
+    ).tag(config=True)
+
+    node_cache_seconds = Float(
+        30,
+        help="How long the node list used by ``check_node_capacity`` is reused.",
+    ).tag(config=True)
+
+    user_namespace_gpu_quota = Bool(
+        False,
+        help="""With ``enable_user_namespaces``: keep a ResourceQuota named
+        "gpuspawner-gpus" in each user's namespace capping ``requests.<GPU resource>`` at
+        the user's GPU quota, so the cluster enforces the limit too.""",
+    ).tag(config=True)
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        return 300
+
+    @default("image_pull_policy")
+    def _default_image_pull_policy(self):
+        return "IfNotPresent"
+
+    @default("uid")
+    def _default_uid(self):
+        return 1000
+
+    @default("gid")
+    def _default_gid(self):
+        return 100
+
+    @default("fs_gid")
+    def _default_fs_gid(self):
+        return 100
+
+    @default("storage_pvc_ensure")
+    def _default_storage_pvc_ensure(self):
+        return True
+
+    @default("storage_capacity")
+    def _default_storage_capacity(self):
+        return "10Gi"
+
+    @default("pvc_name_template")
+    def _default_pvc_name_template(self):
+        # one workspace per user, shared by their named servers
+        return "gpuspawner-workspace-{username}"
+
+    @validate("uid")
+    def _validate_uid(self, proposal):
+        if proposal.value == 0:
+            raise TraitError("uid must not be 0: servers run as a non-root user.")
+        return proposal.value
+
+    @validate("gpu_profiles")
+    def _validate_gpu_profiles(self, proposal):
+        for key, profile in proposal.value.items():
+            unknown = sorted(set(profile) - PROFILE_FIELDS)
+            if unknown:
+                raise TraitError(
+                    "gpu_profiles[%r] has unknown field(s) %s; the fields are: %s."
+                    % (key, ", ".join(map(repr, unknown)), ", ".join(sorted(PROFILE_FIELDS)))
+                )
+            resource = profile.get("resource", GPU_RESOURCE)
+            if not isinstance(resource, str) or not is_gpu_resource(resource):
+                raise TraitError("gpu_profiles[%r]: %r is not a GPU resource name." % (key, resource))
+        return proposal.value
+
+    def check_config(self):
+        super().check_config()
+        unknown = sorted(set(self.gpu_profiles) - {image.key for image in self.catalog})
+        if unknown:
+            raise TraitError("gpu_profiles has key(s) %s that are not catalog images." % ", ".join(unknown))
+        if not is_gpu_resource(self.gpu_resource):
+            raise TraitError("gpu_resource %r is not a GPU resource name." % self.gpu_resource)
+        if self.gpu_wait_timeout >= self.start_timeout:
+            self.log.warning(
+                "gpu_wait_timeout (%s s) is not below start_timeout (%s s): the hub gives up first",
+                self.gpu_wait_timeout,
+                self.start_timeout,
+            )
+
+    # --- shared by the spawners of this hub process ---
+
+    _reserved: ClassVar[dict[tuple[str, str], PodHolding]] = {}  # spawns between quota check and pod
+    _nodes: list[dict] | None = None
+    _nodes_listed_at = 0.0
+    _nodes_forbidden = False
+    _rebuilt_reflectors: ClassVar[set[int]] = set()
+
+    # --- this server ---
+
+    gpu_count = 0
+
+    def placement(self) -> GpuPlacement:
+        """Where this server's GPUs come from: the image's profile over the defaults."""
+        key = self.choice.image.key if self.choice else ""
+        profile = self.gpu_profiles.get(key, {})
+        return GpuPlacement(
+            resource=profile.get("resource", self.gpu_resource),
+            product=profile.get("product", self.gpu_product),
+            node_selector=dict(profile.get("node_selector", self.gpu_node_selector)),
+            tolerations=tuple(dict(t) for t in profile.get("tolerations", self.gpu_tolerations)),
+        )
+
+    def pod_holdings(self) -> list[PodHolding]:
+        """GPUs held by the hub's pods and by spawns in flight, one entry per server."""
+        by_key = {}
+        reflector = self.pod_reflector
+        if reflector is not None:
+            for holding in holdings_from_pods(reflector.pods.values()):
+                by_key[holding.key] = holding
+        by_key.update(KubeGPUSpawner._reserved)
+        return list(by_key.values())
+
+    async def _pods_loaded(self) -> None:
+        await self._start_watching_pods()
+        reflector = self.pod_reflector
+        if id(reflector) not in KubeGPUSpawner._rebuilt_reflectors:
+            KubeGPUSpawner._rebuilt_reflectors.add(id(reflector))
+            holdings = [h.holding() for h in holdings_from_pods(reflector.pods.values()) if h.gpus]
+            self.log.info("GPU holdings loaded from %d pods", len(reflector.pods))
+            await self.on_holdings_rebuilt(holdings)
+
+    async def list_nodes(self) -> list[dict] | None:
+        """The cluster's nodes, listed at most every ``node_cache_seconds``; None if forbidden."""
+        cls = KubeGPUSpawner
+        if cls._nodes_forbidden:
+            return None
+        if cls._nodes is not None and time.monotonic() - cls._nodes_listed_at < self.node_cache_seconds:
+            return cls._nodes
+        try:
+            response = await self.api.list_node(_preload_content=False, _request_timeout=self.k8s_api_request_timeout)
+            cls._nodes = json.loads(await response.read())["items"]
+        except ApiException as e:
+            if e.status in (401, 403):
+                self.log.warning("Cannot list nodes (%s): the node capacity check is off", e.reason)
+                cls._nodes_forbidden = True
+                return None
+            raise
+        cls._nodes_listed_at = time.monotonic()
+        return cls._nodes
+
+    async def gpu_availability(self) -> Availability | None:
+        await self._pods_loaded()
+        holdings = self.pod_holdings()
+        mine = [h for h in holdings if h.user == self.user.name and h.gpus]
+        nodes = await self.list_nodes() if self.check_node_capacity else None
+        if not nodes:
+            return None
+        resource = self.placement().resource
+        total = int(sum(parse_quantity((n.get("status", {}).get("allocatable") or {}).get(resource, 0)) for n in nodes))
+        used = sum(h.gpus for h in holdings if h.resource == resource)
+        return Availability(
+            free=max(total - used, 0),
+            total=total,
+            held=sum(h.gpus for h in mine),
+            held_text=" and ".join(h.describe() for h in mine) or "no GPU",
+        )
+
+    def get_env(self):
+        env = super().get_env()
+        if self.gpu_count:
+            # the device plugin picks the devices and sets NVIDIA_VISIBLE_DEVICES itself
+            for name in ("NVIDIA_VISIBLE_DEVICES", "GPUSPAWNER_GPU_UUIDS", "GPUSPAWNER_NO_GPU_REASON"):
+                env.pop(name, None)
+            env["GPU_LIMIT"] = str(self.gpu_count)
+            env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+            env["GPUSPAWNER_GPU_RESOURCE"] = self.placement().resource
+        return env
+
+    # --- the objects, from kubespec's pure builders ---
+
+    async def pod_request(self) -> PodRequest:
+        """Gather this server's settings for the pure pod spec builder."""
+
+        async def value(setting):
+            return await maybe_future(setting(self)) if callable(setting) else setting
+
+        placement = self.placement()
+        labels = self._build_pod_labels(self._expand_all(self.extra_labels))
+        labels[LABEL_GPUS] = str(self.gpu_count)
+        annotations = self._build_common_annotations(self._expand_all(self.extra_annotations))
+        annotations[ANNOTATION_RESOURCE] = placement.resource
+        annotations[ANNOTATION_IMAGE] = self.choice.image.key if self.choice else ""
+        return PodRequest(
+            name=self.pod_name,
+            image=self.image,
+            env=self.get_env(),
+            labels=labels,
+            annotations=annotations,
+            port=self.port,
+            command=(self.cmd + self.get_args()) if self.cmd else (),
+            image_pull_policy=self.image_pull_policy or "IfNotPresent",
+            gpus=self.gpu_count,
+            placement=placement,
+            uid=await value(self.uid),
+            gid=await value(self.gid),
+            fs_gid=await value(self.fs_gid),
+            cpu_limit=self.cpu_limit,
+            cpu_guarantee=self.cpu_guarantee,
+            mem_limit=self.mem_limit,
+            mem_guarantee=self.mem_guarantee,
+            shm_size=docker_size_to_quantity(self.shm_size) if self.shm_size else None,
+            workspace_pvc=self.pvc_name if self.storage_pvc_ensure else None,
+            workspace_path=self.workspace_path,
+            working_dir=self.working_dir,
+            node_selector=dict(self.node_selector),
+            service_account=self._expand_all(self.service_account),
+            priority_class_name=self.priority_class_name or None,
+            extra_volumes=self._expand_all(self._sorted_dict_values(self.volumes)),
+            extra_volume_mounts=self._expand_all(self._sorted_dict_values(self.volume_mounts)),
+            extra_container_config=self.extra_container_config,
+            extra_pod_config=self._expand_all(self.extra_pod_config),
+        )
+
+    def _model(self, data: dict, kind: str):
+        return self.api.api_client.deserialize(_Json(data), kind)
+
+    async def get_pod_manifest(self):
+        return self._model(pod_spec(await self.pod_request()), "V1Pod")
+
+    def pvc_request(self) -> PvcRequest:
+        labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
+        labels.update({"app.kubernetes.io/component": self.component_label, "component": "singleuser-storage"})
+        return PvcRequest(
+            name=self.pvc_name,
+            labels=labels,
+            annotations=self._build_common_annotations(self._expand_all(self.storage_extra_annotations)),
+            storage=self.storage_capacity or "10Gi",
+            storage_class=self.storage_class or None,
+            access_modes=tuple(self.storage_access_modes),
+        )
+
+    def get_pvc_manifest(self):
+        return self._model(pvc_spec(self.pvc_request()), "V1PersistentVolumeClaim")
+
+    # --- the spawner ---
+
+    async def start(self):
+        self.clear_progress()
+        if self.choice is None:
+            # an admin replaced apply_user_options: still check what arrives
+            self.choice = self.choose(self.user_options)
+            self.image = self.choice.image.image
+        await self.check_spawn_allowed(self.choice)
+        await self._pods_loaded()
+        self.gpu_count = self.choice.gpus
+        placement = self.placement()
+        key = (self.user.name, self.server_name)
+        # no await between the check and the reservation: concurrent spawns see each other
+        refusal = quota_refusal(*key, self.gpu_count, self.gpu_limit, self.pod_holdings())
+        if refusal:
+            self.gpu_count = 0
+            raise SpawnRefused(refusal, reason="gpu-quota", status_code=403)
+        KubeGPUSpawner._reserved[key] = PodHolding(*key, self.gpu_count, placement.resource, self.pod_name)
+        try:
+            await self._refuse_if_unsatisfiable()
+            if self.gpu_count:
+                self.emit_progress(
+                    10, "Asking the cluster for %s (%s)" % (plural(self.gpu_count), placement.product or placement.resource)
+                )
+            if self.storage_pvc_ensure:
+                self.emit_progress(20, "Preparing workspace volume %s" % self.pvc_name)
+            self.emit_progress(30, "Creating pod %s from %s" % (self.pod_name, self.choice.image.display_name))
+            url = await self._start_and_watch()
+        except BaseException as e:
+            self.gpu_count = 0
+            refusal = self.explain_start_error(e)
+            if refusal is None:
+                raise
+            raise refusal from None
+        finally:
+            KubeGPUSpawner._reserved.pop(key, None)
+        await self.on_gpus_held(self.held_gpus())
+        pod = self.pod_reflector.pods.get("%s/%s" % (self.namespace, self.pod_name)) or {}
+        self.emit_progress(
+            90,
+            "Pod running on node %s; waiting for JupyterLab to answer"
+            % ((pod.get("spec") or {}).get("nodeName") or "?"),
+        )
+        return url
+
+    def held_gpus(self) -> tuple[Gpu, ...]:
+        placement = self.placement()
+        holding = PodHolding(self.user.name, self.server_name, self.gpu_count, placement.resource, self.pod_name)
+        return tuple(Gpu(uuid=uid, name=placement.product or placement.resource) for uid in holding.ids())
+
+    async def _refuse_if_unsatisfiable(self) -> None:
+        if not (self.check_node_capacity and self.gpu_count):
+            return
+        nodes = await self.list_nodes()
+        if nodes is None:
+            return
+        reason = unsatisfiable_reason(pod_spec(await self.pod_request()), nodes)
+        if reason is not None:
+            # the node list may be old: look again before refusing
+            KubeGPUSpawner._nodes = None
+            reason = unsatisfiable_reason(pod_spec(await self.pod_request()), await self.list_nodes() or nodes)
+        if reason is not None:
+            raise SpawnRefused(reason, reason="gpu-unsatisfiable", status_code=400)
+
+    async def _start_and_watch(self) -> str:
+        """KubeSpawner's start, watched: scheduler verdicts become progress, a long wait a failure."""
+        self._gpu_wait_refusal = None
+        start = super().start()
+        watcher = asyncio.ensure_future(self._watch_pending(start))
+        try:
+            return await start
+        except asyncio.CancelledError:
+            if self._gpu_wait_refusal is None:
+                raise
+            await self._delete_pod()
+            raise self._gpu_wait_refusal from None
+        finally:
+            watcher.cancel()
+
+    async def _watch_pending(self, start: asyncio.Future) -> None:
+        ref_key = "%s/%s" % (self.namespace, self.pod_name)
+        began = time.monotonic()
+        said = ""
+        said_at = 0.0
+        node = ""
+        while not start.done():
+            await asyncio.sleep(0.5)
+            reflector = self.pod_reflector
+            pod = reflector.pods.get(ref_key) if reflector else None
+            if pod is None:
+                continue
+            if (pod.get("spec") or {}).get("nodeName") and not node:
+                node = pod["spec"]["nodeName"]
+                self.emit_progress(70, "Scheduled on node %s; starting the server" % node)
+                continue
+            message = unschedulable_message(pod)
+            if message is None:
+                continue
+            waited = time.monotonic() - began
+            words = explain_unschedulable(message)
+            if waited >= self.gpu_wait_timeout:
+                self._gpu_wait_refusal = SpawnRefused(
+                    "No room for this server was found within %d s. %s Try again later, or start with %s."
+                    % (self.gpu_wait_timeout, words, "fewer GPUs" if self.gpu_count else "less memory or CPU"),
+                    reason="gpu-capacity",
+                    status_code=503,
+                )
+                self.log.info("%s: %s (scheduler: %s)", self._log_name, self._gpu_wait_refusal.jupyterhub_message, message)
+                start.cancel()
+                return
+            if words != said or time.monotonic() - said_at >= 10:
+                self.emit_progress(
+                    50, "Waiting for room (%d of at most %d s): %s" % (waited, self.gpu_wait_timeout, words)
+                )
+                said, said_at = words, time.monotonic()
+
+    async def _delete_pod(self) -> None:
+        try:
+            await self.api.delete_namespaced_pod(self.pod_name, self.namespace, grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def explain_start_error(self, error: BaseException) -> SpawnRefused | None:
+        """A sentence for the API's refusals a user or admin can act on."""
+        if isinstance(error, SpawnRefused):
+            return error
+        if isinstance(error, ApiException) and error.status == 403 and "exceeded quota" in str(error.body):
+            try:
+                message = json.loads(error.body).get("message", "")
+            except (TypeError, ValueError):
+                message = str(error.body)
+            return SpawnRefused(explain_quota_rejection(message, self.namespace), reason="cluster-quota", status_code=403)
+        return None
+
+    async def _ensure_namespace(self):
+        await super()._ensure_namespace()
+        if self.user_namespace_gpu_quota:
+            await self._ensure_gpu_resource_quota()
+
+    async def _ensure_gpu_resource_quota(self) -> None:
+        """A ResourceQuota capping the user's namespace at their GPU quota, computed by the cluster."""
+        resources = {self.gpu_resource} | {p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()}
+        hard = {"requests.%s" % name: str(self.gpu_limit.gpus) for name in sorted(resources)}
+        body = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": RESOURCE_QUOTA_NAME, "labels": {"app.kubernetes.io/managed-by": "gpuspawner"}},
+            "spec": {"hard": hard},
+        }
+        try:
+            await self.api.create_namespaced_resource_quota(self.namespace, body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            await self.api.patch_namespaced_resource_quota(RESOURCE_QUOTA_NAME, self.namespace, {"spec": {"hard": hard}})
+        # admission refuses pods until the quota controller has filled in the status
+        for _ in range(100):
+            quota = await self.api.read_namespaced_resource_quota(RESOURCE_QUOTA_NAME, self.namespace)
+            if (quota.status and quota.status.hard or {}) == hard:
+                return
+            await asyncio.sleep(0.1)
+        self.log.warning("ResourceQuota %s/%s has no status yet", self.namespace, RESOURCE_QUOTA_NAME)
+
+    async def poll(self):
+        status = await super().poll()
+        if status is not None and self.gpu_count:
+            await self._release()
+        return status
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self._release()
+
+    async def _release(self) -> None:
+        released = self.held_gpus()
+        self.gpu_count = 0
+        if released:
+            self.log.info("Released %s from %s", plural(len(released)), self._log_name)
+            await self.on_gpus_released(tuple(g.uuid for g in released))
+
+    def get_state(self):
+        state = super().get_state()
+        if self.gpu_count:
+            state["gpus"] = self.gpu_count
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.gpu_count = int(state.get("gpus", 0))
+
+    def clear_state(self):
+        super().clear_state()
+        self.gpu_count = 0
+        self.choice = None
+
+
+def unschedulable_message(pod: Mapping) -> str | None:
+    """The scheduler's verdict on a pending pod it could not place, or None."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending":
+        return None
+    for condition in status.get("conditions") or []:
+        if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            return condition.get("message") or "Unschedulable"
+    return None

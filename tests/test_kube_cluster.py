@@ -1,0 +1,331 @@
+"""KubeGPUSpawner against a real control plane (etcd, kube-apiserver, scheduler,
+controller-manager) with fake GPU nodes played by kwok.
+
+The spawner is driven in-process, as the hub drives it (apply_user_options, start,
+progress, poll, stop): pods on kwok nodes run nothing, so a hub could never reach
+their servers. Everything up to "pod Running with an IP and the right spec" is real:
+admission, validation, ResourceQuota, PVC binding and scheduling are Kubernetes' own.
+"""
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from types import SimpleNamespace
+
+import kube_cluster
+import pytest
+
+from gpuspawner.base import SpawnRefused, apply_gpu_options
+
+pytestmark = pytest.mark.kubernetes
+
+REQUIRE = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
+IMAGES = {
+    "demo": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo"},
+    "demo-mig": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on a MIG slice"},
+    "demo-h100": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on an H100"},
+}
+PROFILES = {"demo-mig": {"resource": "nvidia.com/mig-1g.10gb"}, "demo-h100": {"product": "NVIDIA-H100-80GB-HBM3"}}
+STORAGE_CLASS = "gpuspawner-test"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    missing = kube_cluster.missing_binaries()
+    if missing:
+        reason = "needs the control plane binaries %s: run `bash scripts/setup-kube.sh`" % ", ".join(missing)
+        if REQUIRE:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = kube_cluster.start_cluster(tmp_path_factory.mktemp("kube") / "cluster")
+    # workspace disks for the PV controller to bind claims to (no provisioner here)
+    cluster.apply(
+        *[
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": "disk-%02d" % i},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": STORAGE_CLASS,
+                    "hostPath": {"path": "/tmp/gpuspawner-disk-%02d" % i},
+                },
+            }
+            for i in range(12)
+        ]
+    )
+    # the client read $KUBECONFIG when it was imported; point it at this cluster
+    from kubernetes_asyncio.config import kube_config
+
+    os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cluster.kubeconfig)
+    yield cluster
+    cluster.stop()
+    for name in ("kube-apiserver", "kube-scheduler", "kwok"):
+        # shown by pytest only when a test failed
+        print("---- %s ----\n%s" % (name, cluster.log_tail(name, 15)))
+
+
+@pytest.fixture
+def namespace(cluster):
+    name = "t-" + secrets.token_hex(3)
+    cluster.kubectl("create", "namespace", name)
+    cluster.wait_for(lambda: cluster._sa_ready(name), "the default service account of " + name, 30)
+    return name
+
+
+@pytest.fixture
+async def make_spawner(cluster, namespace, tmp_path):
+    from gpuspawner.kube import KubeGPUSpawner
+
+    spawners = []
+
+    def make(user="alice", server="", groups=(), **config):
+        settings = {
+            "namespace": namespace,
+            "images": IMAGES,
+            "gpu_profiles": PROFILES,
+            "storage_class": STORAGE_CLASS,
+            "storage_capacity": "1Gi",
+            "gpu_wait_timeout": 30,
+            "start_timeout": 60,
+            "k8s_api_request_timeout": 10,
+            "usage_db_url": "sqlite:///%s" % (tmp_path / "usage.sqlite"),
+        }
+        settings.update(config)
+        orm = SimpleNamespace(user_options={}, server=None, name=server)
+        person = SimpleNamespace(
+            name=user, id=1, url="/user/%s/" % user, escaped_name=user,
+            groups=[SimpleNamespace(name=g) for g in groups],
+        )  # fmt: skip
+        spawner = KubeGPUSpawner(_mock=True, user=person, orm_spawner=orm, **settings)
+        spawners.append(spawner)
+        return spawner
+
+    yield make
+    for spawner in spawners:
+        if spawner.gpu_count or spawner.pod_reflector and spawner.pod_reflector.pods.get(
+            "%s/%s" % (spawner.namespace, spawner.pod_name)
+        ):
+            await spawner.stop(now=True)
+    await reset_hub_process()
+
+
+async def reset_hub_process():
+    """Forget everything a hub process keeps in memory (what a hub restart does)."""
+    from gpuspawner.kube import KubeGPUSpawner
+
+    await KubeGPUSpawner._stop_all_reflectors()
+    KubeGPUSpawner._reserved.clear()
+    KubeGPUSpawner._rebuilt_reflectors.clear()
+    KubeGPUSpawner._nodes = None
+    KubeGPUSpawner._nodes_forbidden = False
+
+
+async def spawn(spawner, **options):
+    apply_gpu_options(spawner, options)
+    return await asyncio.wait_for(spawner.start(), 90)
+
+
+def messages(spawner) -> list[str]:
+    return [entry["message"] for entry in spawner._progress_log]
+
+
+def pod_of(cluster, spawner) -> dict:
+    return cluster.get_json("pod", spawner.pod_name, "-n", spawner.namespace)
+
+
+def env_of(pod) -> dict:
+    return {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+
+
+async def test_gpu_server_runs_on_a_gpu_node(cluster, make_spawner):
+    spawner = make_spawner(gpu_quota=2)
+    url = await spawn(spawner, image="demo", gpus=2)
+    pod = pod_of(cluster, spawner)
+    assert pod["status"]["phase"] == "Running"
+    assert url == "http://%s:8888" % pod["status"]["podIP"]
+    assert pod["spec"]["nodeName"] in ("a100-0", "a100-1")
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"]["volumes"]
+    env = env_of(pod)
+    assert env["GPU_LIMIT"] == "2" and "NVIDIA_VISIBLE_DEVICES" not in env
+    assert pod["metadata"]["labels"]["gpuspawner.io/gpus"] == "2"
+    assert messages(spawner)[-1] == "Pod running on node %s; waiting for JupyterLab to answer" % pod["spec"]["nodeName"]
+    assert await spawner.poll() is None
+
+    await spawner.stop(now=True)
+    assert cluster.kubectl("get", "pod", spawner.pod_name, "-n", spawner.namespace, check=False).returncode != 0
+    assert spawner.gpu_count == 0
+
+
+async def test_mig_slice_lands_on_the_mig_node(cluster, make_spawner):
+    spawner = make_spawner(user="mia")
+    await spawn(spawner, image="demo-mig", gpus=1)
+    pod = pod_of(cluster, spawner)
+    assert pod["spec"]["nodeName"] == "mig-0"
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": "1"}
+
+
+async def test_cpu_only_server_has_no_gpu_resources_and_void(cluster, make_spawner):
+    spawner = make_spawner(user="carl")
+    await spawn(spawner, image="demo", gpus=0)
+    pod = pod_of(cluster, spawner)
+    limits = pod["spec"]["containers"][0]["resources"]
+    assert not any("nvidia.com" in name for kind in limits.values() for name in kind)
+    assert env_of(pod)["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert env_of(pod)["GPU_LIMIT"] == "0"
+    assert "tolerations" not in pod["spec"] or not any(
+        t.get("key") == "nvidia.com/gpu" for t in pod["spec"]["tolerations"]
+    )
+    assert pod["spec"]["nodeName"] == "cpu-0"  # GPU nodes are tainted
+
+
+async def test_quota_across_named_servers_and_after_a_hub_restart(cluster, make_spawner):
+    first = make_spawner(user="quinn", server="train")
+    await spawn(first, image="demo", gpus=1)
+    second = make_spawner(user="quinn", server="eval")
+    with pytest.raises(SpawnRefused) as refused:
+        await spawn(second, image="demo", gpus=1)
+    assert refused.value.status_code == 403
+    assert refused.value.jupyterhub_message.startswith(
+        "You asked for 1 GPU, but your limit is 1 GPU at once (the default for every user)"
+        " and you already hold 1 GPU on server 'train' (pod %s, on node a100-" % first.pod_name
+    )
+    # a GPU request is never inherited: the next spawn without options has none
+    await spawn(second)
+    assert env_of(pod_of(cluster, second))["GPU_LIMIT"] == "0"
+    await second.stop(now=True)
+
+    # a new hub process knows the count from the cluster alone
+    await reset_hub_process()
+    third = make_spawner(user="quinn", server="eval")
+    with pytest.raises(SpawnRefused, match="already hold 1 GPU on server 'train'"):
+        await spawn(third, image="demo", gpus=1)
+    staff = make_spawner(user="quinn", server="eval", groups=["staff"], gpu_quota_groups={"staff": 3})
+    await spawn(staff, image="demo", gpus=2)
+    assert (await staff.gpu_availability()).held == 3
+
+
+async def test_unsatisfiable_requests_are_refused_at_once(cluster, make_spawner):
+    spawner = make_spawner(user="uma", gpu_quota=16, max_gpus_per_server=16)
+    began = time.monotonic()
+    with pytest.raises(SpawnRefused) as refused:
+        await spawn(spawner, image="demo", gpus=9)
+    assert time.monotonic() - began < 5
+    assert refused.value.status_code == 400
+    assert refused.value.jupyterhub_message == (
+        "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0). Ask for at most 8."
+    )
+    with pytest.raises(SpawnRefused, match="has the GPU type NVIDIA-H100-80GB-HBM3"):
+        await spawn(make_spawner(user="uma"), image="demo-h100", gpus=1)
+    pods = cluster.get_json("pods", "-n", spawner.namespace)["items"]
+    assert pods == []
+
+
+@pytest.fixture
+def all_gpus_taken(cluster):
+    """Pods of another tenant that hold every nvidia.com/gpu of the cluster."""
+    cluster.kubectl("create", "namespace", "tenant")
+    cluster.wait_for(lambda: cluster._sa_ready("tenant"), "the tenant's service account", 30)
+    hogs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "hog-%s" % node, "namespace": "tenant"},
+            "spec": {
+                "nodeName": node,
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                "containers": [
+                    {"name": "train", "image": "train:1", "resources": {"limits": {"nvidia.com/gpu": "8"}}}
+                ],
+            },
+        }
+        for node in ("a100-0", "a100-1")
+    ]
+    cluster.apply(*hogs)
+    yield
+    cluster.kubectl("delete", "namespace", "tenant", "--wait=false")
+
+
+async def test_all_gpus_taken_waits_with_reason_then_fails(cluster, make_spawner, all_gpus_taken):
+    spawner = make_spawner(user="wanda", gpu_wait_timeout=4)
+    began = time.monotonic()
+    with pytest.raises(SpawnRefused) as refused:
+        await spawn(spawner, image="demo", gpus=1)
+    assert 4 <= time.monotonic() - began < 30
+    assert refused.value.status_code == 503
+    message = refused.value.jupyterhub_message
+    assert message.startswith("No room for this server was found within 4 s. All GPUs of the cluster are in use:")
+    assert "nodes have no free nvidia.com/gpu" in message and message.endswith("start with fewer GPUs.")
+    waiting = [m for m in messages(spawner) if m.startswith("Waiting for room")]
+    assert waiting and "All GPUs of the cluster are in use" in waiting[0]
+    # the pending pod is gone and the GPU is not counted any more
+    cluster.wait_for(
+        lambda: not cluster.get_json("pods", "-n", spawner.namespace)["items"], "the pending pod to go", 30
+    )
+    assert spawner.gpu_count == 0
+    await spawn(make_spawner(user="wanda", server="cpu"), image="demo", gpus=0)
+
+
+async def test_cluster_resource_quota_refusal_is_a_sentence(cluster, make_spawner):
+    cluster.kubectl("create", "namespace", "q-bob")
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "course-cap", "namespace": "q-bob"},
+            "spec": {"hard": {"requests.nvidia.com/gpu": "0"}},
+        }
+    )
+    cluster.wait_for(
+        lambda: cluster.get_json("resourcequota", "course-cap", "-n", "q-bob").get("status", {}).get("hard"),
+        "the quota's status",
+        30,
+    )
+    settings = {"enable_user_namespaces": True, "user_namespace_template": "q-{username}", "storage_pvc_ensure": False}
+    spawner = make_spawner(user="bob", **settings)
+    with pytest.raises(SpawnRefused) as refused:
+        await spawn(spawner, image="demo", gpus=1)
+    assert refused.value.status_code == 403
+    assert refused.value.jupyterhub_message == (
+        "The cluster refused this server: namespace q-bob may use at most 0 nvidia.com/gpu"
+        " (ResourceQuota 'course-cap'), 0 are in use and this server asks for 1."
+        " Stop a server holding GPUs, or ask an admin to raise the quota."
+    )
+
+    # the spawner's own quota, kept in each user's namespace
+    eve = make_spawner(user="eve", user_namespace_gpu_quota=True, gpu_quota=2, **settings)
+    await spawn(eve, image="demo", gpus=2)
+    quota = cluster.get_json("resourcequota", "gpuspawner-gpus", "-n", "q-eve")
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "2"
+    assert pod_of(cluster, eve)["status"]["phase"] == "Running"
+
+
+async def test_workspace_claim_survives_stop_and_start(cluster, make_spawner):
+    spawner = make_spawner(user="pat")
+    await spawn(spawner, image="demo", gpus=0)
+    claim = cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)
+    assert claim["status"]["phase"] == "Bound"
+    assert pod_of(cluster, spawner)["spec"]["volumes"][0] == {
+        "name": "workspace",
+        "persistentVolumeClaim": {"claimName": "gpuspawner-workspace-pat"},
+    }
+    await spawner.stop(now=True)
+    spawner.clear_state()
+    assert cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)["metadata"]["uid"] == (
+        claim["metadata"]["uid"]
+    )
+    await spawn(spawner, image="demo", gpus=1)
+    pod = pod_of(cluster, spawner)
+    assert {"name": "workspace", "mountPath": "/home/jovyan/work"} in pod["spec"]["containers"][0]["volumeMounts"]
+    again = cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)
+    assert again["metadata"]["uid"] == claim["metadata"]["uid"]
+    assert json.dumps(again["spec"]["volumeName"]) == json.dumps(claim["spec"]["volumeName"])

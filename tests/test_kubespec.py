@@ -1,0 +1,289 @@
+"""Pod and PVC specs built from dataclasses, and the cluster's words read back (pure)."""
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpuspawner.kubespec import (
+    GpuPlacement,
+    PodRequest,
+    PvcRequest,
+    cpu_quantity,
+    docker_size_to_quantity,
+    explain_quota_rejection,
+    explain_unschedulable,
+    parse_quantity,
+    pod_spec,
+    pvc_spec,
+    unsatisfiable_reason,
+)
+
+BASE = PodRequest(
+    name="jupyter-alice",
+    image="org/pt:2.9",
+    env={"GPU_LIMIT": "2", "HF_TOKEN": "x"},
+    labels={"component": "singleuser-server", "gpuspawner.io/gpus": "2"},
+    annotations={"hub.jupyter.org/username": "alice"},
+    command=["jupyterhub-singleuser"],
+    gpus=2,
+    cpu_limit=4.0,
+    cpu_guarantee=0.5,
+    mem_limit=8 * 1024**3,
+    workspace_pvc="gpuspawner-workspace-alice",
+)
+
+
+def test_full_gpu_pod():
+    assert pod_spec(BASE) == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "jupyter-alice",
+            "labels": {"component": "singleuser-server", "gpuspawner.io/gpus": "2"},
+            "annotations": {"hub.jupyter.org/username": "alice"},
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True, "fsGroup": 100},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": "org/pt:2.9",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["jupyterhub-singleuser"],
+                    "env": [{"name": "GPU_LIMIT", "value": "2"}, {"name": "HF_TOKEN", "value": "x"}],
+                    "ports": [{"name": "notebook-port", "containerPort": 8888}],
+                    "resources": {
+                        "limits": {"cpu": "4", "memory": str(8 * 1024**3), "nvidia.com/gpu": "2"},
+                        "requests": {"cpu": "500m", "nvidia.com/gpu": "2"},
+                    },
+                    "volumeMounts": [
+                        {"name": "workspace", "mountPath": "/home/jovyan/work"},
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                    ],
+                    "securityContext": {
+                        "privileged": False,
+                        "allowPrivilegeEscalation": False,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                        "runAsUser": 1000,
+                        "runAsGroup": 100,
+                    },
+                }
+            ],
+            "volumes": [
+                {"name": "workspace", "persistentVolumeClaim": {"claimName": "gpuspawner-workspace-alice"}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+            ],
+        },
+    }
+
+
+def test_zero_gpus_no_gpu_resources_no_tolerations_and_void():
+    spec = pod_spec(replace(BASE, gpus=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB")))["spec"]
+    resources = spec["containers"][0]["resources"]
+    assert resources == {"limits": {"cpu": "4", "memory": str(8 * 1024**3)}, "requests": {"cpu": "500m"}}
+    assert "tolerations" not in spec and "affinity" not in spec and "nodeSelector" not in spec
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in spec["containers"][0]["env"]
+
+
+def test_gpu_pod_never_names_devices_itself():
+    spec = pod_spec(replace(BASE, env={"NVIDIA_VISIBLE_DEVICES": "all"}))["spec"]
+    assert spec["containers"][0]["env"] == []
+
+
+def test_mig_resource_and_product_affinity_and_selector():
+    placement = GpuPlacement(
+        resource="nvidia.com/mig-1g.10gb",
+        product="NVIDIA-A100-SXM4-80GB",
+        node_selector={"pool": "mig"},
+        tolerations=({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},),
+    )
+    spec = pod_spec(replace(BASE, gpus=1, placement=placement, node_selector={"zone": "a"}))["spec"]
+    resources = spec["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/mig-1g.10gb"] == resources["requests"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert "nvidia.com/gpu" not in resources["limits"]
+    assert spec["nodeSelector"] == {"zone": "a", "pool": "mig"}
+    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+    assert spec["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                                           "values": ["NVIDIA-A100-SXM4-80GB"]}]}
+                ]
+            }
+        }
+    }
+
+
+def test_admin_extras_cannot_add_gpus_or_privilege():
+    request = replace(
+        BASE,
+        gpus=0,
+        extra_container_config={
+            "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "readOnlyRootFilesystem": True},
+            "resources": {"limits": {"nvidia.com/gpu": "8", "example.com/fpga": "1"}},
+        },
+        extra_pod_config={"securityContext": {"runAsNonRoot": False}, "hostIPC": False, "containers": []},
+    )
+    spec = pod_spec(request)["spec"]
+    container = spec["containers"][0]
+    assert container["securityContext"]["privileged"] is False
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"] == {"example.com/fpga": "1", "cpu": "4", "memory": str(8 * 1024**3)}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["hostIPC"] is False and len(spec["containers"]) == 1
+
+
+def test_no_workspace_no_shm():
+    spec = pod_spec(replace(BASE, workspace_pvc=None, shm_size=None))["spec"]
+    assert spec["volumes"] == [] and spec["containers"][0]["volumeMounts"] == []
+
+
+def test_pvc():
+    request = PvcRequest(name="gpuspawner-workspace-alice", labels={"a": "b"}, annotations={}, storage="5Gi",
+                         storage_class="fast")
+    assert pvc_spec(request) == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "gpuspawner-workspace-alice", "labels": {"a": "b"}, "annotations": {}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}},
+                 "storageClassName": "fast"},
+    }
+    assert "storageClassName" not in pvc_spec(replace(request, storage_class=None))["spec"]
+
+
+@pytest.mark.parametrize(
+    "size, quantity",
+    [("2g", "2Gi"), ("512m", "512Mi"), ("64M", "64Mi"), ("1024k", "1024Ki"), ("100", "100"), ("2Gi", "2Gi")],
+)
+def test_docker_size_to_quantity(size, quantity):
+    assert docker_size_to_quantity(size) == quantity
+
+
+def test_bad_size():
+    with pytest.raises(ValueError):
+        docker_size_to_quantity("lots")
+
+
+@given(st.integers(min_value=1, max_value=10**6))
+def test_cpu_quantity_round_trips(millis):
+    assert parse_quantity(cpu_quantity(millis / 1000)) == pytest.approx(millis / 1000)
+
+
+@pytest.mark.parametrize("text, value", [("500m", 0.5), ("8", 8), ("64Gi", 64 * 2**30), ("1k", 1000), ("1e3", 1000)])
+def test_parse_quantity(text, value):
+    assert parse_quantity(text) == value
+
+
+def node(name, gpus=0, resource="nvidia.com/gpu", product=None, taints=(), labels=None, cpu="64", memory="512Gi"):
+    node_labels = dict(labels or {})
+    if product:
+        node_labels["nvidia.com/gpu.product"] = product
+    allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
+    if gpus:
+        allocatable[resource] = str(gpus)
+    return {"metadata": {"name": name, "labels": node_labels},
+            "spec": {"taints": list(taints)}, "status": {"allocatable": allocatable}}
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+CLUSTER = [
+    node("a100-0", 8, product="NVIDIA-A100-SXM4-80GB", taints=[GPU_TAINT]),
+    node("a100-1", 8, product="NVIDIA-A100-SXM4-80GB", taints=[GPU_TAINT]),
+    node("mig-0", 7, resource="nvidia.com/mig-1g.10gb", product="NVIDIA-A100-SXM4-80GB", taints=[GPU_TAINT]),
+    node("cpu-0"),
+]
+
+
+def test_satisfiable_requests():
+    assert unsatisfiable_reason(pod_spec(BASE), CLUSTER) is None
+    mig = replace(BASE, gpus=7, placement=GpuPlacement(resource="nvidia.com/mig-1g.10gb"))
+    assert unsatisfiable_reason(pod_spec(mig), CLUSTER) is None
+    assert unsatisfiable_reason(pod_spec(replace(BASE, gpus=0)), CLUSTER) is None
+
+
+def test_too_many_gpus_for_any_node():
+    reason = unsatisfiable_reason(pod_spec(replace(BASE, gpus=9)), CLUSTER)
+    assert reason == "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0). Ask for at most 8."
+
+
+def test_unknown_gpu_type():
+    request = replace(BASE, placement=GpuPlacement(product="NVIDIA-H100-80GB-HBM3"))
+    assert unsatisfiable_reason(pod_spec(request), CLUSTER) == (
+        "No node of this cluster has the GPU type NVIDIA-H100-80GB-HBM3 (label nvidia.com/gpu.product);"
+        " the GPU types here are: NVIDIA-A100-SXM4-80GB."
+    )
+
+
+def test_resource_nobody_offers():
+    request = replace(BASE, gpus=1, placement=GpuPlacement(resource="nvidia.com/mig-3g.40gb"))
+    assert unsatisfiable_reason(pod_spec(request), CLUSTER).startswith(
+        "No node of this cluster offers nvidia.com/mig-3g.40gb, so a server asking for 1 GPU can never start."
+    )
+
+
+def test_untolerated_taint_makes_gpu_nodes_unusable():
+    request = replace(BASE, placement=GpuPlacement(tolerations=()))
+    assert "tolerates the node's taints" in unsatisfiable_reason(pod_spec(request), CLUSTER)
+
+
+def test_memory_larger_than_any_node():
+    reason = unsatisfiable_reason(pod_spec(replace(BASE, mem_limit=2**40)), CLUSTER)
+    assert reason.startswith("No node of this cluster has 1.09951e+12 bytes of memory")
+
+
+def test_no_nodes():
+    assert unsatisfiable_reason(pod_spec(BASE), []) == "This cluster has no node to run servers on. Ask an admin."
+
+
+@pytest.mark.parametrize(
+    "message, words",
+    [
+        (
+            (
+                "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector,"
+                " 3 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are available: 4 No preemption victims."
+            ),
+            (
+                "All GPUs of the cluster are in use: 1 of 4 nodes have another GPU type or role;"
+                " 3 of 4 nodes have no free nvidia.com/gpu."
+            ),
+        ),
+        (
+            "0/2 nodes are available: 2 Insufficient nvidia.com/mig-1g.10gb.",
+            "All GPUs of the cluster are in use: 2 of 2 nodes have no free nvidia.com/mig-1g.10gb.",
+        ),
+        (
+            (
+                "0/3 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present},"
+                " 2 Insufficient memory."
+            ),
+            (
+                "No node can take this server right now: 1 of 3 nodes are reserved for other work (tainted);"
+                " 2 of 3 nodes have too little free memory."
+            ),
+        ),
+        ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+         "Your workspace volume is not ready yet (its claim is not bound to a disk)."),
+        ("something else", "The cluster cannot place this server yet: something else"),
+    ],
+)
+def test_explain_unschedulable(message, words):
+    assert explain_unschedulable(message) == words
+
+
+def test_explain_quota_rejection():
+    message = ('pods "jupyter-bob" is forbidden: exceeded quota: course-cap, requested: requests.nvidia.com/gpu=1,'
+               ' used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=0')
+    assert explain_quota_rejection(message, "hub-bob") == (
+        "The cluster refused this server: namespace hub-bob may use at most 0 nvidia.com/gpu"
+        " (ResourceQuota 'course-cap'), 0 are in use and this server asks for 1."
+        " Stop a server holding GPUs, or ask an admin to raise the quota."
+    )
+    assert explain_quota_rejection("odd", "ns").endswith("namespace ns: odd")
