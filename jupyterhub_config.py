@@ -32,17 +32,21 @@ if os.environ.get("GPUSPAWNER_ADMIN_PASSWORD"):
     c.Authenticator.admin_users = {"admin"}
 c.Authenticator.allow_all = True
 
-# the catalog: users pick one of these by key; tags are pinned
+# the catalog: users pick one of these by key; tags are pinned. Each is images/Dockerfile
+# on the official PyTorch runtime image named in its description (README "Images");
+# "cuda" is checked against the host's driver (an image the driver cannot run is hidden).
 images = {
     "pytorch-2.9": {
         "display_name": "PyTorch 2.9",
         "image": "gpuspawner/pytorch-notebook:2.9.1-cuda12.8",
         "cuda": "12.8",
+        "description": "pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime + JupyterLab",
     },
     "pytorch-2.8": {
         "display_name": "PyTorch 2.8",
         "image": "gpuspawner/pytorch-notebook:2.8.0-cuda12.8",
         "cuda": "12.8",
+        "description": "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime + JupyterLab",
     },
 }
 if os.environ.get("GPUSPAWNER_DEMO_IMAGE"):
@@ -54,6 +58,8 @@ if os.environ.get("GPUSPAWNER_DEMO_IMAGE"):
     }
 c.GPUDockerSpawner.images = images
 c.GPUDockerSpawner.pull_policy = "ifnotpresent"
+# a pull may take this long on top of start_timeout (python -m gpuspawner.prepull avoids it)
+c.GPUDockerSpawner.pull_timeout = 900
 
 # quotas: one GPU per student at a time, four for staff (the most generous group wins)
 c.GPUDockerSpawner.gpu_quota = 1
