@@ -76,7 +76,7 @@ def driver_tuple(version: str) -> tuple[int, ...]:
 def compatible(
     image_cuda: tuple[int, int], driver: DriverCuda, mode: str = "minor-version"
 ) -> bool:
-    """Whether a driver runs an image built for ``image_cuda`` under ``mode`` (see the module doc)."""
+    """Whether ``driver`` runs an image built for ``image_cuda`` (the module doc's rule)."""
     if mode not in MODES:
         raise ValueError(
             "the CUDA compatibility mode is one of %s, not %r" % (", ".join(MODES), mode)
@@ -94,7 +94,10 @@ def compatible(
 def check_image_cuda(
     key: str, image_cuda: str, driver: DriverCuda | None, mode: str = "minor-version"
 ) -> str | None:
-    """Why image ``key`` built for ``image_cuda`` cannot run on ``driver``, or None when it can or nobody knows."""
+    """Why image ``key`` (built for ``image_cuda``) cannot run on ``driver``.
+
+    None when it can, or when the driver or the image's CUDA version is unknown.
+    """
     if driver is None or not image_cuda:
         return None
     needed = parse_cuda(image_cuda)

@@ -313,7 +313,8 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
     def image_problem(self, image):
         problem = super().image_problem(image)
         if problem is None:
-            problem = cuda.check_image_cuda(image.key, image.cuda, self.driver_cuda(), self.cuda_compatibility)
+            driver = self.driver_cuda()
+            problem = cuda.check_image_cuda(image.key, image.cuda, driver, self.cuda_compatibility)
         return problem
 
     async def pull_image(self, image):
@@ -337,14 +338,17 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             self.emit_progress(50 + int(35 * progress.fraction()), progress.message(key))
 
         try:
-            progress = await pull.pull_with_progress(self.client, image, timeout=self.pull_timeout, report=report)
+            progress = await pull.pull_with_progress(
+                self.client, image, timeout=self.pull_timeout, report=report
+            )
         except pull.PullTimedOut as e:
             raise SpawnRefused(
                 pull.timeout_refusal(image, display_name, e, key), reason="image-pull", status_code=503
             ) from None
         except (pull.PullFailed, APIError) as e:
             text = str(getattr(e, "explanation", "") or e)
-            raise SpawnRefused(pull.pull_refusal(image, display_name, text), reason="image-pull", status_code=503) from None
+            refusal = pull.pull_refusal(image, display_name, text)
+            raise SpawnRefused(refusal, reason="image-pull", status_code=503) from None
         self.emit_progress(85, progress.summary(key, time.monotonic() - started))
 
     def explain_start_error(self, error: Exception) -> SpawnRefused | None:

@@ -38,7 +38,7 @@ def load_config(path: str) -> Config:
 
 
 def setting(config: Config, name: str, default):
-    """A spawner setting as the hub would see it (GPUDockerSpawner over DockerSpawner over Spawner)."""
+    """A spawner setting as the hub sees it (GPUDockerSpawner > DockerSpawner > Spawner)."""
     value = default
     for section in SECTIONS:
         if section in config and name in config[section]:

@@ -3,8 +3,10 @@
 The Docker engine streams one JSON event per layer step while it pulls::
 
     {"status": "Pulling fs layer", "id": "d1e810fcb3a4"}
-    {"status": "Downloading", "id": "d1e810fcb3a4", "progressDetail": {"current": 552960, "total": 158443882}}
-    {"status": "Extracting", "id": "d1e810fcb3a4", "progressDetail": {"current": 557056, "total": 158443882}}
+    {"status": "Downloading", "id": "d1e810fcb3a4",
+     "progressDetail": {"current": 552960, "total": 158443882}}
+    {"status": "Extracting", "id": "d1e810fcb3a4",
+     "progressDetail": {"current": 557056, "total": 158443882}}
     {"status": "Pull complete", "id": "d1e810fcb3a4"}
     {"error": "...", "errorDetail": {"message": "..."}}
 
@@ -265,7 +267,8 @@ async def pull_with_progress(
 
     Raises PullFailed (an error inside the stream), docker.errors.APIError (refused at
     once: unknown tag, unreachable registry) or PullTimedOut. The stream is read in a
-    thread of its own; after a timeout that thread stops at the engine's next event.
+    thread of its own; after a timeout it stops reading at the engine's next event and
+    closes the stream, and the engine cancels the pull (Docker 20.10 does).
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()

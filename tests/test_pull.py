@@ -232,3 +232,31 @@ def test_timeout_sentence_says_how_far_it_got():
         " 1.2 / 6.1 GB when it stopped). Try again later, or ask an admin to pre-pull the catalog's"
         " images (python -m gpuspawner.prepull)."
     )
+
+
+@pytest.mark.parametrize(
+    "policy, start_timeout",
+    [("ifnotpresent", 420), ("always", 420), ("IfNotPresent", 420), ("never", 120), ("skip", 120)],
+)
+def test_pull_timeout_is_added_to_start_timeout_when_the_spawner_may_pull(policy, start_timeout):
+    import types
+
+    from traitlets.config import Config
+
+    from gpuspawner.docker import GPUDockerSpawner
+
+    config = Config()
+    config.GPUDockerSpawner.images = {"demo": {"image": "org/x:1"}}
+    config.GPUDockerSpawner.gpus = []
+    config.GPUDockerSpawner.pull_policy = policy
+    config.GPUDockerSpawner.pull_timeout = 300
+    config.Spawner.start_timeout = 120
+    spawner = GPUDockerSpawner(
+        user=types.SimpleNamespace(name="ana", groups=[], url="/user/ana/"),
+        orm_spawner=types.SimpleNamespace(name="", user_options={}, server=None),
+        hub=types.SimpleNamespace(
+            public_host="", api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/"
+        ),
+        config=config,
+    )
+    assert spawner.start_timeout == start_timeout
