@@ -281,6 +281,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
     _nodes: list[dict] | None = None
     _nodes_listed_at = 0.0
     _nodes_forbidden = False
+    _nodes_listing: asyncio.Future | None = None
     _rebuilt_reflectors: ClassVar[set[int]] = set()
 
     # --- this server ---
@@ -324,15 +325,22 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             return None
         if cls._nodes is not None and time.monotonic() - cls._nodes_listed_at < self.node_cache_seconds:
             return cls._nodes
-        try:
-            response = await self.api.list_node(_preload_content=False, _request_timeout=self.k8s_api_request_timeout)
-            cls._nodes = json.loads(await response.read())["items"]
-        except ApiException as e:
-            if e.status in (401, 403):
-                self.log.warning("Cannot list nodes (%s): the node capacity check is off", e.reason)
-                cls._nodes_forbidden = True
-                return None
-            raise
+        if cls._nodes_listing is None or cls._nodes_listing.done():
+            # concurrent spawns share one listing
+            cls._nodes_listing = asyncio.ensure_future(self._list_nodes_now())
+        return await asyncio.shield(cls._nodes_listing)
+
+    async def _list_nodes_now(self) -> list[dict] | None:
+        cls = KubeGPUSpawner
+        response = await self.api.list_node(_preload_content=False, _request_timeout=self.k8s_api_request_timeout)
+        body = await response.read()
+        if response.status in (401, 403):
+            self.log.warning("Cannot list nodes (%s %s): the node capacity check is off", response.status, response.reason)
+            cls._nodes_forbidden = True
+            return None
+        if response.status >= 300:
+            raise ApiException(status=response.status, reason=response.reason)
+        cls._nodes = json.loads(body)["items"]
         cls._nodes_listed_at = time.monotonic()
         return cls._nodes
 

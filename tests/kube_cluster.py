@@ -54,6 +54,9 @@ class Cluster:
         self.processes: dict[str, subprocess.Popen] = {}
         self.kubeconfig = self.workdir / "kubeconfig"
         self.token = secrets.token_hex(16)
+        # a user with no rights but those a test grants it (a hub without cluster roles)
+        self.hub_token = secrets.token_hex(16)
+        self.hub_kubeconfig = self.workdir / "kubeconfig-hub"
         self.api_port = free_port()
         self.server = "https://127.0.0.1:%d" % self.api_port
 
@@ -67,20 +70,12 @@ class Cluster:
 
     def start(self) -> "Cluster":
         w = self.workdir
-        (w / "tokens.csv").write_text('%s,admin,admin,"system:masters"\n' % self.token)
-        subprocess.run(["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"], check=True, capture_output=True)
-        self.kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
-                    "users": [{"name": "admin", "user": {"token": self.token}}],
-                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin", "namespace": "default"}}],
-                    "current-context": "local",
-                }
-            )
+        (w / "tokens.csv").write_text(
+            '%s,admin,admin,"system:masters"\n%s,hub,hub\n' % (self.token, self.hub_token)
         )
+        subprocess.run(["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"], check=True, capture_output=True)
+        self.kubeconfig.write_text(self._kubeconfig("admin", self.token))
+        self.hub_kubeconfig.write_text(self._kubeconfig("hub", self.hub_token))
         etcd_port, peer_port = free_port(), free_port()
         self._spawn(
             "etcd",
@@ -138,6 +133,18 @@ class Cluster:
         )  # fmt: skip
         self.wait_for(lambda: self._sa_ready("default"), "the default service account", 60)
         return self
+
+    def _kubeconfig(self, user: str, token: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": user, "namespace": "default"}}],
+                "current-context": "local",
+            }
+        )
 
     def _sa_ready(self, namespace: str) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0

@@ -122,6 +122,7 @@ async def reset_hub_process():
     KubeGPUSpawner._rebuilt_reflectors.clear()
     KubeGPUSpawner._nodes = None
     KubeGPUSpawner._nodes_forbidden = False
+    KubeGPUSpawner._nodes_listing = None
 
 
 async def spawn(spawner, **options):
@@ -329,3 +330,43 @@ async def test_workspace_claim_survives_stop_and_start(cluster, make_spawner):
     again = cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)
     assert again["metadata"]["uid"] == claim["metadata"]["uid"]
     assert json.dumps(again["spec"]["volumeName"]) == json.dumps(claim["spec"]["volumeName"])
+
+
+async def test_hub_without_node_access_waits_then_fails_with_the_scheduler_reason(cluster, make_spawner, namespace):
+    """A hub allowed only its own namespace (z2jh's default Role) cannot list nodes: no fail-fast."""
+    from kubernetes_asyncio.config import kube_config
+
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "events"],
+                       "verbs": ["get", "list", "watch", "create", "delete"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hub"}],
+        },
+    )
+    from kubespawner import clients
+
+    # kubespawner loads the client configuration once per process and shares one client
+    # per event loop: switch the configuration to the hub's token and drop the clients
+    await kube_config.load_kube_config(config_file=str(cluster.hub_kubeconfig))
+    clients._client_cache.clear()
+    try:
+        spawner = make_spawner(user="nina", gpu_quota=16, max_gpus_per_server=16, gpu_wait_timeout=3)
+        with pytest.raises(SpawnRefused) as refused:
+            await spawn(spawner, image="demo", gpus=9)
+        assert refused.value.status_code == 503
+        assert refused.value.jupyterhub_message.startswith(
+            "No room for this server was found within 3 s. All GPUs of the cluster are in use:"
+        )
+        await spawn(make_spawner(user="nina", server="small", gpu_quota=16), image="demo", gpus=1)
+    finally:
+        await kube_config.load_kube_config(config_file=str(cluster.kubeconfig))
+        clients._client_cache.clear()

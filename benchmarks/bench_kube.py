@@ -1,0 +1,153 @@
+"""Many users spawning at once on a real control plane with fake GPU nodes.
+
+Starts the local control plane of the tests (scripts/setup-kube.sh builds it) with
+NODES kwok nodes of 8 nvidia.com/gpu each, then spawns USERS servers of 1 GPU each,
+CONCURRENCY at a time, in-process as a hub does: first with KubeGPUSpawner, then with
+plain KubeSpawner asking for the same GPU (the baseline: no quota, no checks). Prints
+the time until every pod is Running, the Kubernetes API calls the hub made per spawn
+and the hub process's memory. Figures only; nothing is asserted.
+
+    .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY]
+"""
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import kube_cluster
+
+CALLS: Counter = Counter()
+
+
+def count_api_calls() -> None:
+    from kubernetes_asyncio.client import api_client
+
+    original = api_client.ApiClient.call_api
+
+    def call_api(self, resource_path, method, *args, **kwargs):
+        CALLS["%s %s" % (method, resource_path)] += 1
+        return original(self, resource_path, method, *args, **kwargs)
+
+    api_client.ApiClient.call_api = call_api
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def user(name: str):
+    return SimpleNamespace(name=name, id=1, url="/user/%s/" % name, escaped_name=name, groups=[])
+
+
+async def run(label: str, make, users: int, concurrency: int) -> dict:
+    from kubespawner import KubeSpawner
+
+    CALLS.clear()
+    before = rss_mib()
+    gate = asyncio.Semaphore(concurrency)
+    spawners = []
+
+    async def one(i: int) -> float:
+        async with gate:
+            spawner = make("u%04d" % i)
+            spawners.append(spawner)
+            began = time.monotonic()
+            await spawner.start()
+            return time.monotonic() - began
+
+    began = time.monotonic()
+    latencies = sorted(await asyncio.gather(*(one(i) for i in range(users))))
+    total = time.monotonic() - began
+    figures = {
+        "label": label,
+        "all_running_s": total,
+        "p50_s": latencies[len(latencies) // 2],
+        "p95_s": latencies[int(len(latencies) * 0.95)],
+        "calls_per_spawn": sum(CALLS.values()) / users,
+        "calls": dict(CALLS.most_common(4)),
+        "rss_growth_mib": rss_mib() - before,
+    }
+    await KubeSpawner._stop_all_reflectors()
+    return figures
+
+
+async def main(users: int, nodes: int, concurrency: int) -> None:
+    missing = kube_cluster.missing_binaries()
+    if missing:
+        sys.exit("needs %s: run bash scripts/setup-kube.sh" % ", ".join(missing))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-kube-"))
+    t0 = time.monotonic()
+    cluster = kube_cluster.Cluster(workdir)
+    cluster.start()
+    try:
+        for i in range(nodes):
+            cluster.add_node("gpu-%03d" % i, gpus=8, product=kube_cluster.A100, taints=[kube_cluster.GPU_TAINT])
+        cluster.wait_for(lambda: kube_cluster.nodes_ready(cluster) == nodes, "nodes Ready", 300)
+        print("control plane and %d nodes ready in %.1f s" % (nodes, time.monotonic() - t0))
+        from kubernetes_asyncio.config import kube_config
+
+        os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cluster.kubeconfig)
+        for namespace in ("bench-gpu", "bench-plain"):
+            cluster.kubectl("create", "namespace", namespace)
+            cluster.wait_for(lambda n=namespace: cluster._sa_ready(n), "service account", 60)
+        count_api_calls()
+
+        from kubespawner import KubeSpawner
+
+        from gpuspawner.base import apply_gpu_options
+        from gpuspawner.kube import KubeGPUSpawner
+
+        image = {"demo": {"image": "gpuspawner/singleuser:offline"}}
+        usage_db = "sqlite:///%s" % (workdir / "usage.sqlite")
+
+        def gpu_spawner(name):
+            orm = SimpleNamespace(user_options={}, server=None, name="")
+            spawner = KubeGPUSpawner(
+                _mock=True, user=user(name), orm_spawner=orm, namespace="bench-gpu", images=image,
+                storage_pvc_ensure=False, usage_db_url=usage_db, start_timeout=600, gpu_wait_timeout=300,
+            )  # fmt: skip
+            apply_gpu_options(spawner, {"image": "demo", "gpus": 1})
+            return spawner
+
+        def plain_spawner(name):
+            orm = SimpleNamespace(user_options={}, server=None, name="")
+            return KubeSpawner(
+                _mock=True, user=user(name), orm_spawner=orm, namespace="bench-plain",
+                image="gpuspawner/singleuser:offline", image_pull_policy="IfNotPresent", start_timeout=600,
+                extra_resource_limits={"nvidia.com/gpu": "1"}, extra_resource_guarantees={"nvidia.com/gpu": "1"},
+                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            )  # fmt: skip
+
+        results = [await run("KubeGPUSpawner", gpu_spawner, users, concurrency)]
+        cluster.kubectl("delete", "namespace", "bench-gpu", "--wait=true", "--timeout=300s")
+        results.append(await run("KubeSpawner (baseline)", plain_spawner, users, concurrency))
+        print(
+            "\n%d users x 1 GPU onto %d nodes x 8 nvidia.com/gpu, %d spawns at a time (kube-apiserver %s)"
+            % (users, nodes, concurrency, "v1.33")
+        )
+        print("%-24s %10s %8s %8s %12s %10s" % ("spawner", "all (s)", "p50 (s)", "p95 (s)", "calls/spawn", "RSS +MiB"))
+        for r in results:
+            print(
+                "%-24s %10.1f %8.2f %8.2f %12.2f %10.1f"
+                % (r["label"], r["all_running_s"], r["p50_s"], r["p95_s"], r["calls_per_spawn"], r["rss_growth_mib"])
+            )
+        for r in results:
+            print("%s: most frequent calls %s" % (r["label"], r["calls"]))
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    users, nodes, concurrency = (args + [1000, 125, 50][len(args):])[:3]
+    asyncio.run(main(users, nodes, concurrency))
