@@ -1,5 +1,8 @@
 """The Kubernetes backend's pure policy: GPU holdings read from pods, and the quota (no cluster)."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gpuspawner.kube import PodHolding, holdings_from_pods, quota_refusal, unschedulable_message
 from gpuspawner.quota import GpuLimit
 
@@ -68,3 +71,22 @@ def test_unschedulable_message():
     assert unschedulable_message(pending) == "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
     assert unschedulable_message({"status": {"phase": "Running"}}) is None
     assert unschedulable_message({"status": {"phase": "Pending", "conditions": []}}) is None
+
+
+@given(
+    holdings=st.lists(
+        st.tuples(st.sampled_from(["alice", "bob"]), st.sampled_from(["", "a", "b", "c"]), st.integers(0, 4)),
+        max_size=8,
+        unique_by=lambda t: (t[0], t[1]),
+    ),
+    server=st.sampled_from(["", "a", "b", "c", "d"]),
+    count=st.integers(0, 8),
+    limit=st.integers(0, 8),
+)
+def test_quota_refuses_exactly_when_the_users_other_servers_plus_the_request_exceed_the_limit(
+    holdings, server, count, limit
+):
+    pods = [PodHolding(user, name, gpus, "nvidia.com/gpu", "p-%s-%s" % (user, name)) for user, name, gpus in holdings]
+    others = sum(gpus for user, name, gpus in holdings if user == "alice" and name != server)
+    refused = quota_refusal("alice", server, count, GpuLimit(limit, "test"), pods) is not None
+    assert refused == (count > 0 and others + count > limit)

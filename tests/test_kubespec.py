@@ -287,3 +287,29 @@ def test_explain_quota_rejection():
         " Stop a server holding GPUs, or ask an admin to raise the quota."
     )
     assert explain_quota_rejection("odd", "ns").endswith("namespace ns: odd")
+
+
+RESOURCE_NAMES = st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"])
+
+
+@given(
+    gpus=st.integers(min_value=0, max_value=16),
+    resource=RESOURCE_NAMES,
+    extra_limits=st.dictionaries(st.one_of(RESOURCE_NAMES, st.just("example.com/fpga")), st.sampled_from(["1", "8"])),
+    env_devices=st.sampled_from([None, "all", "0,1", "void"]),
+)
+def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits, env_devices):
+    env = {} if env_devices is None else {"NVIDIA_VISIBLE_DEVICES": env_devices}
+    request = replace(
+        BASE,
+        gpus=gpus,
+        env=env,
+        placement=GpuPlacement(resource=resource),
+        extra_container_config={"resources": {"limits": extra_limits, "requests": extra_limits}},
+    )
+    container = pod_spec(request)["spec"]["containers"][0]
+    gpu_limits = {k: v for k, v in container["resources"]["limits"].items() if k.startswith("nvidia.com/")}
+    gpu_requests = {k: v for k, v in container["resources"]["requests"].items() if k.startswith("nvidia.com/")}
+    assert gpu_limits == gpu_requests == ({resource: str(gpus)} if gpus else {})
+    env_out = {e["name"]: e["value"] for e in container["env"]}
+    assert env_out.get("NVIDIA_VISIBLE_DEVICES") == (None if gpus else "void")
