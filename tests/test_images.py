@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_DOCKER
 
 ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
 IMAGES = ROOT / "images"
 CACHED_WHEELS = (
     Path(os.environ.get("GPUSPAWNER_CACHE", Path.home() / ".cache" / "gpuspawner")) / "wheels"

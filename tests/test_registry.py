@@ -16,11 +16,12 @@ import time
 
 import pytest
 import requests
-from conftest import REQUIRE_DOCKER, TEST_IMAGE
 from hubprocess import free_port
 
 pytestmark = pytest.mark.docker
 REGISTRY = os.environ.get("GPUSPAWNER_TEST_REGISTRY", "127.0.0.1:5000")
+TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
+REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
 REPOSITORY = "gpst-pulltest/singleuser"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
