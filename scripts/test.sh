@@ -15,6 +15,7 @@ say "setting up the JupyterLab extension's tests"
 bash scripts/setup-lab.sh "$VENV/bin/python"
 
 say "PostgreSQL for the ledger tests: $(bash scripts/setup-postgres.sh)"
+bash scripts/setup-kube.sh
 say "building the single-user image with this checkout's wheel"
 wheel=$(build_wheel)
 image=$(bash images/build-offline.sh --wheel "$wheel" | tail -n 1)

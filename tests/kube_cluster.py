@@ -100,6 +100,7 @@ class Cluster:
             "--service-account-signing-key-file", str(w / "sa.key"),
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-cluster-ip-range", "10.96.0.0/16",
+            "--endpoint-reconciler-type", "none",  # the loopback address cannot be an endpoint
             "--profiling=false",
         )  # fmt: skip
         self.wait_ready()

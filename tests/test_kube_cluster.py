@@ -126,6 +126,8 @@ async def reset_hub_process():
 
 
 async def spawn(spawner, **options):
+    """What the hub does: set user_options, call apply_user_options, then start."""
+    spawner.user_options = dict(options)
     apply_gpu_options(spawner, options)
     return await asyncio.wait_for(spawner.start(), 90)
 
