@@ -232,7 +232,10 @@ def test_hub_killed_ledger_recovers_on_postgres(hub_factory, docker_client):
             assert hub.spawn(user, options={"gpus": 1}).status_code in (201, 202)
             hub.wait_ready(user)
         time.sleep(11)  # older than the reconcile grace, and seen by a few resyncs
-        hub.spawn_form(hub.login("kay"), "kay")  # a listing refreshes last_seen
+        # the spawn form of a new server lists the engine, which refreshes last_seen
+        # (the default server's form would only redirect to the running server)
+        assert "GPUs free on this hub" in hub.spawn_form(hub.login("kay"), "kay", "another")
+        seen_at = datetime.now(timezone.utc)
         hub.kill9()
         killed_at = datetime.now(timezone.utc)
         (lou,) = docker_client.containers.list(filters={"label": "gpuspawner.user=lou"})
@@ -247,7 +250,9 @@ def test_hub_killed_ledger_recovers_on_postgres(hub_factory, docker_client):
         lou_end = rows["lou"].ended.replace(tzinfo=timezone.utc)
         assert rows["lou"].end_reason == "gone"
         lou_start = rows["lou"].started.replace(tzinfo=timezone.utc)
-        assert lou_start <= lou_end <= killed_at  # ended at its last sighting, not at the restart
+        # ended at its last sighting before the kill, not at its start nor at the restart
+        assert lou_start + timedelta(seconds=10) < lou_end <= killed_at
+        assert seen_at - lou_end < timedelta(seconds=5)
         hub.stop_server("kay")
         (kay,) = ledger.rows(user="kay")
         assert kay.end_reason == "stopped" and kay.ended is not None
