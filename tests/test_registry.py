@@ -5,10 +5,12 @@ local copy is removed), pushed to the registry, removed locally, and pulled by a
 while the test reads the spawn's progress stream.
 """
 
+import datetime
 import io
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tarfile
@@ -80,51 +82,70 @@ def remove_local(docker_client, ref: str) -> None:
 MANIFEST_V2 = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
 
 
-def forget_other_tags(keep: str) -> None:
-    """Delete the copies of earlier test images (setup-registry.sh garbage-collects their layers)."""
+PRUNE_AFTER = 24 * 3600  # a copy this old was left by a session that died
+
+
+def copies() -> dict[str, tuple[str, float]]:
+    """tag -> (manifest digest, seconds since the copy was made) for the copies in the registry."""
     base = "http://%s/v2/%s" % (REGISTRY, REPOSITORY)
+    found = {}
     for tag in requests.get(base + "/tags/list", timeout=10).json().get("tags") or []:
-        if tag != keep:
-            digest = requests.head(
-                base + "/manifests/" + tag, headers=MANIFEST_V2, timeout=10
-            ).headers
-            if "Docker-Content-Digest" in digest:
-                requests.delete(base + "/manifests/" + digest["Docker-Content-Digest"], timeout=10)
+        manifest = requests.get(base + "/manifests/" + tag, headers=MANIFEST_V2, timeout=10)
+        if manifest.status_code != 200:
+            continue  # deleted meanwhile
+        config = requests.get(
+            base + "/blobs/" + manifest.json()["config"]["digest"], timeout=10
+        ).json()
+        created = datetime.datetime.fromisoformat(config["created"][:19]).replace(
+            tzinfo=datetime.timezone.utc
+        )
+        age = time.time() - created.timestamp()
+        found[tag] = (manifest.headers["Docker-Content-Digest"], age)
+    return found
+
+
+def delete_copy(digest: str) -> None:
+    """Untag a copy; setup-registry.sh garbage-collects its layer when it next starts the registry."""
+    requests.delete("http://%s/v2/%s/manifests/%s" % (REGISTRY, REPOSITORY, digest), timeout=10)
 
 
 @pytest.fixture(scope="module")
 def pushed_image(docker_client):
-    """The test image in the registry (pushed once per test image), and not on this host."""
+    """A copy of the test image for this session alone, in the registry and not on this host.
+
+    Its layer is this session's own, so a concurrent session's pulls never share it. It is
+    deleted afterwards; copies older than a day (left by sessions that died) are deleted too.
+    """
     registry_or_skip()
-    tag = "img-" + docker_client.images.get(TEST_IMAGE).id.split(":")[1][:12]
+    for digest, age in copies().values():
+        if age > PRUNE_AFTER:
+            delete_copy(digest)
+    tag = "s-%s" % secrets.token_hex(4)
     ref = "%s/%s:%s" % (REGISTRY, REPOSITORY, tag)
-    present = requests.head(
-        "http://%s/v2/%s/manifests/%s" % (REGISTRY, REPOSITORY, tag),
-        headers=MANIFEST_V2,
-        timeout=10,
+    started = time.monotonic()
+    one_layer_copy(docker_client, TEST_IMAGE, ref)
+    copied = time.monotonic()
+    events = docker_client.images.push(
+        REGISTRY + "/" + REPOSITORY, tag=tag, stream=True, decode=True
     )
-    if present.status_code != 200:
-        started = time.monotonic()
-        one_layer_copy(docker_client, TEST_IMAGE, ref)
-        copied = time.monotonic()
-        for event in docker_client.images.push(
-            REGISTRY + "/" + REPOSITORY, tag=tag, stream=True, decode=True
-        ):
-            assert "error" not in event, event
-        forget_other_tags(tag)
-        print(
-            "one-layer copy of %s: %d MB, made in %.1f s, pushed to %s in %.1f s"
-            % (
-                TEST_IMAGE,
-                docker_client.images.get(ref).attrs["Size"] // 10**6,
-                copied - started,
-                REGISTRY,
-                time.monotonic() - copied,
-            ),
-            file=sys.stderr,
-        )
+    for event in events:
+        assert "error" not in event, event
+    print(
+        "one-layer copy of %s: %d MB, made in %.1f s, pushed to %s in %.1f s"
+        % (
+            TEST_IMAGE,
+            docker_client.images.get(ref).attrs["Size"] // 10**6,
+            copied - started,
+            REGISTRY,
+            time.monotonic() - copied,
+        ),
+        file=sys.stderr,
+    )
     remove_local(docker_client, ref)
-    return ref
+    yield ref
+    remove_local(docker_client, ref)
+    digest, _ = copies()[tag]
+    delete_copy(digest)
 
 
 def progress_of(hub, user: str, timeout: float = 180) -> list[dict]:
