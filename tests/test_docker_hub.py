@@ -81,12 +81,12 @@ def test_workspace_survives_stop_start_and_image_change(hub_factory, docker_clie
     docker_client.volumes.get(volume)  # stopping never removes the workspace
 
 
-def watch_gpu_creates(docker_client, seen: list, stop: threading.Event):
-    """Record the GPU labels of every container the engine creates (the engine's own word)."""
+def watch_gpu_creates(docker_client, users: list, seen: list, stop: threading.Event):
+    """Record the GPU labels of the containers the engine creates for ``users`` (the engine's own word)."""
     events = docker_client.events(decode=True, filters={"type": "container", "event": "create"})
     for event in events:
         attributes = event["Actor"]["Attributes"]
-        if attributes.get("gpuspawner.gpus"):
+        if attributes.get("gpuspawner.gpus") and attributes.get("gpuspawner.user") in users:
             seen.append((attributes["gpuspawner.user"], attributes["gpuspawner.gpus"]))
         if stop.is_set():
             events.close()
@@ -99,7 +99,7 @@ def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_th
     for user in users:
         hub.create_user(user)
     seen, stop = [], threading.Event()
-    watcher = threading.Thread(target=watch_gpu_creates, args=(docker_client, seen, stop), daemon=True)
+    watcher = threading.Thread(target=watch_gpu_creates, args=(docker_client, users, seen, stop), daemon=True)
     watcher.start()
     time.sleep(0.5)
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
