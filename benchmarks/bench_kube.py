@@ -7,7 +7,9 @@ plain KubeSpawner asking for the same GPU (the baseline: no quota, no checks). P
 the time until every pod is Running, the Kubernetes API calls the hub made per spawn
 and the hub process's memory. Figures only; nothing is asserted.
 
-    .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY]
+    .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY] [--baseline-first]
+
+The first run warms the control plane up; --baseline-first swaps the order.
 """
 
 import asyncio
@@ -81,7 +83,7 @@ async def run(label: str, make, users: int, concurrency: int) -> dict:
     return figures
 
 
-async def main(users: int, nodes: int, concurrency: int) -> None:
+async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = False) -> None:
     missing = kube_cluster.missing_binaries()
     if missing:
         sys.exit("needs %s: run bash scripts/setup-kube.sh" % ", ".join(missing))
@@ -128,9 +130,14 @@ async def main(users: int, nodes: int, concurrency: int) -> None:
                 tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             )  # fmt: skip
 
-        results = [await run("KubeGPUSpawner", gpu_spawner, users, concurrency)]
-        cluster.kubectl("delete", "namespace", "bench-gpu", "--wait=true", "--timeout=300s")
-        results.append(await run("KubeSpawner (baseline)", plain_spawner, users, concurrency))
+        runs = [("KubeGPUSpawner", gpu_spawner, "bench-gpu"), ("KubeSpawner (baseline)", plain_spawner, "bench-plain")]
+        if baseline_first:
+            runs.reverse()
+        results = []
+        for label, make, namespace in runs:
+            results.append(await run(label, make, users, concurrency))
+            # an empty cluster for the next run
+            cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
         print(
             "\n%d users x 1 GPU onto %d nodes x 8 nvidia.com/gpu, %d spawns at a time (kube-apiserver %s)"
             % (users, nodes, concurrency, "v1.33")
@@ -148,6 +155,6 @@ async def main(users: int, nodes: int, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
+    args = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
     users, nodes, concurrency = (args + [1000, 125, 50][len(args):])[:3]
-    asyncio.run(main(users, nodes, concurrency))
+    asyncio.run(main(users, nodes, concurrency, baseline_first="--baseline-first" in sys.argv))
