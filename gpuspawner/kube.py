@@ -212,6 +212,11 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
     def _default_start_timeout(self):
         return 300
 
+    @default("events_enabled")
+    def _default_events_enabled(self):
+        # progress comes from the pod's own status (the scheduler's verdict), not from events
+        return False
+
     @default("image_pull_policy")
     def _default_image_pull_policy(self):
         return "IfNotPresent"
@@ -578,6 +583,19 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         await super()._ensure_namespace()
         if self.user_namespace_gpu_quota:
             await self._ensure_gpu_resource_quota()
+        await self._wait_for_service_account()
+
+    async def _wait_for_service_account(self, timeout: float = 10) -> None:
+        """Admission refuses pods in a new namespace until its "default" service account exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.api.read_namespaced_service_account("default", self.namespace)
+                return
+            except ApiException as e:
+                if e.status != 404 or time.monotonic() > deadline:
+                    return  # not allowed to look (403), or let the pod's creation say why
+            await asyncio.sleep(0.2)
 
     async def _ensure_gpu_resource_quota(self) -> None:
         """A ResourceQuota capping the user's namespace at their GPU quota, computed by the cluster."""

@@ -304,12 +304,15 @@ async def test_cluster_resource_quota_refusal_is_a_sentence(cluster, make_spawne
         " Stop a server holding GPUs, or ask an admin to raise the quota."
     )
 
-    # the spawner's own quota, kept in each user's namespace
+    # a new namespace per user, with the spawner's own quota in it
     eve = make_spawner(user="eve", user_namespace_gpu_quota=True, gpu_quota=2, **settings)
     await spawn(eve, image="demo", gpus=2)
     quota = cluster.get_json("resourcequota", "gpuspawner-gpus", "-n", "q-eve")
     assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "2"
     assert pod_of(cluster, eve)["status"]["phase"] == "Running"
+    # and one without a quota: the pod waits for the namespace's service account, not fails
+    await spawn(make_spawner(user="fay", **settings), image="demo", gpus=1)
+    assert cluster.get_json("pods", "-n", "q-fay")["items"][0]["status"]["phase"] == "Running"
 
 
 async def test_workspace_claim_survives_stop_and_start(cluster, make_spawner):
