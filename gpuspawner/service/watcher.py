@@ -71,6 +71,7 @@ class Watcher:
         self.source = source or utilisation_source(settings.utilisation_source)
         self.idle = IdleTracker(settings.idle_threshold, timedelta(seconds=settings.idle_timeout_seconds))
         self.user_groups: dict[str, list[str]] = {}
+        self.ready_servers: set[tuple[str, str]] = set()
         self.utilisation: dict[str, float | None] = {}
 
     async def run_forever(self) -> None:
@@ -84,6 +85,12 @@ class Watcher:
     async def refresh_users(self) -> dict[str, list[str]]:
         users = await self.hub.users()
         self.user_groups = {u["name"]: sorted(u.get("groups") or []) for u in users}
+        self.ready_servers = {
+            (u["name"], name)
+            for u in users
+            for name, model in (u.get("servers") or {}).items()
+            if model.get("ready") and not model.get("pending")
+        }
         return self.user_groups
 
     async def check(self, now: datetime | None = None) -> None:
@@ -98,6 +105,10 @@ class Watcher:
         self._check_max_age(servers, now, stopping)
         await self._check_idle(servers, now, stopping)
         for (user, server), (reason, message) in sorted(stopping.items()):
+            if (user, server) not in self.ready_servers:
+                # still starting (or stopping): stopping it now would cut its spawn short; next pass
+                log.debug("Not stopping %s's server %r yet (%s): it is not ready", user, server, reason)
+                continue
             await self._stop(user, server, reason, message, now)
         await self._publish(now)
 
