@@ -225,3 +225,83 @@ def left_text(used: float, budget: Budget, period: str, resets_at: datetime) -> 
 
 def exhausted(used: float, budget: Budget) -> bool:
     return budget.hours is not None and used >= budget.hours
+
+
+# --- the deadline a GPU server is told at spawn ---
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a GPU server will be stopped at the latest, and the sentence saying why."""
+
+    at: datetime
+    reason: str
+
+
+def duration_text(seconds: float) -> str:
+    """'8 h', '1.5 h', '45 min' (for the maximum age)."""
+    if seconds >= 3600:
+        return "%s h" % ("%.1f" % (seconds / 3600)).rstrip("0").rstrip(".")
+    return "%d min" % max(round(seconds / 60), 1)
+
+
+def budget_exhausted_at(
+    now: datetime, used: float, hours: float, rate: float, schedule: ResetSchedule, max_periods: int = 12
+) -> datetime | None:
+    """When a budget of ``hours`` is spent if ``rate`` GPU-hours are used per hour from ``now`` on.
+
+    ``used`` is the usage of the period containing ``now``. A period that ends before
+    the budget is spent starts the next one at zero usage. None: never (rate 0, or a
+    budget larger than a whole period at this rate), within ``max_periods`` periods.
+    """
+    if rate <= 0:
+        return None
+    if used >= hours:
+        return now
+    moment, spent = now, used
+    for _ in range(max_periods):
+        _, period_end = period_bounds(moment, schedule)
+        seconds = (hours - spent) / rate * 3600  # may be huge for a tiny rate: compare before adding
+        if seconds < (period_end - moment).total_seconds():
+            return moment + timedelta(seconds=seconds)
+        moment, spent = period_end, 0.0
+    return None
+
+
+def gpu_deadline(
+    now: datetime,
+    started: datetime,
+    used: float,
+    budget: Budget,
+    rate: float,
+    schedule: ResetSchedule,
+    grace_seconds: float,
+    max_age_seconds: float,
+) -> Deadline | None:
+    """When a server holding GPUs worth ``rate`` GPU-hours per hour is stopped at the latest.
+
+    The earlier of: its user's budget spent (``used`` of the current period, counting
+    only this server from ``now`` on) plus the grace, and ``started`` plus the maximum
+    age (0: none). Another server of the same user spending budget makes the real stop
+    earlier. None when neither limit applies.
+    """
+    candidates: list[Deadline] = []
+    if max_age_seconds > 0:
+        candidates.append(Deadline(
+            started + timedelta(seconds=max_age_seconds),
+            "GPU servers stop after %s." % duration_text(max_age_seconds),
+        ))
+    if budget.hours is not None:
+        exhausted_at = budget_exhausted_at(now, used, budget.hours, rate, schedule)
+        if exhausted_at is not None:
+            _, resets_at = period_bounds(now, schedule)
+            left = max(budget.hours - used, 0.0)
+            candidates.append(Deadline(
+                exhausted_at + timedelta(seconds=grace_seconds),
+                "GPU-hour budget: %s of %s left %s (%s); it resets on %s."
+                % (("%.1f" % left).rstrip("0").rstrip("."), hours_text(budget.hours), period_word(schedule.period),
+                   budget.source, when_text(resets_at)),
+            ))
+    if not candidates:
+        return None
+    return min(candidates, key=lambda deadline: deadline.at)

@@ -9,7 +9,7 @@ culling) live here too, so an admin configures them in one place; the admin serv
 """
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from traitlets import Dict, Enum, Float, Int, TraitError, Unicode, Union, validate
@@ -26,6 +26,8 @@ from .budget import (
     check_budgets,
     check_weights,
     exhausted,
+    gpu_deadline,
+    gpu_weight,
     left_text,
     parse_reset_time,
     period_bounds,
@@ -217,16 +219,56 @@ class UsageMixin(LoggingConfigurable):
 
     async def check_spawn_allowed(self, choice) -> None:
         await super().check_spawn_allowed(choice)
+        self._budget_used_at_spawn = None
         budget = self.gpu_budget
         if choice.gpus == 0 or not budget.limited:
             return
         used, resets_at = await self.gpu_hours_used()
+        self._budget_used_at_spawn = used
         sentence = refusal(used, budget, choice.gpus, self.budget_period, resets_at)
         if sentence is not None:
             from .base import SpawnRefused
 
             self.log.info("Refusing %s: GPU-hour budget spent (%.3f of %s)", self._log_name, used, budget.hours)
             raise SpawnRefused(sentence, reason="budget", status_code=403)
+
+    # --- what the container is told about its deadline ---
+
+    _budget_used_at_spawn: float | None = None
+
+    def _gpus_for_env(self):
+        """The GPUs this server is being started with (names give their weights)."""
+        held = getattr(self, "held_gpus", None)  # a backend that knows them itself (Kubernetes)
+        if callable(held):
+            return held()
+        pool = getattr(self, "pool", None)
+        uuids = getattr(self, "gpu_uuids", ())
+        return pool.gpus(uuids) if pool is not None else ()
+
+    def get_env(self):
+        env = super().get_env()
+        gpus = self._gpus_for_env()
+        if not gpus:
+            return env
+        budget = self.gpu_budget
+        used = self._budget_used_at_spawn
+        if used is None:
+            budget = Budget(None, budget.source)  # not checked at this spawn: the max age only
+        now = now_utc()
+        deadline = gpu_deadline(
+            now=now,
+            started=now,
+            used=used or 0.0,
+            budget=budget,
+            rate=sum(gpu_weight(gpu.name, self.gpu_hour_weights) for gpu in gpus),
+            schedule=self.reset_schedule,
+            grace_seconds=self.budget_grace_period,
+            max_age_seconds=self.gpu_max_age,
+        )
+        if deadline is not None:
+            env["GPUSPAWNER_GPU_DEADLINE"] = deadline.at.astimezone(timezone.utc).isoformat(timespec="seconds")
+            env["GPUSPAWNER_GPU_DEADLINE_REASON"] = deadline.reason
+        return env
 
     async def on_gpus_held(self, gpus) -> None:
         await super().on_gpus_held(gpus)

@@ -10,13 +10,17 @@ from hypothesis import strategies as st
 from gpuspawner.budget import (
     NO_GROUP,
     Budget,
+    Deadline,
     Interval,
     ResetSchedule,
     accounting_group,
+    budget_exhausted_at,
     budget_for,
     check_budgets,
     check_weights,
+    duration_text,
     exhausted,
+    gpu_deadline,
     gpu_weight,
     hours_text,
     left_text,
@@ -239,3 +243,125 @@ def test_no_gpu_spawn_is_allowed_once_the_budget_is_spent(budget, spawns):
         used += gpus * hours
         assert used >= 0
         assert exhausted(used, limit) == (budget is not None and used >= budget)
+
+
+# --- the deadline a GPU server is told at spawn ---
+
+WEEK = ResetSchedule(period="week")  # Mondays 00:00 UTC
+STUDENTS = Budget(10.0, "group 'students'")
+NOON = at(2026, 11, 25, 12, 0)  # a Wednesday
+
+
+def test_deadline_from_the_budget_and_the_grace():
+    deadline = gpu_deadline(NOON, NOON, used=6.8, budget=STUDENTS, rate=1.0, schedule=WEEK,
+                            grace_seconds=600, max_age_seconds=0)
+    assert deadline.at == NOON + timedelta(hours=3.2, minutes=10)
+    assert deadline.reason == (
+        "GPU-hour budget: 3.2 of 10 GPU-hours left this week (group 'students');"
+        " it resets on Monday 30 November 2026 at 00:00 UTC."
+    )
+
+
+def test_weighted_gpus_spend_faster():
+    deadline = gpu_deadline(NOON, NOON, used=6.0, budget=STUDENTS, rate=4.0, schedule=WEEK,
+                            grace_seconds=0, max_age_seconds=0)
+    assert deadline.at == NOON + timedelta(hours=1)
+
+
+def test_max_age_when_it_comes_first():
+    deadline = gpu_deadline(NOON, NOON, used=0.0, budget=STUDENTS, rate=1.0, schedule=WEEK,
+                            grace_seconds=600, max_age_seconds=8 * 3600)
+    assert deadline == Deadline(NOON + timedelta(hours=8), "GPU servers stop after 8 h.")
+
+
+def test_no_limit_no_deadline():
+    unlimited = Budget(None, "group 'staff'")
+    assert gpu_deadline(NOON, NOON, 3.0, unlimited, 1.0, WEEK, 600, 0) is None
+    assert gpu_deadline(NOON, NOON, 3.0, STUDENTS, 0.0, WEEK, 600, 0) is None  # weight 0: free
+
+
+def test_a_budget_outlasting_the_period_goes_on_in_the_next():
+    sunday_night = at(2026, 11, 29, 23, 0)
+    assert budget_exhausted_at(sunday_night, 9.0, 10.0, 1.0, WEEK) == at(2026, 11, 30, 0, 0) + timedelta(hours=10)
+    # a budget the server cannot spend within a period at this rate: never
+    assert budget_exhausted_at(NOON, 0.0, 500.0, 1.0, WEEK) is None
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(8 * 3600, "8 h"), (5400, "1.5 h"), (2700, "45 min")])
+def test_duration_text(seconds, text):
+    assert duration_text(seconds) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now_offset=st.floats(min_value=0, max_value=60 * 24 * 3600),
+    age=st.floats(min_value=0, max_value=48 * 3600),
+    used=st.floats(min_value=0, max_value=50),
+    hours=st.floats(min_value=0, max_value=40),
+    rate=st.floats(min_value=0, max_value=16),
+    grace=st.floats(min_value=0, max_value=3600),
+    max_age=st.sampled_from([0, 600, 8 * 3600, 48 * 3600]),
+    period=st.sampled_from(["day", "week", "month"]),
+)
+def test_deadline_properties(now_offset, age, used, hours, rate, grace, max_age, period):
+    now = at(2026, 1, 1) + timedelta(seconds=now_offset)
+    started = now - timedelta(seconds=age)
+    schedule = ResetSchedule(period=period, tz=BERLIN)
+    budget = Budget(hours, "group 'students'")
+    deadline = gpu_deadline(now, started, used, budget, rate, schedule, grace, max_age)
+    by_age = started + timedelta(seconds=max_age) if max_age else None
+    if by_age is not None:
+        assert deadline is not None and deadline.at <= by_age
+    if used >= hours and rate > 0:
+        expected = now + timedelta(seconds=grace)
+        assert deadline.at == (min(expected, by_age) if by_age else expected)
+    elif deadline is not None and (by_age is None or by_age >= now):
+        assert deadline.at >= now  # budget left: never in the past
+
+
+class _EngineEnv:
+    """Stands in for the engine's spawner and the shared base: an environment without deadline."""
+
+    def get_env(self):
+        return {"GPU_LIMIT": "1"}
+
+
+class _Pool:
+    def gpus(self, uuids):
+        from gpuspawner.inventory import Gpu
+
+        return tuple(Gpu(uuid, "NVIDIA A100-SXM4-80GB") for uuid in uuids)
+
+
+def _spawner(gpu_uuids, **config):
+    from gpuspawner.usage import UsageMixin
+
+    class Spawner(UsageMixin, _EngineEnv):
+        user_groups = ("students",)
+
+    spawner = Spawner(**config)
+    spawner.pool, spawner.gpu_uuids = _Pool(), tuple(gpu_uuids)
+    return spawner
+
+
+def test_get_env_tells_a_gpu_server_its_deadline():
+    spawner = _spawner(["GPU-a"], gpu_hour_budget_groups={"students": 10}, gpu_hour_weights={"A100": 2.0},
+                       budget_grace_period=600)
+    spawner._budget_used_at_spawn = 6.0  # what check_spawn_allowed found
+    before = datetime.now(UTC)
+    env = spawner.get_env()
+    deadline = datetime.fromisoformat(env["GPUSPAWNER_GPU_DEADLINE"])
+    assert deadline.utcoffset() == timedelta(0)
+    expected = before + timedelta(hours=2, minutes=10)  # 4 GPU-hours left at 2 per hour, then the grace
+    assert expected - timedelta(seconds=2) <= deadline <= expected + timedelta(seconds=2)
+    assert env["GPUSPAWNER_GPU_DEADLINE_REASON"].startswith(
+        "GPU-hour budget: 4 of 10 GPU-hours left this week (group 'students')")
+
+
+def test_get_env_without_gpus_or_limits_says_nothing():
+    spawner = _spawner([], gpu_hour_budget_groups={"students": 10})
+    spawner._budget_used_at_spawn = 1.0
+    assert spawner.get_env() == {"GPU_LIMIT": "1"}
+    assert _spawner(["GPU-a"]).get_env() == {"GPU_LIMIT": "1"}  # no budget, no maximum age
+    env = _spawner(["GPU-a"], gpu_max_age=8 * 3600).get_env()
+    assert env["GPUSPAWNER_GPU_DEADLINE_REASON"] == "GPU servers stop after 8 h."

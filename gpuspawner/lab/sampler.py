@@ -264,6 +264,7 @@ class GpuSampler(LoggingConfigurable):
             "reason": None,
             "driver": None,
             "gpu_limit": env.gpu_limit,
+            "deadline": env.deadline_json(),
             "gpus": [],
         }
         reason = reason_without_gpu(env)

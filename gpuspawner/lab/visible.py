@@ -13,6 +13,11 @@ environment, and that is the only contract between hub and container:
     the given UUIDs again (empty when none).
 ``GPUSPAWNER_NO_GPU_REASON``
     with ``GPU_LIMIT=0``, the sentence saying why.
+``GPUSPAWNER_GPU_DEADLINE``
+    ISO-8601 time (UTC) at which the hub stops this GPU server at the latest
+    (budget spent plus grace, or maximum age); absent when no limit applies.
+``GPUSPAWNER_GPU_DEADLINE_REASON``
+    the sentence saying which limit that is.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from ..nvml import NvmlGpu
 
@@ -30,6 +36,19 @@ NO_GPU_GIVEN = "No GPU was given to this server."
 
 def _tokens(value: str) -> list[str]:
     return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def _deadline_or_none(value: str | None) -> datetime | None:
+    """An aware UTC datetime from ISO-8601 (a naive one is taken as UTC); None when unreadable."""
+    if value is None or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -50,6 +69,8 @@ class GpuEnvironment:
     gpu_limit: int | None = None
     gpu_uuids: tuple[str, ...] | None = None
     no_gpu_reason: str | None = None
+    deadline: datetime | None = None
+    deadline_reason: str | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> GpuEnvironment:
@@ -60,7 +81,18 @@ class GpuEnvironment:
             gpu_limit=_int_or_none(environ.get("GPU_LIMIT")),
             gpu_uuids=None if uuids is None else tuple(_tokens(uuids)),
             no_gpu_reason=(environ.get("GPUSPAWNER_NO_GPU_REASON") or "").strip() or None,
+            deadline=_deadline_or_none(environ.get("GPUSPAWNER_GPU_DEADLINE")),
+            deadline_reason=(environ.get("GPUSPAWNER_GPU_DEADLINE_REASON") or "").strip() or None,
         )
+
+    def deadline_json(self) -> dict[str, str | None] | None:
+        """``{"at": "2026-11-25T14:32:00+00:00", "reason": "..."}``, or None when no deadline."""
+        if self.deadline is None:
+            return None
+        return {
+            "at": self.deadline.isoformat(timespec="seconds"),
+            "reason": self.deadline_reason,
+        }
 
 
 def reason_without_gpu(env: GpuEnvironment) -> str | None:

@@ -127,3 +127,23 @@ def test_selection_properties(nvd, cvd, limit, uuids, gpus):
         named = set(uuids.lower().split(","))
         assert all(g.uuid.lower() in named or (g.mig_parent_uuid or "").lower() in named
                    for g in chosen)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-25T14:32:00+00:00", "2026-11-25T14:32:00+00:00"),
+        ("2026-11-25T14:32:00Z", "2026-11-25T14:32:00+00:00"),
+        ("2026-11-25T15:32:00+01:00", "2026-11-25T14:32:00+00:00"),
+        ("2026-11-25T14:32:00", "2026-11-25T14:32:00+00:00"),  # naive: UTC
+    ],
+)
+def test_deadline_is_read_as_utc(value, expected):
+    deadline = env(GPUSPAWNER_GPU_DEADLINE=value, GPUSPAWNER_GPU_DEADLINE_REASON=" Why. ").deadline_json()
+    assert deadline == {"at": expected, "reason": "Why."}
+
+
+@pytest.mark.parametrize("value", ["", "soon", "25.11.2026 14:32"])
+def test_an_unreadable_deadline_is_none(value):
+    assert env(GPUSPAWNER_GPU_DEADLINE=value).deadline_json() is None
+    assert env().deadline_json() is None

@@ -92,3 +92,25 @@ def test_metrics_is_prometheus_text(fetch):
     text = response.body.decode()
     assert "# TYPE gpuspawner_gpu_available gauge" in text
     assert "gpuspawner_sampler_samples_total" in text
+
+
+HUB_SET_A_DEADLINE = {
+    "GPU_LIMIT": "1",
+    "NVIDIA_VISIBLE_DEVICES": "GPU-aaaa1111",
+    "GPUSPAWNER_GPU_UUIDS": "GPU-aaaa1111",
+    "GPUSPAWNER_GPU_DEADLINE": "2026-11-25T14:32:00+00:00",
+    "GPUSPAWNER_GPU_DEADLINE_REASON": "GPU servers stop after 8 h.",
+}
+
+
+@pytest.mark.parametrize("gpu_environ", [HUB_SET_A_DEADLINE], indirect=True)
+def test_gpus_carries_the_hubs_deadline(gpu_environ, fetch):
+    snapshot = json.loads(fetch("gpuspawner", "api", "gpus").body)
+    assert snapshot["deadline"] == {
+        "at": "2026-11-25T14:32:00+00:00",
+        "reason": "GPU servers stop after 8 h.",
+    }
+
+
+def test_gpus_without_a_deadline(fetch):
+    assert json.loads(fetch("gpuspawner", "api", "gpus").body)["deadline"] is None
