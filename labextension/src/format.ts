@@ -16,6 +16,66 @@ export function memoryText(gpu: IGpu): string {
   return `${gib(gpu.memory.used)}/${gib(gpu.memory.total)} GiB`;
 }
 
+/** The hub's deadline for this server, and whether it is within the warning lead time. */
+export interface IDeadline {
+  at: Date;
+  reason: string | null;
+  /** Within the lead time (or past): warn. */
+  near: boolean;
+  /** Milliseconds left (0 when past). */
+  left: number;
+}
+
+/** The snapshot's deadline seen at ``now``, warning ``leadMs`` before it; null when none or unreadable. */
+export function deadlineOf(snapshot: ISnapshot | null, now: number, leadMs: number): IDeadline | null {
+  const deadline = snapshot?.deadline;
+  if (!deadline) {
+    return null;
+  }
+  const at = new Date(deadline.at);
+  if (isNaN(at.getTime())) {
+    return null;
+  }
+  const left = Math.max(at.getTime() - now, 0);
+  return { at, reason: deadline.reason, near: left <= leadMs, left };
+}
+
+function pad(value: number): string {
+  return String(value).padStart(2, '0');
+}
+
+/** Local time of day, "14:32"; with the weekday ("Mon 14:32") when not today. */
+export function clockText(at: Date, now: Date = new Date()): string {
+  const time = `${pad(at.getHours())}:${pad(at.getMinutes())}`;
+  if (at.toDateString() === now.toDateString()) {
+    return time;
+  }
+  return `${at.toLocaleDateString(undefined, { weekday: 'short' })} ${time}`;
+}
+
+/** "in 12 min", "in 2 h 5 min", "now". */
+export function leftText(ms: number): string {
+  const minutes = Math.ceil(ms / 60000);
+  if (minutes <= 0) {
+    return 'now';
+  }
+  if (minutes < 60) {
+    return `in ${minutes} min`;
+  }
+  const rest = minutes % 60;
+  return `in ${Math.floor(minutes / 60)} h${rest ? ` ${rest} min` : ''}`;
+}
+
+/** The status bar's text with " · stops 14:32" when the deadline is near. */
+export function statusWithDeadline(
+  snapshot: ISnapshot | null,
+  error: string | null,
+  deadline: IDeadline | null
+): string {
+  const text = statusText(snapshot, error);
+  return deadline?.near ? `${text} · stops ${clockText(deadline.at)}` : text;
+}
+
 /** The status bar's text: "GPU 37% · 12.1/79.6 GiB", "2 GPUs 40% · …" or "No GPU". */
 export function statusText(snapshot: ISnapshot | null, error: string | null): string {
   if (!snapshot) {

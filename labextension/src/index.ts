@@ -9,6 +9,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
+import { clockText, leftText } from './format';
 import { verifyIcon } from './icon';
 import { GpuModel } from './model';
 import { insertVerifyCell } from './verify';
@@ -95,8 +96,35 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
 
+    // once per deadline, when its lead time is entered: a notification that stays
+    let warnedFor: string | null = null;
+    model.changed.connect(() => {
+      const deadline = model.deadline();
+      const key = model.snapshot?.deadline?.at ?? null;
+      if (!deadline || !deadline.near || key === warnedFor) {
+        return;
+      }
+      warnedFor = key;
+      // toasts cut messages at 140 characters: the cause only, the full reason is in the panel
+      const cause = deadline.reason ? deadline.reason.split(':')[0].replace(/\.$/, '') : '';
+      Notification.warning(
+        `This server stops at ${clockText(deadline.at)} (${leftText(deadline.left)})` +
+          `${cause ? ` – ${cause}` : ''}. Your workspace is kept; save your work before then.`,
+        {
+          autoClose: false,
+          actions: [
+            {
+              label: 'Show GPU panel',
+              callback: () => app.shell.activateById(panel.id)
+            }
+          ]
+        }
+      );
+    });
+
     if (settingRegistry) {
       const apply = (settings: ISettingRegistry.ISettings) => {
+        model.deadlineWarningMinutes = settings.get('deadlineWarningMinutes').composite as number;
         model.refreshInterval = settings.get('refreshInterval').composite as number;
         showStatusItem = settings.get('showStatusItem').composite as boolean;
         void model.refresh();

@@ -2,6 +2,7 @@ import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { deadlineOf, IDeadline } from './format';
 import { IHistory, ISnapshot, requestAPI } from './request';
 
 /** One point of a GPU's history. */
@@ -67,6 +68,14 @@ export class GpuModel implements IDisposable {
     }
     this._interval = value;
     this._setFrequency();
+  }
+
+  /** Minutes before the hub's deadline at which to warn (setting ``deadlineWarningMinutes``). */
+  deadlineWarningMinutes = 15;
+
+  /** The hub's deadline for this server as of now, or null. */
+  deadline(now: number = Date.now()): IDeadline | null {
+    return deadlineOf(this._snapshot, now, this.deadlineWarningMinutes * 60 * 1000);
   }
 
   /** Poll now (e.g. when the panel is shown). */

@@ -29,6 +29,8 @@ export interface ISnapshot {
   reason: string | null;
   driver: { version: string; cuda: string } | null;
   gpu_limit: number | null;
+  /** When the hub stops this GPU server at the latest (ISO-8601 UTC), and why; null: no limit. */
+  deadline: { at: string; reason: string | null } | null;
   gpus: IGpu[];
   sampler: { cost_ms: number; samples: number; interval: number };
 }

@@ -1,7 +1,7 @@
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { gib, memoryText } from '../format';
+import { clockText, gib, IDeadline, leftText, memoryText } from '../format';
 import { gpuIcon } from '../icon';
 import { GpuModel } from '../model';
 import { IGpu, ISnapshot } from '../request';
@@ -57,6 +57,10 @@ export class GpuPanel extends Widget {
     this._driver.textContent = snapshot.driver
       ? `NVIDIA driver ${snapshot.driver.version} · CUDA ${snapshot.driver.cuda}`
       : '';
+    const deadline = this._model.deadline();
+    if (deadline) {
+      this._body.appendChild(this._deadline(deadline));
+    }
     if (!snapshot.available || snapshot.gpus.length === 0) {
       this._body.appendChild(this._noGpu(snapshot));
       return;
@@ -64,6 +68,32 @@ export class GpuPanel extends Widget {
     for (const gpu of snapshot.gpus) {
       this._body.appendChild(this._card(gpu));
     }
+  }
+
+  private _deadline(deadline: IDeadline): HTMLElement {
+    const box = h('div', 'jp-gpuspawner-deadline');
+    box.setAttribute('role', deadline.near ? 'alert' : 'note');
+    box.setAttribute('aria-label', 'Server stop time');
+    box.classList.toggle('jp-mod-warning', deadline.near);
+    box.appendChild(
+      h(
+        'h3',
+        'jp-gpuspawner-deadline-title',
+        `This server stops at ${clockText(deadline.at)} (${leftText(deadline.left)})`
+      )
+    );
+    if (deadline.reason) {
+      box.appendChild(h('p', '', deadline.reason));
+    }
+    box.appendChild(
+      h(
+        'p',
+        'jp-gpuspawner-muted',
+        'The hub then stops it and gives its GPUs back; your workspace is kept. ' +
+          'Save your notebooks and checkpoints before then.'
+      )
+    );
+    return box;
   }
 
   private _noGpu(snapshot: ISnapshot): HTMLElement {

@@ -1,6 +1,6 @@
 import { Widget } from '@lumino/widgets';
 
-import { statusText, statusTitle } from '../format';
+import { clockText, statusText, statusTitle, statusWithDeadline } from '../format';
 import { gpuIcon } from '../icon';
 import { GpuModel } from '../model';
 import { h } from './dom';
@@ -30,11 +30,17 @@ export class GpuStatusItem extends Widget {
 
   private _update(): void {
     const { snapshot, error } = this._model;
-    const text = statusText(snapshot, error);
+    const deadline = this._model.deadline();
+    const text = statusWithDeadline(snapshot, error, deadline);
     this._text.textContent = text;
-    this.node.title = statusTitle(snapshot, error);
+    let title = statusTitle(snapshot, error);
+    if (deadline) {
+      title += `\nThis server stops at ${clockText(deadline.at)}. ${deadline.reason ?? ''}`.trimEnd();
+    }
+    this.node.title = title;
     this.node.setAttribute('aria-label', `${text}. Show the GPU panel.`);
-    this.toggleClass('jp-mod-nogpu', text === 'No GPU');
+    this.toggleClass('jp-mod-nogpu', statusText(snapshot, error) === 'No GPU');
+    this.toggleClass('jp-mod-warning', Boolean(deadline?.near));
   }
 
   private _model: GpuModel;

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
+from lab_server import labextension_built, start_lab
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -120,3 +123,69 @@ def test_settings_hide_the_status_item(browser, lab):
     finally:
         context.close()
         lab.request("PUT", path, json.dumps({"raw": "{}"}).encode())
+
+
+DEADLINE_IN = timedelta(minutes=4)
+DEADLINE_REASON = (
+    "GPU-hour budget: 0.1 of 10 GPU-hours left this week (group 'students');"
+    " it resets on Monday 30 November 2026 at 00:00 UTC."
+)
+BROWSER_ZONE = "Europe/Berlin"
+
+
+@pytest.fixture(scope="module")
+def deadline_lab(tmp_path_factory):
+    """A JupyterLab the hub told that it stops a few minutes from now."""
+    if not labextension_built():
+        pytest.fail("the labextension is not built: run scripts/setup-lab.sh first")
+    deadline = (datetime.now(timezone.utc) + DEADLINE_IN).replace(microsecond=0)
+    server = start_lab(tmp_path_factory.mktemp("deadline-lab"), env={
+        "GPUSPAWNER_GPU_DEADLINE": deadline.isoformat(),
+        "GPUSPAWNER_GPU_DEADLINE_REASON": DEADLINE_REASON,
+    })
+    yield server, deadline
+    server.stop()
+
+
+def test_deadline_warning(browser, deadline_lab, output_dir):
+    """Within the lead time: the status item warns, the panel has a banner, a notification shows once."""
+    lab, deadline = deadline_lab
+    local = deadline.astimezone(ZoneInfo(BROWSER_ZONE)).strftime("%H:%M")
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=BROWSER_ZONE)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto("%slab/workspaces/deadline?reset&token=%s" % (lab.url, lab.token))
+        status_item = page.get_by_role("button", name=re.compile(r"Show the GPU panel"))
+        expect(status_item).to_have_text(re.compile(r" · stops %s$" % local))
+        expect(status_item).to_have_class(re.compile(r"\bjp-mod-warning\b"))
+
+        toast = page.get_by_role("alert").filter(has_text="save your work before then")
+        expect(toast).to_have_count(1)
+        expect(toast).to_have_text(re.compile(
+            r"^This server stops at %s \(in [34] min\) – GPU-hour budget\. Your workspace is kept;" % local))
+
+        status_item.click()
+        panel = page.get_by_role("region", name="GPU status")
+        banner = panel.get_by_role("alert", name="Server stop time")
+        expect(banner).to_contain_text("This server stops at %s" % local)
+        expect(banner).to_contain_text(DEADLINE_REASON)
+        expect(banner).to_contain_text("your workspace is kept")
+        page.screenshot(path=str(output_dir / "deadline.png"))
+        page.keyboard.press("Control+Shift+C")
+        _palette(page).fill("JupyterLab Dark")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+        page.locator("#jupyterlab-splash").wait_for(state="detached")
+        banner.wait_for()
+        page.screenshot(path=str(output_dir / "deadline-dark.png"))
+
+        # later polls (showing the panel again polls at once) do not repeat the notification
+        tab = page.get_by_role("tab", name=re.compile("GPUs"))
+        tab.click()
+        tab.click()
+        banner.wait_for()
+        page.wait_for_timeout(1_000)
+        expect(toast).to_have_count(1)
+    finally:
+        context.close()
