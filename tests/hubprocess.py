@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,9 +15,11 @@ from urllib.parse import quote
 import requests
 
 CONFIG = Path(__file__).with_name("hub_config.py")
-# the GPUs test hubs declare (this machine has none)
+# the GPUs test hubs declare (this machine has none); their UUIDs are this test run's own,
+# since a hub counts every container on the engine that holds one (another run's too)
+RUN_ID = secrets.token_hex(4)
 FAKE_GPUS = [
-    {"uuid": "GPU-%08d-0000-4000-8000-000000000000" % i, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920}
+    {"uuid": "GPU-%s-%04d-4000-8000-000000000000" % (RUN_ID, i), "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920}
     for i in range(8)
 ]
 
