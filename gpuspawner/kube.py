@@ -17,8 +17,9 @@ from typing import ClassVar
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado.gen import maybe_future
-from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, List, TraitError, Unicode, default, validate
 
+from . import cuda
 from .allocation import Holding
 from .base import Availability, GPUSpawnerMixin, SpawnRefused
 from .inventory import Gpu
@@ -28,6 +29,9 @@ from .kubespec import (
     GpuPlacement,
     PodRequest,
     PvcRequest,
+    cuda_affinity_terms,
+    cuda_refusal,
+    cuda_verdicts,
     docker_size_to_quantity,
     explain_quota_rejection,
     explain_unschedulable,
@@ -194,6 +198,18 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         help="""Refuse at once a server no node could ever run (too many GPUs, an unknown GPU
         type, a resource no node offers), from a cached list of nodes. Needs permission to
         list nodes (deploy/z2jh-values.yaml grants it); without it the check is skipped.""",
+    ).tag(config=True)
+
+    cuda_compatibility = Enum(
+        cuda.MODES,
+        "minor-version",
+        help="""Which GPU nodes may run an image with a "cuda" version, judged from the
+        driver labels GPU feature discovery puts on nodes (``nvidia.com/cuda.runtime-version.*``
+        or the older ``nvidia.com/cuda.runtime.*``, and the driver version). A GPU server
+        is kept off nodes whose driver cannot run its image and refused when no GPU node
+        can; nodes without the labels count as able. "minor-version" (default) or
+        "strict", as on the Docker backend; see gpuspawner/cuda.py. Needs
+        ``check_node_capacity`` and read access to nodes.""",
     ).tag(config=True)
 
     node_cache_seconds = Float(
@@ -386,6 +402,10 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             return await maybe_future(setting(self)) if callable(setting) else setting
 
         placement = self.placement()
+        cuda_terms = []
+        verdicts = await self.cuda_verdicts()
+        if verdicts is not None and verdicts.steer:
+            cuda_terms = cuda_affinity_terms(self.choice.image.cuda, self.cuda_compatibility)
         labels = self._build_pod_labels(self._expand_all(self.extra_labels))
         labels[LABEL_GPUS] = str(self.gpu_count)
         annotations = self._build_common_annotations(self._expand_all(self.extra_annotations))
@@ -420,6 +440,26 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             extra_volume_mounts=self._expand_all(self._sorted_dict_values(self.volume_mounts)),
             extra_container_config=self.extra_container_config,
             extra_pod_config=self._expand_all(self.extra_pod_config),
+            cuda_terms=cuda_terms,
+        )
+
+    async def cuda_verdicts(self, nodes: list[dict] | None = None):
+        """Which GPU nodes this GPU server may use by its image's CUDA; None when unknown."""
+        image = self.choice.image if self.choice else None
+        if not (self.gpu_count and image and image.cuda and self.check_node_capacity):
+            return None
+        if nodes is None:
+            nodes = await self.list_nodes()
+        if not nodes:
+            return None
+        placement = self.placement()
+        return cuda_verdicts(
+            nodes,
+            image.cuda,
+            resource=placement.resource,
+            mode=self.cuda_compatibility,
+            product=placement.product,
+            node_selector={**self.node_selector, **placement.node_selector},
         )
 
     def _model(self, data: dict, kind: str):
@@ -507,6 +547,17 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             reason = unsatisfiable_reason(pod_spec(await self.pod_request()), await self.list_nodes() or nodes)
         if reason is not None:
             raise SpawnRefused(reason, reason="gpu-unsatisfiable", status_code=400)
+        refusal = self._cuda_refusal(await self.cuda_verdicts(nodes))
+        if refusal is not None:
+            KubeGPUSpawner._nodes = None  # a driver may have been upgraded since the list
+            refusal = self._cuda_refusal(await self.cuda_verdicts(await self.list_nodes() or nodes))
+        if refusal is not None:
+            raise SpawnRefused(refusal, reason="image", status_code=400)
+
+    def _cuda_refusal(self, verdicts) -> str | None:
+        if verdicts is None:
+            return None
+        return cuda_refusal(self.choice.image.key, self.choice.image.cuda, verdicts)
 
     async def _start_and_watch(self) -> str:
         """KubeSpawner's start, watched: scheduler verdicts become progress, a long wait a failure."""

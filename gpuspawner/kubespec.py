@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import cuda as cuda_rule
 from .quota import plural
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -81,6 +82,8 @@ class PodRequest:
     extra_volume_mounts: Sequence[Mapping] = ()
     extra_container_config: Mapping = field(default_factory=dict)
     extra_pod_config: Mapping = field(default_factory=dict)
+    # node selector terms (ORed) a GPU server's node must match: see cuda_affinity_terms
+    cuda_terms: Sequence[Sequence[Mapping]] = ()
 
 
 @dataclass(frozen=True)
@@ -146,15 +149,156 @@ def resources(request: PodRequest) -> dict:
 
 
 def node_affinity(request: PodRequest) -> dict | None:
-    """Required node affinity on the GPU product label, for a GPU server of a given type."""
-    if not request.gpus or not request.placement.product:
+    """Required node affinity of a GPU server: its GPU product label and its CUDA terms.
+
+    Node selector terms are ORed and a term's expressions ANDed, so the product
+    expression is repeated in every CUDA term.
+    """
+    if not request.gpus or not (request.placement.product or request.cuda_terms):
         return None
-    term = {"key": PRODUCT_LABEL, "operator": "In", "values": [request.placement.product]}
+    base = []
+    if request.placement.product:
+        base.append({"key": PRODUCT_LABEL, "operator": "In", "values": [request.placement.product]})
+    terms = [base + [dict(e) for e in term] for term in request.cuda_terms] or [base]
     return {
         "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [term]}]}
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": term} for term in terms]
+            }
         }
     }
+
+
+# --- the driver's CUDA version from GPU feature discovery's node labels ---
+
+#: The newest CUDA version the node's driver supports: GFD's current names, then the
+#: older names it still publishes (deprecated). Values are integers ("12", "2").
+CUDA_LABELS = (
+    ("nvidia.com/cuda.runtime-version.major", "nvidia.com/cuda.runtime-version.minor"),
+    ("nvidia.com/cuda.runtime.major", "nvidia.com/cuda.runtime.minor"),
+)
+#: The driver's own version ("535", "104", "05"), in the same order as CUDA_LABELS.
+DRIVER_LABELS = (
+    (
+        "nvidia.com/cuda.driver-version.major",
+        "nvidia.com/cuda.driver-version.minor",
+        "nvidia.com/cuda.driver-version.revision",
+    ),
+    ("nvidia.com/cuda.driver.major", "nvidia.com/cuda.driver.minor", "nvidia.com/cuda.driver.rev"),
+)
+
+
+def node_driver_cuda(labels: Mapping[str, str]) -> cuda_rule.DriverCuda | None:
+    """What a node's driver supports, read from its GFD labels; None when unknown."""
+    for cuda_keys, driver_keys in zip(CUDA_LABELS, DRIVER_LABELS):
+        try:
+            supported = (int(labels[cuda_keys[0]]), int(labels[cuda_keys[1]]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        parts = []
+        for key in driver_keys:
+            if not str(labels.get(key, "")).isdigit():
+                break
+            parts.append(str(int(labels[key])))
+        return cuda_rule.DriverCuda(supported, ".".join(parts))
+    return None
+
+
+def _at_least(keys: Sequence[str], version: Sequence[int]) -> list[list[dict]]:
+    """Terms (ORed) matching nodes whose integer labels ``keys`` read as >= ``version``."""
+    terms = []
+    for i, key in enumerate(keys):
+        equal = [{"key": k, "operator": "In", "values": [str(v)]} for k, v in zip(keys[:i], version)]
+        bound = version[i] if i < len(keys) - 1 else version[i] - 1
+        terms.append(equal + [{"key": key, "operator": "Gt", "values": [str(bound)]}])
+    return terms
+
+
+def cuda_affinity_terms(image_cuda: str, mode: str = "minor-version") -> list[list[dict]]:
+    """Node selector terms (ORed) admitting exactly the nodes that can run ``image_cuda``.
+
+    Written on the nodes' GFD labels rather than their names, so the scheduler judges
+    each node by its labels when it places the pod: a node that joins later with an old
+    driver is kept out, one whose driver was upgraded is let in. A node without the labels
+    (no GPU feature discovery) is admitted: its driver is unknown. cuda.py's rule, in
+    labels: the driver's CUDA is not older than the image's, or (``minor-version`` mode)
+    it is of the same major and the driver is at least that major's first release, or
+    its version is not labelled.
+    """
+    needed = cuda_rule.parse_cuda(image_cuda)
+    major = needed[0]
+    terms = [[{"key": keys[0], "operator": "DoesNotExist"} for keys in CUDA_LABELS]]
+    minimum = cuda_rule.MINOR_VERSION_MINIMUM_DRIVER.get(major)
+    for cuda_keys, driver_keys in zip(CUDA_LABELS, DRIVER_LABELS):
+        terms += _at_least(cuda_keys, needed)
+        if mode == "minor-version" and minimum:
+            same_major = {"key": cuda_keys[0], "operator": "In", "values": [str(major)]}
+            terms += [[same_major] + t for t in _at_least(driver_keys, cuda_rule.driver_tuple(minimum))]
+            terms.append([same_major, {"key": driver_keys[0], "operator": "DoesNotExist"}])
+    return terms
+
+
+@dataclass(frozen=True)
+class CudaVerdicts:
+    """The GPU nodes a server could land on, by whether their driver runs its image."""
+
+    compatible: tuple[str, ...] = ()
+    incompatible: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  # no GFD labels: admitted
+    newest: tuple[int, int] | None = None  # the newest CUDA a labelled node's driver supports
+
+    @property
+    def steer(self) -> bool:
+        """Whether the pod needs the CUDA affinity (some node would not run the image)."""
+        return bool(self.incompatible)
+
+    @property
+    def none_compatible(self) -> bool:
+        return bool(self.incompatible) and not (self.compatible or self.unknown)
+
+
+def cuda_verdicts(
+    nodes: Sequence[Mapping],
+    image_cuda: str,
+    resource: str = GPU_RESOURCE,
+    mode: str = "minor-version",
+    product: str = "",
+    node_selector: Mapping[str, str] | None = None,
+) -> CudaVerdicts:
+    """Sort the schedulable nodes offering ``resource`` (of ``product``, matching
+    ``node_selector``) by whether their driver runs an image built for ``image_cuda``."""
+    if not image_cuda:
+        return CudaVerdicts()
+    needed = cuda_rule.parse_cuda(image_cuda)
+    selector = dict(node_selector or {})
+    sorted_: dict[str, list[str]] = {"compatible": [], "incompatible": [], "unknown": []}
+    newest = None
+    for node in nodes:
+        labels = node.get("metadata", {}).get("labels") or {}
+        offered = (node.get("status", {}).get("allocatable") or {}).get(resource)
+        if node.get("spec", {}).get("unschedulable") or not offered or parse_quantity(offered) <= 0:
+            continue
+        if (product and labels.get(PRODUCT_LABEL) != product) or any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        driver = node_driver_cuda(labels)
+        if driver is None:
+            sorted_["unknown"].append(_node_name(node))
+            continue
+        newest = driver.cuda if newest is None else max(newest, driver.cuda)
+        verdict = "compatible" if cuda_rule.compatible(needed, driver, mode) else "incompatible"
+        sorted_[verdict].append(_node_name(node))
+    return CudaVerdicts(**{k: tuple(sorted(v)) for k, v in sorted_.items()}, newest=newest)
+
+
+def cuda_refusal(key: str, image_cuda: str, verdicts: CudaVerdicts) -> str | None:
+    """The sentence refusing a GPU server of image ``key`` when no GPU node can run it."""
+    if not verdicts.none_compatible:
+        return None
+    return (
+        "No GPU node of this cluster has a driver for CUDA %s, which image '%s' needs"
+        " (the newest supports CUDA %s). Pick another image, or ask an admin to update"
+        " the GPU nodes' drivers." % (image_cuda, key, cuda_rule.format_cuda(verdicts.newest))
+    )
 
 
 def pod_spec(request: PodRequest) -> dict:

@@ -213,8 +213,8 @@ class Cluster:
     # --- fake nodes ---
 
     def add_node(self, name: str, *, gpus: int = 0, resource: str = "nvidia.com/gpu", product: str | None = None,
-                 taints=(), cpu: str = "64", memory: str = "512Gi") -> None:
-        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"}
+                 taints=(), cpu: str = "64", memory: str = "512Gi", labels=None) -> None:
+        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok", **(labels or {})}
         capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
         if gpus:
             capacity[resource] = str(gpus)

@@ -26,8 +26,13 @@ IMAGES = {
     "demo": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo"},
     "demo-mig": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on a MIG slice"},
     "demo-h100": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on an H100"},
+    "demo-cuda": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo for CUDA 12.8", "cuda": "12.8"},
 }
-PROFILES = {"demo-mig": {"resource": "nvidia.com/mig-1g.10gb"}, "demo-h100": {"product": "NVIDIA-H100-80GB-HBM3"}}
+PROFILES = {
+    "demo-mig": {"resource": "nvidia.com/mig-1g.10gb"},
+    "demo-h100": {"product": "NVIDIA-H100-80GB-HBM3"},
+    "demo-cuda": {"product": "NVIDIA-L4"},
+}
 STORAGE_CLASS = "gpuspawner-test"
 
 
@@ -375,3 +380,86 @@ async def test_hub_without_node_access_waits_then_fails_with_the_scheduler_reaso
     finally:
         await kube_config.load_kube_config(config_file=str(cluster.kubeconfig))
         clients._client_cache.clear()
+
+
+def driver_labels(cuda_version: str, driver: str) -> dict:
+    """GPU feature discovery's labels for a driver (the current and the deprecated names)."""
+    (major, minor), d = cuda_version.split("."), driver.split(".")
+    return {
+        "nvidia.com/cuda.runtime-version.major": major,
+        "nvidia.com/cuda.runtime-version.minor": minor,
+        "nvidia.com/cuda.runtime.major": major,
+        "nvidia.com/cuda.runtime.minor": minor,
+        "nvidia.com/cuda.driver-version.major": d[0],
+        "nvidia.com/cuda.driver-version.minor": d[1],
+        "nvidia.com/cuda.driver-version.revision": d[2],
+        "nvidia.com/cuda.driver.major": d[0],
+        "nvidia.com/cuda.driver.minor": d[1],
+        "nvidia.com/cuda.driver.rev": d[2],
+    }
+
+
+@pytest.fixture
+def l4_nodes(cluster):
+    """Two L4 nodes: l4-old with 8 GPUs and a CUDA 11.8 driver, l4-new with 2 and CUDA 12.8.
+
+    The scheduler prefers the emptier node, so only the affinity keeps servers off l4-old.
+    """
+    from gpuspawner.kube import KubeGPUSpawner
+
+    names = ("l4-old", "l4-new")
+    cluster.add_node("l4-old", gpus=8, product="NVIDIA-L4", taints=[kube_cluster.GPU_TAINT],
+                     labels=driver_labels("11.8", "520.61.05"))  # fmt: skip
+    cluster.add_node("l4-new", gpus=2, product="NVIDIA-L4", taints=[kube_cluster.GPU_TAINT],
+                     labels=driver_labels("12.8", "570.124.06"))  # fmt: skip
+    cluster.wait_for(lambda: kube_cluster.nodes_ready(cluster) == 6, "the L4 nodes Ready", 90)
+    KubeGPUSpawner._nodes = None  # the hub's cached node list predates them
+    yield names
+    cluster.kubectl("delete", "node", *names, "--wait=false")
+    KubeGPUSpawner._nodes = None
+
+
+async def test_cuda_image_is_steered_to_nodes_whose_driver_runs_it(cluster, l4_nodes, make_spawner):
+    spawners = [make_spawner(user="cuda%d" % i) for i in range(2)]
+    for spawner in spawners:
+        await spawn(spawner, image="demo-cuda", gpus=1)
+    for spawner in spawners:
+        pod = pod_of(cluster, spawner)
+        assert pod["status"]["phase"] == "Running"
+        assert pod["spec"]["nodeName"] == "l4-new"
+        terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ]
+        assert {"key": "nvidia.com/cuda.runtime-version.major", "operator": "Gt", "values": ["12"]} in (
+            terms[1]["matchExpressions"]
+        )
+        assert all(
+            {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]} in t["matchExpressions"]
+            for t in terms
+        )
+    # an image without a CUDA version, or a CPU-only server, is not steered
+    cpu = make_spawner(user="cuda-cpu")
+    await spawn(cpu, image="demo-cuda", gpus=0)
+    assert "affinity" not in pod_of(cluster, cpu)["spec"]
+
+
+async def test_cuda_image_is_refused_when_no_node_can_run_it(cluster, l4_nodes, make_spawner):
+    cluster.kubectl("label", "node", "l4-new", "--overwrite",
+                    *("%s=%s" % item for item in driver_labels("11.8", "520.61.05").items()))  # fmt: skip
+    spawner = make_spawner(user="cudaold")
+    began = time.monotonic()
+    with pytest.raises(SpawnRefused) as refused:
+        await spawn(spawner, image="demo-cuda", gpus=1)
+    assert time.monotonic() - began < 5
+    assert refused.value.status_code == 400
+    assert refused.value.jupyterhub_message == (
+        "No GPU node of this cluster has a driver for CUDA 12.8, which image 'demo-cuda' needs"
+        " (the newest supports CUDA 11.8). Pick another image, or ask an admin to update the GPU nodes' drivers."
+    )
+    assert cluster.get_json("pods", "-n", spawner.namespace)["items"] == []
+    # in strict mode too; and a server without GPUs starts from the same image
+    with pytest.raises(SpawnRefused, match="No GPU node of this cluster has a driver for CUDA 12.8"):
+        await spawn(make_spawner(user="cudaold", cuda_compatibility="strict"), image="demo-cuda", gpus=1)
+    cpu = make_spawner(user="cudaold", server="cpu")
+    await spawn(cpu, image="demo-cuda", gpus=0)
+    assert pod_of(cluster, cpu)["spec"]["nodeName"] == "cpu-0"
