@@ -8,6 +8,8 @@ passes them through.
 
 from dataclasses import dataclass, field
 
+from .merge import deep_merge
+
 # what every GPU server gets, whatever the admin's extra_host_config says
 LOCKED_HOST_CONFIG = {
     "privileged": False,
@@ -46,16 +48,6 @@ class ContainerRequest:
     extra_create_kwargs: dict = field(default_factory=dict)
     extra_host_config: dict = field(default_factory=dict)
 
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """A new dict: ``override`` merged into ``base``, dicts merged key by key."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def device_requests(gpu_uuids: tuple[str, ...], gpu_mode: str) -> list[dict]:

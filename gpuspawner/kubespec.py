@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import cuda as cuda_rule
+from .merge import deep_merge
 from .quota import plural
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -97,16 +98,6 @@ class PvcRequest:
     storage_class: str | None = None  # None: the cluster's default class
     access_modes: Sequence[str] = ("ReadWriteOnce",)
 
-
-def deep_merge(base: Mapping, override: Mapping) -> dict:
-    """A new dict: ``override`` merged into ``base``, dicts merged key by key."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def cpu_quantity(cores: float) -> str:
