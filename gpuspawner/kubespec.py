@@ -181,7 +181,7 @@ DRIVER_LABELS = (
 
 def node_driver_cuda(labels: Mapping[str, str]) -> cuda_rule.DriverCuda | None:
     """What a node's driver supports, read from its GFD labels; None when unknown."""
-    for cuda_keys, driver_keys in zip(CUDA_LABELS, DRIVER_LABELS):
+    for cuda_keys, driver_keys in zip(CUDA_LABELS, DRIVER_LABELS, strict=True):
         try:
             supported = (int(labels[cuda_keys[0]]), int(labels[cuda_keys[1]]))
         except (KeyError, TypeError, ValueError):
@@ -199,7 +199,7 @@ def _at_least(keys: Sequence[str], version: Sequence[int]) -> list[list[dict]]:
     """Terms (ORed) matching nodes whose integer labels ``keys`` read as >= ``version``."""
     terms = []
     for i, key in enumerate(keys):
-        equal = [{"key": k, "operator": "In", "values": [str(v)]} for k, v in zip(keys[:i], version)]
+        equal = [{"key": k, "operator": "In", "values": [str(v)]} for k, v in zip(keys[:i], version, strict=False)]
         bound = version[i] if i < len(keys) - 1 else version[i] - 1
         terms.append(equal + [{"key": key, "operator": "Gt", "values": [str(bound)]}])
     return terms
@@ -220,7 +220,7 @@ def cuda_affinity_terms(image_cuda: str, mode: str = "minor-version") -> list[li
     major = needed[0]
     terms = [[{"key": keys[0], "operator": "DoesNotExist"} for keys in CUDA_LABELS]]
     minimum = cuda_rule.MINOR_VERSION_MINIMUM_DRIVER.get(major)
-    for cuda_keys, driver_keys in zip(CUDA_LABELS, DRIVER_LABELS):
+    for cuda_keys, driver_keys in zip(CUDA_LABELS, DRIVER_LABELS, strict=True):
         terms += _at_least(cuda_keys, needed)
         if mode == "minor-version" and minimum:
             same_major = {"key": cuda_keys[0], "operator": "In", "values": [str(major)]}

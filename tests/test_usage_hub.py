@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from databases import fresh_postgres_database
-from hubprocess import FAKE_GPUS, free_port
+from hubprocess import free_port
 
 from gpuspawner.ledger import Ledger
 
