@@ -138,22 +138,14 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         if self.pull_policy.lower() in PULLING_POLICIES:
             self.start_timeout = self.start_timeout + self.pull_timeout
 
-    @validate("driver_cuda_version")
-    def _validate_driver_cuda_version(self, proposal):
+    @validate("driver_cuda_version", "driver_version")
+    def _validate_driver_setting(self, proposal):
+        parse = cuda.parse_cuda if proposal.trait.name == "driver_cuda_version" else cuda.driver_tuple
         if proposal.value:
             try:
-                cuda.parse_cuda(proposal.value)
+                parse(proposal.value)
             except ValueError as e:
-                raise TraitError("driver_cuda_version: %s." % e) from None
-        return proposal.value
-
-    @validate("driver_version")
-    def _validate_driver_version(self, proposal):
-        if proposal.value:
-            try:
-                cuda.driver_tuple(proposal.value)
-            except ValueError as e:
-                raise TraitError("driver_version: %s." % e) from None
+                raise TraitError("%s: %s." % (proposal.trait.name, e)) from None
         return proposal.value
 
     @default("remove")
