@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .inventory import Gpu
-from .quota import GpuLimit, plural, server_label
+from .quota import GpuLimit, join_phrases, over_quota, plural, server_label
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,15 @@ def held_by(user: str, holdings: Iterable[Holding], *, except_server: str | None
     ]
 
 
+def describe_holding(holding: Holding) -> str:
+    """'2 GPUs on server 'train' (GPU-aa, GPU-bb)'."""
+    return "%s on %s (%s)" % (plural(len(holding.uuids)), server_label(holding.server), ", ".join(holding.uuids))
+
+
 def describe_holdings(holdings: Sequence[Holding]) -> str:
     """'1 GPU on server 'train' (GPU-aa) and 2 GPUs on the default server (GPU-bb, GPU-cc)'."""
-    parts = [
-        "%s on %s (%s)" % (plural(len(h.uuids)), server_label(h.server), ", ".join(h.uuids))
-        for h in sorted(holdings, key=lambda h: h.server)
-    ]
-    if len(parts) <= 1:
-        return "".join(parts) or "no GPU"
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    ordered = sorted(holdings, key=lambda h: h.server)
+    return join_phrases([describe_holding(h) for h in ordered]) or "no GPU"
 
 
 def decide(request: GpuRequest, inventory: Sequence[Gpu], holdings: Sequence[Holding]) -> Grant | Refusal:
@@ -82,26 +82,10 @@ def decide(request: GpuRequest, inventory: Sequence[Gpu], holdings: Sequence[Hol
     if request.count == 0:
         return Grant(())
     others = [h for h in holdings if h.key != (request.user, request.server)]
-    mine = held_by(request.user, others)
-    already = sum(len(h.uuids) for h in mine)
-    if already + request.count > request.limit.gpus:
-        may_take = max(request.limit.gpus - already, 0)
-        held_text = (
-            " and you already hold %s" % describe_holdings(mine) if mine else ""
-        )
-        return Refusal(
-            "quota",
-            "You asked for %s, but your limit is %s at once (%s)%s. %s"
-            % (
-                plural(request.count),
-                plural(request.limit.gpus),
-                request.limit.source,
-                held_text,
-                "Stop a server holding GPUs, or ask for at most %d." % may_take
-                if mine
-                else "Ask for at most %d." % may_take,
-            ),
-        )
+    mine = sorted(held_by(request.user, others), key=lambda h: h.server)
+    refusal = over_quota(request.count, request.limit, [(len(h.uuids), describe_holding(h)) for h in mine])
+    if refusal is not None:
+        return Refusal("quota", refusal)
     free = free_gpus(inventory, others)
     if len(free) < request.count:
         return Refusal(

@@ -41,7 +41,7 @@ from .kubespec import (
     pvc_spec,
     unsatisfiable_reason,
 )
-from .quota import GpuLimit, plural, server_label
+from .quota import GpuLimit, over_quota, plural, server_label
 
 LABEL_GPUS = "gpuspawner.io/gpus"
 ANNOTATION_RESOURCE = "gpuspawner.io/gpu-resource"
@@ -110,31 +110,10 @@ def holdings_from_pods(pods: Iterable[Mapping]) -> list[PodHolding]:
 
 def quota_refusal(user: str, server: str, count: int, limit: GpuLimit, holdings: Iterable[PodHolding]) -> str | None:
     """Why ``user`` may not ask for ``count`` more GPUs on ``server``, or None (pure)."""
-    if count == 0:
-        return None
-    mine = [h for h in holdings if h.user == user and h.server != server and h.gpus]
-    already = sum(h.gpus for h in mine)
-    if already + count <= limit.gpus:
-        return None
-    may_take = max(limit.gpus - already, 0)
-    if not mine:
-        return "You asked for %s, but your limit is %s at once (%s). Ask for at most %d." % (
-            plural(count),
-            plural(limit.gpus),
-            limit.source,
-            may_take,
-        )
-    return (
-        "You asked for %s, but your limit is %s at once (%s) and you already hold %s."
-        " Stop a server holding GPUs, or ask for at most %d."
-        % (
-            plural(count),
-            plural(limit.gpus),
-            limit.source,
-            " and ".join(h.describe() for h in sorted(mine, key=lambda h: h.server)),
-            may_take,
-        )
+    mine = sorted(
+        (h for h in holdings if h.user == user and h.server != server and h.gpus), key=lambda h: h.server
     )
+    return over_quota(count, limit, [(h.gpus, h.describe()) for h in mine])
 
 
 class _Json:

@@ -5,7 +5,7 @@ no group with an override gets the default. An override may be lower than the de
 (e.g. a "cpu-only" group set to 0): what counts is the best of the user's groups.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -45,3 +45,32 @@ def plural(count: int, noun: str = "GPU") -> str:
 def server_label(server: str) -> str:
     """How a server is named in messages."""
     return "server %r" % server if server else "the default server"
+
+
+def join_phrases(phrases: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    if len(phrases) <= 1:
+        return "".join(phrases)
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def over_quota(count: int, limit: GpuLimit, held: Sequence[tuple[int, str]]) -> str | None:
+    """Why asking for ``count`` more GPUs breaks ``limit``, or None.
+
+    ``held`` is the user's other servers holding GPUs, as (GPUs, description) pairs in the
+    order to name them. Every backend words its quota refusals with this one sentence.
+    """
+    if count == 0:
+        return None
+    already = sum(gpus for gpus, _ in held)
+    if already + count <= limit.gpus:
+        return None
+    may_take = max(limit.gpus - already, 0)
+    asked = "You asked for %s, but your limit is %s at once (%s)" % (plural(count), plural(limit.gpus), limit.source)
+    if not held:
+        return "%s. Ask for at most %d." % (asked, may_take)
+    return "%s and you already hold %s. Stop a server holding GPUs, or ask for at most %d." % (
+        asked,
+        join_phrases([description for _, description in held]),
+        may_take,
+    )

@@ -41,3 +41,17 @@ def test_wording():
     assert plural(1) == "1 GPU" and plural(0) == "0 GPUs" and plural(3) == "3 GPUs"
     assert server_label("") == "the default server"
     assert server_label("train") == "server 'train'"
+
+
+def test_join_phrases_and_the_shared_quota_sentence():
+    from gpuspawner.quota import join_phrases, over_quota
+
+    assert join_phrases([]) == "" and join_phrases(["a"]) == "a"
+    assert join_phrases(["a", "b", "c"]) == "a, b and c"
+    limit = GpuLimit(2, "group 'staff'")
+    assert over_quota(0, limit, [(2, "x")]) is None
+    assert over_quota(1, limit, [(1, "x")]) is None
+    assert over_quota(1, limit, [(1, "x"), (1, "y")]) == (
+        "You asked for 1 GPU, but your limit is 2 GPUs at once (group 'staff') and you already hold x and y."
+        " Stop a server holding GPUs, or ask for at most 0."
+    )
