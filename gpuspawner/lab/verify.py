@@ -3,10 +3,13 @@
 JupyterLab's "Verify CUDA" command fetches :data:`VERIFY_CELL` from
 ``GET <base_url>/gpuspawner/api/verify-code``, inserts it below the active
 cell and runs it. The cell needs nothing but the kernel's own Python (and
-PyTorch, if installed) and ends with one line starting ``VERDICT:``:
+PyTorch and nvidia-ml-py, if installed). It first asks the driver through NVML
+which GPUs this server has (driver version, names), then checks PyTorch, and
+ends with one line starting ``VERDICT:``:
 
 - ``VERDICT: OK`` -- CUDA works on every visible GPU (warnings may follow);
-- ``VERDICT: NO TORCH`` -- PyTorch is not installed in this kernel;
+- ``VERDICT: NO TORCH`` -- PyTorch is not installed in this kernel (the line
+  still says which GPUs the driver, through NVML, sees);
 - ``VERDICT: NO CUDA DEVICE`` -- PyTorch sees no GPU (CPU-only build, or no GPU given);
 - ``VERDICT: PROBLEM`` -- a GPU is there but a check failed.
 """
@@ -29,13 +32,82 @@ def _gpuspawner_verify_cuda():
     given_reason = os.environ.get("GPUSPAWNER_NO_GPU_REASON", "").strip()
     gpu_limit = os.environ.get("GPU_LIMIT", "").strip()
     visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "")
+    no_gpu_given = gpu_limit == "0" or bool(given_reason) or visible.strip().lower() in (
+        "void", "none")
+
+    def text(value):
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def nvml_gpus():
+        """The driver's view: (driver, CUDA, [(name, uuid)], [unreadable], problem or None)."""
+        if importlib.util.find_spec("pynvml") is None:
+            return None, None, [], [], "nvidia-ml-py is not installed in this kernel"
+        import pynvml
+
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as e:
+            return None, None, [], [], "NVML cannot be used here (%s)" % e
+        given = [t.strip() for t in (os.environ.get("GPUSPAWNER_GPU_UUIDS") or visible).split(",")
+                 if t.strip()[:4] in ("GPU-", "MIG-")]
+        found, unreadable = [], []
+        try:
+            driver = text(pynvml.nvmlSystemGetDriverVersion())
+            cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+            cuda = "%d.%d" % (cuda // 1000, cuda % 1000 // 10)
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                    uuid = text(pynvml.nvmlDeviceGetUUID(handle))
+                    devices = [(handle, uuid)]
+                    try:
+                        mig_on = pynvml.nvmlDeviceGetMigMode(handle)[0] == 1
+                    except pynvml.NVMLError:
+                        mig_on = False
+                    if mig_on:
+                        devices = []
+                        for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+                            try:
+                                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+                            except pynvml.NVMLError:
+                                continue
+                            devices.append((mig, text(pynvml.nvmlDeviceGetUUID(mig))))
+                    for device, device_uuid in devices:
+                        if given and device_uuid not in given and uuid not in given:
+                            continue
+                        found.append((text(pynvml.nvmlDeviceGetName(device)), device_uuid))
+                except pynvml.NVMLError as e:
+                    unreadable.append("GPU %d: NVML cannot read it (%s)" % (index, e))
+        except pynvml.NVMLError as e:
+            return None, None, found, unreadable, "NVML cannot be queried (%s)" % e
+        finally:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass
+        return driver, cuda, found, unreadable, None
+
+    driver, driver_cuda, nvml_seen, nvml_unreadable, nvml_problem = nvml_gpus()
+    if nvml_problem is None:
+        say("NVIDIA driver %s (supports CUDA up to %s); NVML sees %d GPU%s:" % (
+            driver, driver_cuda, len(nvml_seen), "" if len(nvml_seen) == 1 else "s"))
+        for name, uuid in nvml_seen:
+            say("  %s (%s)" % (name, uuid))
+        for line in nvml_unreadable:
+            say("  %s" % line)
+    elif not no_gpu_given:
+        say("NVML: %s." % nvml_problem)
+    seen_text = "NVML sees %s (%s; driver %s)" % (
+        "the GPU" if len(nvml_seen) == 1 else "%d GPUs" % len(nvml_seen),
+        ", ".join(name for name, _ in nvml_seen), driver) if nvml_seen else ""
 
     if importlib.util.find_spec("torch") is None:
         say("PyTorch is not installed in this kernel (%s)." % sys.executable)
-        if gpu_limit == "0" or given_reason:
+        if no_gpu_given and not nvml_seen:
             say("This server has no GPU either: %s" % (given_reason or "GPU_LIMIT is 0."))
-        say("VERDICT: NO TORCH - install a CUDA build of PyTorch into this environment "
-            "(pip install torch) or switch to a kernel that has it, then run this cell again.")
+        say("VERDICT: NO TORCH - %sinstall a CUDA build of PyTorch into this environment "
+            "(pip install torch) or switch to a kernel that has it, then run this cell again." % (
+                "%s, but PyTorch is not installed in this kernel: " % seen_text if nvml_seen else ""))
         return
 
     import torch
@@ -56,7 +128,12 @@ def _gpuspawner_verify_cuda():
     say("NCCL         %s" % nccl)
 
     if not torch.cuda.is_available():
-        if gpu_limit == "0" or given_reason or visible.strip().lower() in ("void", "none"):
+        if nvml_seen:
+            say("VERDICT: NO CUDA DEVICE - %s, but PyTorch cannot use it (CUDA %s build, "
+                "driver %s supports CUDA up to %s). Restart the kernel; if it persists, use an "
+                "image whose CUDA the driver supports." % (
+                    seen_text, torch.version.cuda, driver, driver_cuda))
+        elif no_gpu_given:
             why = given_reason or "no GPU was given to this server."
             say("VERDICT: NO CUDA DEVICE - %s Start a server with a GPU to use CUDA." % why)
         else:
