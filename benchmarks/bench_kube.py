@@ -106,8 +106,8 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
 
         from kubespawner import KubeSpawner
 
-        from gpuspawner.base import apply_gpu_options
         from gpuspawner.kube import KubeGPUSpawner
+        from gpuspawner.lifecycle.base import apply_gpu_options
 
         image = {"demo": {"image": "gpuspawner/singleuser:offline"}}
         usage_db = "sqlite:///%s" % (workdir / "usage.sqlite")

@@ -6,7 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gpuspawner.allocation import (
+from gpuspawner.policy.allocation import (
     GpuPool,
     GpuRequest,
     Grant,
@@ -16,8 +16,8 @@ from gpuspawner.allocation import (
     describe_holdings,
     free_gpus,
 )
-from gpuspawner.inventory import Gpu
-from gpuspawner.quota import GpuLimit
+from gpuspawner.policy.inventory import Gpu
+from gpuspawner.policy.quota import GpuLimit
 
 INVENTORY = tuple(Gpu("GPU-%d" % i, "NVIDIA A100") for i in range(4))
 ONE = GpuLimit(1, "the default for every user")

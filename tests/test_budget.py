@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuspawner.budget import (
+from gpuspawner.errors import ConfigError
+from gpuspawner.policy.budget import (
     NO_GROUP,
     Budget,
     Deadline,
@@ -30,7 +31,6 @@ from gpuspawner.budget import (
     usage_by_day,
     usage_hours,
 )
-from gpuspawner.errors import ConfigError
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -328,13 +328,13 @@ class _EngineEnv:
 
 class _Pool:
     def gpus(self, uuids):
-        from gpuspawner.inventory import Gpu
+        from gpuspawner.policy.inventory import Gpu
 
         return tuple(Gpu(uuid, "NVIDIA A100-SXM4-80GB") for uuid in uuids)
 
 
 def _spawner(gpu_uuids, **config):
-    from gpuspawner.usage import UsageMixin
+    from gpuspawner.usage.accounting import UsageMixin
 
     class Spawner(UsageMixin, _EngineEnv):
         user_groups = ("students",)

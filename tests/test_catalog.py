@@ -2,8 +2,8 @@
 
 import pytest
 
-from gpuspawner.catalog import CatalogImage, image_tag, images_for, is_pinned, parse_catalog
 from gpuspawner.errors import ConfigError
+from gpuspawner.policy.catalog import CatalogImage, image_tag, images_for, is_pinned, parse_catalog
 
 
 @pytest.mark.parametrize(

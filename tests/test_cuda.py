@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpuspawner.cuda import (
+from gpuspawner.policy.cuda import (
     MINOR_VERSION_MINIMUM_DRIVER,
     DriverCuda,
     check_image_cuda,
@@ -174,7 +174,7 @@ def make_spawner(**settings):
 
 
 def test_configured_driver_hides_and_refuses_what_it_cannot_run():
-    from gpuspawner.base import SpawnRefused
+    from gpuspawner.lifecycle.refusal import SpawnRefused
 
     spawner = make_spawner(driver_cuda_version="12.2", driver_version="535.104.05")
     assert [i.key for i in spawner.offered_images()] == ["pytorch-2.9", "cpu"]

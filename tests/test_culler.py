@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuspawner.culler import FileUtilisation, IdleTracker, NvmlUtilisation, utilisation_source
+from gpuspawner.usage.culler import (
+    FileUtilisation,
+    IdleTracker,
+    NvmlUtilisation,
+    utilisation_source,
+)
 
 T0 = datetime(2026, 11, 24, 9, tzinfo=timezone.utc)
 MINUTE = timedelta(minutes=1)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 
 from gpuspawner.errors import ConfigError
-from gpuspawner.inventory import Gpu, from_nvml, parse_inventory
+from gpuspawner.policy.inventory import Gpu, from_nvml, parse_inventory
 
 
 def test_parse_declared_inventory():

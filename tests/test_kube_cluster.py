@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import kube_cluster
 import pytest
 
-from gpuspawner.base import SpawnRefused, apply_gpu_options
+from gpuspawner.lifecycle.base import apply_gpu_options
+from gpuspawner.lifecycle.refusal import SpawnRefused
 
 pytestmark = pytest.mark.kubernetes
 

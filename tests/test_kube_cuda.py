@@ -4,17 +4,15 @@ from dataclasses import replace
 
 import pytest
 
-from gpuspawner import cuda
-from gpuspawner.kubespec import (
+from gpuspawner.kube.nodes import (
     CudaVerdicts,
-    GpuPlacement,
-    PodRequest,
     cuda_affinity_terms,
     cuda_refusal,
     cuda_verdicts,
     node_driver_cuda,
-    pod_spec,
 )
+from gpuspawner.kube.objects import GpuPlacement, PodRequest, pod_spec
+from gpuspawner.policy import cuda
 
 
 def gfd(cuda_version: str, driver: str, old_names_only: bool = False) -> dict:

@@ -3,8 +3,9 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpuspawner.kube import PodHolding, holdings_from_pods, quota_refusal, unschedulable_message
-from gpuspawner.quota import GpuLimit
+from gpuspawner.kube.holdings import PodHolding, holdings_from_pods, quota_refusal
+from gpuspawner.kube.messages import unschedulable_message
+from gpuspawner.policy.quota import GpuLimit
 
 DEFAULT = GpuLimit(1, "the default for every user")
 

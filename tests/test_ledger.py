@@ -6,10 +6,10 @@ import pytest
 from databases import fresh_postgres_database
 from sqlalchemy import create_engine, text
 
-from gpuspawner.allocation import Holding
-from gpuspawner.budget import ResetSchedule, period_bounds, usage_hours
-from gpuspawner.inventory import Gpu
-from gpuspawner.ledger import SCHEMA_VERSION, Ledger, _v1
+from gpuspawner.policy.allocation import Holding
+from gpuspawner.policy.budget import ResetSchedule, period_bounds, usage_hours
+from gpuspawner.policy.inventory import Gpu
+from gpuspawner.usage.ledger import SCHEMA_VERSION, Ledger, _v1
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
 A100 = Gpu("GPU-a", "NVIDIA A100-SXM4-80GB")

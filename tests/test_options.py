@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpuspawner.catalog import parse_catalog
 from gpuspawner.errors import OptionsError
-from gpuspawner.options import SpawnChoice, options_from_form, parse_user_options
+from gpuspawner.policy.catalog import parse_catalog
+from gpuspawner.policy.options import SpawnChoice, options_from_form, parse_user_options
 
 CATALOG = parse_catalog(
     {

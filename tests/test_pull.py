@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpuspawner.pull import (
+from gpuspawner.docker.pull import (
     PullFailed,
     PullProgress,
     PullTimedOut,

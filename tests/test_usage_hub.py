@@ -18,7 +18,7 @@ import requests
 from databases import fresh_postgres_database
 from hubprocess import free_port
 
-from gpuspawner.ledger import Ledger
+from gpuspawner.usage.ledger import Ledger
 
 pytestmark = pytest.mark.docker
 SERVICE = "/services/gpu-admin/"

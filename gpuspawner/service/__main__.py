@@ -5,12 +5,12 @@ import logging
 import os
 from urllib.parse import urlparse
 
-from ..budget import period_bounds
-from ..ledger import Ledger
-from ..metrics import ServiceMetrics
+from ..policy.budget import period_bounds
+from ..usage.ledger import Ledger
 from . import AdminSettings
 from .app import make_app
 from .report import schedule_of
+from .service_metrics import ServiceMetrics
 from .watcher import HubClient, Watcher
 
 log = logging.getLogger("gpuspawner.service")

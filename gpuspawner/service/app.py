@@ -15,8 +15,8 @@ from jupyterhub.utils import url_path_join
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
-from ..budget import hours_text
-from ..ledger import now_utc
+from ..policy.budget import hours_text
+from ..usage.ledger import now_utc
 from .report import daily_report, inventory_report, usage_report
 
 DAYS_PLOTTED = 14

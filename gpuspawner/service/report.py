@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from ..budget import (
+from ..policy.budget import (
     WEEKDAYS,
     Interval,
     ResetSchedule,

@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from ..budget import budget_for, exhausted, hours_text, period_bounds, usage_hours, when_text
-from ..culler import IdleTracker, utilisation_source
-from ..ledger import Ledger, now_utc
-from ..metrics import ServiceMetrics
+from ..policy.budget import budget_for, exhausted, hours_text, period_bounds, usage_hours, when_text
+from ..usage.culler import IdleTracker, utilisation_source
+from ..usage.ledger import Ledger, now_utc
 from .report import schedule_of, usage_report
+from .service_metrics import ServiceMetrics
 
 log = logging.getLogger("gpuspawner.service")
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import OptionsError
 from .catalog import CatalogImage, images_for
-from .errors import OptionsError
 
 OPTION_KEYS = ("gpus", "image")
 

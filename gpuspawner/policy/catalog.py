@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError, check_fields
+from ..errors import ConfigError, check_fields
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 CUDA_PATTERN = re.compile(r"^\d+\.\d+$")

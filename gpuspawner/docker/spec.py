@@ -8,7 +8,7 @@ passes them through.
 
 from dataclasses import dataclass, field
 
-from .merge import deep_merge
+from ..policy.merge import deep_merge
 
 # what every GPU server gets, whatever the admin's extra_host_config says
 LOCKED_HOST_CONFIG = {

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from traitlets import Dict, Enum, Float, Int, TraitError, Unicode, Union, validate
 from traitlets.config import LoggingConfigurable
 
-from . import metrics
-from .budget import (
+from ..errors import ConfigError
+from ..policy.budget import (
     PERIODS,
     WEEKDAYS,
     Budget,
@@ -34,7 +34,7 @@ from .budget import (
     refusal,
     usage_hours,
 )
-from .errors import ConfigError
+from . import hub_metrics as metrics
 from .ledger import Ledger, now_utc
 
 
@@ -227,7 +227,7 @@ class UsageMixin(LoggingConfigurable):
         self._budget_used_at_spawn = used
         sentence = refusal(used, budget, choice.gpus, self.budget_period, resets_at)
         if sentence is not None:
-            from .base import SpawnRefused
+            from ..lifecycle.refusal import SpawnRefused
 
             self.log.info("Refusing %s: GPU-hour budget spent (%.3f of %s)", self._log_name, used, budget.hours)
             raise SpawnRefused(sentence, reason="budget", status_code=403)

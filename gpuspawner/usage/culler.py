@@ -73,7 +73,7 @@ class NvmlUtilisation:
     """Utilisation of this host's GPUs through NVML (not supported on MIG instances: None)."""
 
     def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
-        from . import nvml
+        from .. import nvml
 
         result = {}
         for uuid in uuids:

@@ -9,27 +9,17 @@ import asyncio
 import html
 from dataclasses import dataclass
 
-from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, Int, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .allocation import Holding
-from .catalog import CatalogImage, images_for, parse_catalog
-from .errors import ConfigError, OptionsError
-from .inventory import Gpu
-from .metrics import count_refusal
-from .options import SpawnChoice, options_from_form, parse_user_options
-from .quota import GpuLimit, check_limits, gpu_limit, plural, server_label
-from .usage import UsageMixin
-
-
-class SpawnRefused(SpawnException):
-    """A spawn refused by policy: the form, the progress page and the API show the sentence as is."""
-
-    def __init__(self, message: str, *, reason: str, status_code: int):
-        super().__init__(message, reason=reason, status_code=status_code)
-        self.jupyterhub_message = message
-        count_refusal(reason)
+from ..errors import ConfigError, OptionsError
+from ..policy.allocation import Holding
+from ..policy.catalog import CatalogImage, images_for, parse_catalog
+from ..policy.inventory import Gpu
+from ..policy.options import SpawnChoice, options_from_form, parse_user_options
+from ..policy.quota import GpuLimit, check_limits, gpu_limit, plural, server_label
+from ..usage.accounting import UsageMixin
+from .refusal import SpawnRefused
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpuspawner.kubespec import (
+from gpuspawner.kube.messages import explain_quota_rejection, explain_unschedulable
+from gpuspawner.kube.nodes import parse_quantity, unsatisfiable_reason
+from gpuspawner.kube.objects import (
     GpuPlacement,
     PodRequest,
     PvcRequest,
     cpu_quantity,
     docker_size_to_quantity,
-    explain_quota_rejection,
-    explain_unschedulable,
-    parse_quantity,
     pod_spec,
     pvc_spec,
-    unsatisfiable_reason,
 )
 
 BASE = PodRequest(

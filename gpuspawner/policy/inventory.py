@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import ConfigError, check_fields
+from ..errors import ConfigError, check_fields
 
 UUID_PATTERN = re.compile(r"^(GPU|MIG)-[A-Za-z0-9][A-Za-z0-9/._-]*$")
 FIELDS = {"uuid", "name", "memory_mib", "parent"}

@@ -35,8 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from .budget import Interval
-from .inventory import Gpu
+from ..policy.budget import Interval
+from ..policy.inventory import Gpu
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The container spec built from a dataclass: checked by equality (pure)."""
 
-from gpuspawner.dockerspec import ContainerRequest, container_spec
-from gpuspawner.merge import deep_merge
+from gpuspawner.docker.spec import ContainerRequest, container_spec
+from gpuspawner.policy.merge import deep_merge
 
 BASE = ContainerRequest(
     name="gpuspawner-alice",

@@ -10,8 +10,6 @@ restarted hub knows the counts as soon as the reflector has loaded.
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import ClassVar
 
 from kubernetes_asyncio.client.rest import ApiException
@@ -19,101 +17,40 @@ from kubespawner import KubeSpawner
 from tornado.gen import maybe_future
 from traitlets import Bool, Dict, Enum, Float, List, TraitError, Unicode, default, validate
 
-from . import cuda
-from .allocation import Holding
-from .base import Availability, GPUSpawnerMixin, SpawnRefused
-from .inventory import Gpu
-from .kubespec import (
-    DEFAULT_GPU_TOLERATIONS,
+from ..lifecycle.base import Availability, GPUSpawnerMixin, SpawnRefused
+from ..policy import cuda
+from ..policy.inventory import Gpu
+from ..policy.quota import plural
+from .holdings import (
+    ANNOTATION_IMAGE,
+    ANNOTATION_RESOURCE,
+    LABEL_GPUS,
+    PodHolding,
+    holdings_from_pods,
+    quota_refusal,
+)
+from .messages import explain_quota_rejection, explain_unschedulable, unschedulable_message
+from .nodes import (
     GPU_RESOURCE,
-    GpuPlacement,
-    PodRequest,
-    PvcRequest,
     cuda_affinity_terms,
     cuda_refusal,
     cuda_verdicts,
-    docker_size_to_quantity,
-    explain_quota_rejection,
-    explain_unschedulable,
     is_gpu_resource,
     parse_quantity,
-    pod_spec,
-    pvc_spec,
     unsatisfiable_reason,
 )
-from .quota import GpuLimit, over_quota, plural, server_label
+from .objects import (
+    DEFAULT_GPU_TOLERATIONS,
+    GpuPlacement,
+    PodRequest,
+    PvcRequest,
+    docker_size_to_quantity,
+    pod_spec,
+    pvc_spec,
+)
 
-LABEL_GPUS = "gpuspawner.io/gpus"
-ANNOTATION_RESOURCE = "gpuspawner.io/gpu-resource"
-ANNOTATION_IMAGE = "gpuspawner.io/image"
-ANNOTATION_USER = "hub.jupyter.org/username"  # set by kubespawner, unescaped
-ANNOTATION_SERVER = "hub.jupyter.org/servername"
 RESOURCE_QUOTA_NAME = "gpuspawner-gpus"
 PROFILE_FIELDS = {"resource", "product", "node_selector", "tolerations"}
-DONE_PHASES = {"Succeeded", "Failed"}
-
-
-@dataclass(frozen=True)
-class PodHolding:
-    """GPUs requested by one server's pod, as the pod reflector sees it."""
-
-    user: str
-    server: str
-    gpus: int
-    resource: str
-    pod: str
-    node: str = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.user, self.server)
-
-    def ids(self) -> tuple[str, ...]:
-        """Names for the GPUs (Kubernetes does not tell the hub their UUIDs)."""
-        return tuple("%s/%s#%d" % (self.pod, self.resource, i) for i in range(self.gpus))
-
-    def holding(self) -> Holding:
-        return Holding(self.user, self.server, self.ids())
-
-    def describe(self) -> str:
-        where = "on node %s" % self.node if self.node else "waiting for a node"
-        return "%s on %s (pod %s, %s)" % (plural(self.gpus), server_label(self.server), self.pod, where)
-
-
-def holdings_from_pods(pods: Iterable[Mapping]) -> list[PodHolding]:
-    """The GPU requests of the hub's live pods (the reflector's values)."""
-    holdings = []
-    for pod in pods:
-        metadata = pod.get("metadata") or {}
-        labels = metadata.get("labels") or {}
-        annotations = metadata.get("annotations") or {}
-        if LABEL_GPUS not in labels or ANNOTATION_USER not in annotations:
-            continue
-        if (pod.get("status") or {}).get("phase") in DONE_PHASES:
-            continue
-        try:
-            gpus = int(labels[LABEL_GPUS])
-        except ValueError:
-            continue
-        holdings.append(
-            PodHolding(
-                user=annotations[ANNOTATION_USER],
-                server=annotations.get(ANNOTATION_SERVER, ""),
-                gpus=gpus,
-                resource=annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE),
-                pod=metadata.get("name", ""),
-                node=(pod.get("spec") or {}).get("nodeName") or "",
-            )
-        )
-    return holdings
-
-
-def quota_refusal(user: str, server: str, count: int, limit: GpuLimit, holdings: Iterable[PodHolding]) -> str | None:
-    """Why ``user`` may not ask for ``count`` more GPUs on ``server``, or None (pure)."""
-    mine = sorted(
-        (h for h in holdings if h.user == user and h.server != server and h.gpus), key=lambda h: h.server
-    )
-    return over_quota(count, limit, [(h.gpus, h.describe()) for h in mine])
 
 
 class _Json:
@@ -187,7 +124,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         or the older ``nvidia.com/cuda.runtime.*``, and the driver version). A GPU server
         is kept off nodes whose driver cannot run its image and refused when no GPU node
         can; nodes without the labels count as able. "minor-version" (default) or
-        "strict", as on the Docker backend; see gpuspawner/cuda.py. Needs
+        "strict", as on the Docker backend; see gpuspawner/policy/cuda.py. Needs
         ``check_node_capacity`` and read access to nodes.""",
     ).tag(config=True)
 
@@ -682,18 +619,3 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         super().clear_state()
         self.gpu_count = 0
         self.choice = None
-
-
-def unschedulable_message(pod: Mapping) -> str | None:
-    """The scheduler's verdict on a pending pod it could not place, or None."""
-    status = pod.get("status") or {}
-    if status.get("phase") != "Pending":
-        return None
-    for condition in status.get("conditions") or []:
-        if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
-            "PodScheduled",
-            "False",
-            "Unschedulable",
-        ):
-            return condition.get("message") or "Unschedulable"
-    return None

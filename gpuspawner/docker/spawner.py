@@ -13,12 +13,14 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
 from traitlets import Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
-from . import cuda, pull
-from .allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
-from .base import Availability, GPUSpawnerMixin, SpawnRefused
-from .dockerspec import GPU_MODES, ContainerRequest, container_spec
-from .inventory import from_nvml, parse_inventory
-from .quota import plural
+from ..lifecycle.base import Availability, GPUSpawnerMixin
+from ..lifecycle.refusal import SpawnRefused
+from ..policy import cuda
+from ..policy.allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
+from ..policy.inventory import from_nvml, parse_inventory
+from ..policy.quota import plural
+from . import pull
+from .spec import GPU_MODES, ContainerRequest, container_spec
 
 LABEL_USER = "gpuspawner.user"
 LABEL_SERVER = "gpuspawner.server"
@@ -117,7 +119,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         driver of that major from the major's first release on (CUDA minor-version
         compatibility, e.g. a 12.8 image on a driver that supports 12.2); images of
         a newer major are refused. "strict": the image's CUDA must not be newer than
-        the driver's. See gpuspawner/cuda.py for the whole rule.
+        the driver's. See gpuspawner/policy/cuda.py for the whole rule.
         """,
     ).tag(config=True)
 
@@ -178,7 +180,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         """The allocatable GPUs: declared, or discovered with NVML."""
         if self.gpus is not None:
             return parse_inventory(self.gpus)
-        from . import nvml
+        from .. import nvml
 
         try:
             return from_nvml(nvml.discover_gpus())
@@ -291,7 +293,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             return cuda.DriverCuda(cuda.parse_cuda(self.driver_cuda_version), self.driver_version)
         cls = GPUDockerSpawner
         if not cls._driver_cuda_read:
-            from . import nvml
+            from .. import nvml
 
             try:
                 version, supported = nvml.driver_info()

@@ -8,7 +8,7 @@ no group with an override gets the default. An override may be lower than the de
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
