@@ -1,4 +1,4 @@
-import { IGpu, ISnapshot } from './request';
+import { IGpu, ISnapshot } from './api';
 
 const GIB = 1024 ** 3;
 
@@ -27,7 +27,11 @@ export interface IDeadline {
 }
 
 /** The snapshot's deadline seen at ``now``, warning ``leadMs`` before it; null when none or unreadable. */
-export function deadlineOf(snapshot: ISnapshot | null, now: number, leadMs: number): IDeadline | null {
+export function deadlineOf(
+  snapshot: ISnapshot | null,
+  now: number,
+  leadMs: number
+): IDeadline | null {
   const deadline = snapshot?.deadline;
   if (!deadline) {
     return null;
@@ -64,6 +68,19 @@ export function leftText(ms: number): string {
   }
   const rest = minutes % 60;
   return `in ${Math.floor(minutes / 60)} h${rest ? ` ${rest} min` : ''}`;
+}
+
+/**
+ * The notification shown once when a deadline's lead time begins. Toasts cut messages at
+ * 140 characters: it names the cause only (the reason up to its first colon); the panel
+ * shows the full reason.
+ */
+export function deadlineNotice(deadline: IDeadline, now: Date = new Date()): string {
+  const cause = deadline.reason ? deadline.reason.split(':')[0].replace(/\.$/, '') : '';
+  return (
+    `This server stops at ${clockText(deadline.at, now)} (${leftText(deadline.left)})` +
+    `${cause ? ` – ${cause}` : ''}. Your workspace is kept; save your work before then.`
+  );
 }
 
 /** The status bar's text with " · stops 14:32" when the deadline is near. */

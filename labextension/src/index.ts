@@ -1,15 +1,11 @@
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { clockText, leftText } from './format';
+import { deadlineNotice } from './format';
 import { verifyIcon } from './icon';
 import { GpuModel } from './model';
 import { insertVerifyCell } from './verify';
@@ -48,7 +44,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     settingRegistry: ISettingRegistry | null,
     statusBar: IStatusBar | null
   ) => {
-    const model = new GpuModel();
+    const model = new GpuModel({ serverSettings: app.serviceManager.serverSettings });
     let showStatusItem = true;
 
     app.commands.addCommand(CommandIDs.verifyCuda, {
@@ -105,21 +101,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       warnedFor = key;
-      // toasts cut messages at 140 characters: the cause only, the full reason is in the panel
-      const cause = deadline.reason ? deadline.reason.split(':')[0].replace(/\.$/, '') : '';
-      Notification.warning(
-        `This server stops at ${clockText(deadline.at)} (${leftText(deadline.left)})` +
-          `${cause ? ` – ${cause}` : ''}. Your workspace is kept; save your work before then.`,
-        {
-          autoClose: false,
-          actions: [
-            {
-              label: 'Show GPU panel',
-              callback: () => app.shell.activateById(panel.id)
-            }
-          ]
-        }
-      );
+      Notification.warning(deadlineNotice(deadline), {
+        autoClose: false,
+        actions: [
+          {
+            label: 'Show GPU panel',
+            callback: () => app.shell.activateById(panel.id)
+          }
+        ]
+      });
     });
 
     if (settingRegistry) {

@@ -1,19 +1,12 @@
+import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { deadlineOf, IDeadline } from './format';
-import { IHistory, ISnapshot, requestAPI } from './request';
-
-/** One point of a GPU's history. */
-export interface IPoint {
-  /** Seconds since the epoch. */
-  t: number;
-  /** Utilisation in percent, or null where unsupported (MIG). */
-  util: number | null;
-  /** Memory used as a fraction of the total, or null. */
-  mem: number | null;
-}
+import { appendSnapshot, History, historyOf, IPoint } from './history';
+import { ISnapshot } from './api';
+import { requestAPI } from './request';
 
 /** How often to ask when the server has no GPU: its state will not change soon. */
 const NO_GPU_INTERVAL = 30 * 1000;
@@ -26,7 +19,8 @@ const MAX_BACKOFF = 60 * 1000;
  * browser tab is hidden.
  */
 export class GpuModel implements IDisposable {
-  constructor(options: GpuModel.IOptions = {}) {
+  constructor(options: GpuModel.IOptions) {
+    this._serverSettings = options.serverSettings;
     this._interval = options.refreshInterval ?? 2000;
     this._historyLength = options.historyLength ?? 150;
     this._poll = new Poll({
@@ -98,12 +92,13 @@ export class GpuModel implements IDisposable {
   private async _refresh(): Promise<void> {
     try {
       if (!this._historyLoaded) {
-        this._loadHistory(await requestAPI<IHistory>('api/history'));
+        this._history = historyOf(await requestAPI(this._serverSettings, 'api/history'));
+        this._historyLoaded = true;
       }
-      const snapshot = await requestAPI<ISnapshot>('api/gpus');
+      const snapshot = await requestAPI(this._serverSettings, 'api/gpus');
       this._snapshot = snapshot;
       this._error = null;
-      this._append(snapshot);
+      appendSnapshot(this._history, snapshot, this._historyLength);
       this._setFrequency();
     } catch (reason) {
       this._error = reason instanceof Error ? reason.message : String(reason);
@@ -124,59 +119,21 @@ export class GpuModel implements IDisposable {
     }
   }
 
-  private _loadHistory(history: IHistory): void {
-    this._historyLoaded = true;
-    for (const [uuid, points] of Object.entries(history.gpus)) {
-      this._history.set(
-        uuid,
-        points.map(([t, util, used, total]) => ({
-          t,
-          util,
-          mem: used !== null && total ? used / total : null
-        }))
-      );
-    }
-  }
-
-  private _append(snapshot: ISnapshot): void {
-    const seen = new Set<string>();
-    for (const gpu of snapshot.gpus) {
-      seen.add(gpu.uuid);
-      const points = this._history.get(gpu.uuid) ?? [];
-      const last = points[points.length - 1];
-      if (last && last.t >= snapshot.timestamp) {
-        continue;
-      }
-      const { used, total } = gpu.memory;
-      points.push({
-        t: snapshot.timestamp,
-        util: gpu.utilization ? gpu.utilization.gpu : null,
-        mem: used !== null && total ? used / total : null
-      });
-      if (points.length > this._historyLength) {
-        points.splice(0, points.length - this._historyLength);
-      }
-      this._history.set(gpu.uuid, points);
-    }
-    for (const uuid of [...this._history.keys()]) {
-      if (!seen.has(uuid)) {
-        this._history.delete(uuid);
-      }
-    }
-  }
-
+  private _serverSettings: ServerConnection.ISettings;
   private _interval: number;
   private _historyLength: number;
   private _historyLoaded = false;
   private _poll: Poll;
   private _snapshot: ISnapshot | null = null;
   private _error: string | null = null;
-  private _history = new Map<string, IPoint[]>();
+  private _history: History = new Map();
   private _changed = new Signal<this, void>(this);
 }
 
 export namespace GpuModel {
   export interface IOptions {
+    /** Where the server is and how to ask it: the application's ``serviceManager.serverSettings``. */
+    serverSettings: ServerConnection.ISettings;
     /** Milliseconds between two polls (default 2000). */
     refreshInterval?: number;
     /** Points of history kept per GPU (default 150). */

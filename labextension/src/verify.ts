@@ -1,14 +1,15 @@
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
 
 import { requestAPI } from './request';
 
 let cachedCode: string | null = null;
 
 /** The "Verify CUDA" cell's code, served by the server extension (one source). */
-export async function verifyCode(): Promise<string> {
+export async function verifyCode(settings: ServerConnection.ISettings): Promise<string> {
   if (cachedCode === null) {
-    const reply = await requestAPI<{ code: string }>('api/verify-code');
+    const reply = await requestAPI(settings, 'api/verify-code');
     cachedCode = reply.code;
   }
   return cachedCode;
@@ -31,7 +32,7 @@ export async function insertVerifyCell(
   tracker: INotebookTracker | null,
   newNotebook = false
 ): Promise<void> {
-  const code = await verifyCode();
+  const code = await verifyCode(app.serviceManager.serverSettings);
   let panel = newNotebook || !tracker ? null : tracker.currentWidget;
   if (!panel) {
     panel = await openNotebook(app);

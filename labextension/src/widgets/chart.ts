@@ -1,10 +1,15 @@
-import { IPoint } from '../model';
+import { IPoint } from '../history';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const WIDTH = 300;
 const HEIGHT = 60;
 
-function polyline(points: IPoint[], value: (p: IPoint) => number | null, t0: number, span: number): string {
+function polyline(
+  points: IPoint[],
+  value: (p: IPoint) => number | null,
+  t0: number,
+  span: number
+): string {
   const coords: string[] = [];
   for (const point of points) {
     const v = value(point);

@@ -4,7 +4,7 @@ import { Widget } from '@lumino/widgets';
 import { clockText, gib, IDeadline, leftText, memoryText } from '../format';
 import { gpuIcon } from '../icon';
 import { GpuModel } from '../model';
-import { IGpu, ISnapshot } from '../request';
+import { IGpu, ISnapshot } from '../api';
 import { historyChart } from './chart';
 import { h, meter } from './dom';
 
@@ -103,7 +103,8 @@ export class GpuPanel extends Widget {
     box.appendChild(h('p', '', snapshot.reason ?? 'This server has no GPU.'));
     let hint = 'Code in this server runs on the CPU.';
     if (snapshot.gpu_limit !== null) {
-      hint += ' To use a GPU, stop this server from the hub control panel and start it again with a GPU.';
+      hint +=
+        ' To use a GPU, stop this server from the hub control panel and start it again with a GPU.';
     }
     box.appendChild(h('p', 'jp-gpuspawner-muted', hint));
     return box;
@@ -191,7 +192,11 @@ export class GpuPanel extends Widget {
       const memory = others.used_memory === null ? '' : `, ${gib(others.used_memory)} GiB`;
       const noun = others.count === 1 ? 'process' : 'processes';
       box.appendChild(
-        h('p', 'jp-gpuspawner-muted', `${others.count} ${noun}${memory}. ${gpu.process_note ?? ''}`.trim())
+        h(
+          'p',
+          'jp-gpuspawner-muted',
+          `${others.count} ${noun}${memory}. ${gpu.process_note ?? ''}`.trim()
+        )
       );
     } else if (gpu.processes.length === 0) {
       box.appendChild(h('p', 'jp-gpuspawner-muted', 'No process is using this GPU.'));

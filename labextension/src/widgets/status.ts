@@ -35,7 +35,8 @@ export class GpuStatusItem extends Widget {
     this._text.textContent = text;
     let title = statusTitle(snapshot, error);
     if (deadline) {
-      title += `\nThis server stops at ${clockText(deadline.at)}. ${deadline.reason ?? ''}`.trimEnd();
+      title +=
+        `\nThis server stops at ${clockText(deadline.at)}. ${deadline.reason ?? ''}`.trimEnd();
     }
     this.node.title = title;
     this.node.setAttribute('aria-label', `${text}. Show the GPU panel.`);
