@@ -20,11 +20,16 @@
 #   --gpuspawner SPEC  the project's package [SINGLEUSER_GPUSPAWNER]: a wheel file or a
 #                      source directory, "auto" (default: the gpuspawner-*.whl in the
 #                      wheelhouse, if there is one) or "none"
+#   --no-compiler      skip the C/C++ compiler and Python headers [SINGLEUSER_COMPILER=0]
+#                      (default: install them with apt-get when missing; torch.compile
+#                      needs them at run time)
 #
 # Result: user jovyan (uid 1000, primary group users/100, home /home/jovyan), workspace
 # /home/jovyan/work owned by 1000:100, the venv with jupyterhub-singleuser, the default
 # environment in /etc/gpuspawner/singleuser.env (for ENV lines; login shells get it from
-# /etc/profile.d/gpuspawner-singleuser.sh), and /usr/local/bin/singleuser-healthcheck.
+# /etc/profile.d/gpuspawner-singleuser.sh), /usr/local/bin/singleuser-healthcheck, gcc,
+# g++ and the Python headers (for torch.compile), and jupyter-server-proxy with a
+# TensorBoard launcher entry on /home/jovyan/work/runs (served at /user/<name>/tensorboard/).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,6 +40,7 @@ REQUIREMENTS="${SINGLEUSER_REQUIREMENTS:-$here/requirements-singleuser.txt}"
 WHEELHOUSE="${SINGLEUSER_WHEELHOUSE:-}"
 ONLINE="${SINGLEUSER_ONLINE:-}"
 GPUSPAWNER="${SINGLEUSER_GPUSPAWNER:-auto}"
+COMPILER="${SINGLEUSER_COMPILER:-1}"
 
 NB_USER=jovyan
 NB_UID=1000
@@ -51,7 +57,8 @@ while [ $# -gt 0 ]; do
         --online) ONLINE=1; shift ;;
         --offline) ONLINE=0; shift ;;
         --gpuspawner) GPUSPAWNER="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --no-compiler) COMPILER=0; shift ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "install-singleuser: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -96,6 +103,40 @@ else
     fi
     log "creating venv $VENV from $PYTHON ${venv_args[*]:-}"
     "$PYTHON" -m venv "${venv_args[@]}" "$VENV"
+fi
+
+# --- compilers for torch.compile ----------------------------------------------------
+# Triton (torch.compile's GPU backend) builds its launcher at run time with $CC, else gcc,
+# else clang, and Python.h from the include folder of the interpreter's sysconfig scheme;
+# TorchInductor's CPU backend compiles C++ with g++. The PyTorch runtime images have no
+# compiler ("Failed to find C compiler"), so install them here, with the image's apt.
+python_include() {
+    "$VENV/bin/python" - <<'EOF'
+import sysconfig
+scheme = sysconfig.get_default_scheme()
+print(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)["include"])
+EOF
+}
+if [ "$COMPILER" = 1 ]; then
+    missing=()
+    command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+    command -v g++ >/dev/null || missing+=(g++)
+    include="$(python_include)"
+    [ -f "$include/Python.h" ] || missing+=(python3-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        command -v apt-get >/dev/null || {
+            echo "install-singleuser: torch.compile needs ${missing[*]} and there is no apt-get;" \
+                "install them first or pass --no-compiler" >&2; exit 1; }
+        log "apt-get install ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+    fi
+    [ -f "$include/Python.h" ] || {
+        echo "install-singleuser: no Python.h in $include (the venv's base python has no" \
+            "headers); torch.compile cannot build its launcher" >&2; exit 1; }
+    log "compilers: $(gcc --version | head -n 1); Python headers in $include"
 fi
 
 # --- packages -----------------------------------------------------------------------
@@ -156,6 +197,40 @@ export HF_HOME="\${HF_HOME:-$WORKSPACE/.cache/huggingface}"
 export TORCH_HOME="\${TORCH_HOME:-$WORKSPACE/.cache/torch}"
 EOF
 chmod 0644 /etc/gpuspawner/singleuser.env /etc/profile.d/gpuspawner-singleuser.sh
+
+# --- web tools through the hub ------------------------------------------------------
+# jupyter-server-proxy starts TensorBoard on the first visit of /user/<name>/tensorboard/
+# (behind the server's own login) and puts a TensorBoard card in the JupyterLab launcher.
+mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d" "$VENV/share/gpuspawner"
+cat > "$VENV/share/gpuspawner/tensorboard.svg" <<'EOF'
+<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path fill="#f57c00"
+d="M12 2 3 7v10l9 5 9-5V7l-9-5zm0 2.3 6.8 3.8L12 11.9 5.2 8.1 12 4.3zM5 9.8l6 3.4v6.6l-6-3.4V9.8z"/></svg>
+EOF
+cat > "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-tensorboard.json" <<EOF
+{
+  "ServerProxy": {
+    "servers": {
+      "tensorboard": {
+        "command": ["$VENV/bin/tensorboard", "--logdir", "$WORKSPACE/runs",
+                    "--host", "127.0.0.1", "--port", "{port}", "--reload_interval", "5"],
+        "timeout": 60,
+        "launcher_entry": {
+          "title": "TensorBoard",
+          "icon_path": "$VENV/share/gpuspawner/tensorboard.svg"
+        }
+      }
+    }
+  }
+}
+EOF
+# Terminals (in JupyterLab, and SSH through the hub: gpuspawner.ssh) run a bash login
+# shell, so they get /etc/profile.d/gpuspawner-singleuser.sh; the default is $SHELL or sh.
+cat > "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-terminals.json" <<'EOF'
+{"ServerApp": {"terminado_settings": {"shell_command": ["/bin/bash", "-l"]}}}
+EOF
+chmod 0644 "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-tensorboard.json" \
+    "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-terminals.json" \
+    "$VENV/share/gpuspawner/tensorboard.svg"
 
 # --- health check -------------------------------------------------------------------
 # Asks the server's unauthenticated /api endpoint under the prefix the hub gave it.
