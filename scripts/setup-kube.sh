@@ -10,12 +10,12 @@
 # The bin directory is also written to ~/.cache/gpuspawner/kube/bin-dir, where the tests
 # (tests/kube_cluster.py) look for it unless GPUSPAWNER_KUBE_BIN is set.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 KUBE_VERSION=${GPUSPAWNER_KUBE_VERSION:-v1.33.13}
 ETCD_VERSION=${GPUSPAWNER_ETCD_VERSION:-v3.5.21}
 KWOK_VERSION=${GPUSPAWNER_KWOK_VERSION:-v0.7.0}
 
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/gpuspawner
 KCACHE=$CACHE/kube
 BIN=$KCACHE/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin
 SRC=$KCACHE/src
@@ -23,8 +23,6 @@ export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build GOFLAGS=-mod=mod GOTOOLC
 export CGO_ENABLED=0
 started=$SECONDS
 
-say() { printf '==> kube: %s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 build() { nice -n 19 go build -trimpath "$@"; }
 
 command -v go >/dev/null 2>&1 || die "needs Go (1.24 or newer): apt-get install golang, or go.dev/dl"
@@ -32,9 +30,9 @@ mkdir -p "$BIN" "$SRC"
 
 # 1. etcd: a wrapper module (plain `go install` refuses etcd's replace directives)
 if [ -x "$BIN/etcd" ]; then
-    say "etcd: present ($ETCD_VERSION)"
+    say "kube: etcd: present ($ETCD_VERSION)"
 else
-    say "etcd $ETCD_VERSION: building"
+    say "kube: etcd $ETCD_VERSION: building"
     d=$SRC/etcd-$ETCD_VERSION
     rm -rf "$d" && mkdir -p "$d" && cd "$d"
     go mod init local/etcd >/dev/null 2>&1
@@ -49,9 +47,9 @@ components=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
 missing=()
 for c in "${components[@]}"; do [ -x "$BIN/$c" ] || missing+=("$c"); done
 if [ ${#missing[@]} -eq 0 ]; then
-    say "kubernetes: present ($KUBE_VERSION)"
+    say "kube: kubernetes: present ($KUBE_VERSION)"
 else
-    say "kubernetes $KUBE_VERSION: building ${missing[*]} (a cold build takes tens of minutes)"
+    say "kube: kubernetes $KUBE_VERSION: building ${missing[*]} (a cold build takes tens of minutes)"
     staging=v0.${KUBE_VERSION#v1.}
     gomod=$(nice -n 19 go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" |
         sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
@@ -64,7 +62,7 @@ else
             awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
         printf ')\n'
     } >go.mod
-    say "replaced $(grep -c ' => ' go.mod) staging modules with $staging"
+    say "kube: replaced $(grep -c ' => ' go.mod) staging modules with $staging"
     pkgs=()
     for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c@$KUBE_VERSION"); done
     nice -n 19 go get -tool "${pkgs[@]}"
@@ -80,18 +78,18 @@ else
         t0=$SECONDS
         build -tags selinux,notest -ldflags "$ld" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
         mv "$BIN/$c.tmp" "$BIN/$c"
-        say "$c built in $((SECONDS - t0)) s"
+        say "kube: $c built in $((SECONDS - t0)) s"
     done
 fi
 
 # 3. kwok: the controller that plays kubelet for fake nodes
 if [ -x "$BIN/kwok" ]; then
-    say "kwok: present ($KWOK_VERSION)"
+    say "kube: kwok: present ($KWOK_VERSION)"
 else
-    say "kwok $KWOK_VERSION: building"
+    say "kube: kwok $KWOK_VERSION: building"
     GOBIN=$BIN nice -n 19 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 fi
 
 echo "$BIN" >"$KCACHE/bin-dir"
-say "ready in $((SECONDS - started)) s: $("$BIN/kube-apiserver" --version), etcd $ETCD_VERSION, kwok $KWOK_VERSION"
+say "kube: ready in $((SECONDS - started)) s: $("$BIN/kube-apiserver" --version), etcd $ETCD_VERSION, kwok $KWOK_VERSION"
 echo "$BIN"
