@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ __all__ = [
     "ProcessUsage",
     "discover_gpus",
     "driver_info",
+    "lost_gpus",
     "read_gpu",
     "shutdown",
 ]
@@ -49,6 +50,9 @@ _init_error: NvmlUnavailable | None = None
 _init_error_at = 0.0
 # uuid -> (handle, parent handle or None); filled by discover_gpus()
 _handles: dict[str, tuple[Any, Any | None]] = {}
+# GPUs NVML reported lost, until an enumeration finds them again
+_lost: set[str] = set()
+_lost_indices: set[int] = set()  # NVML indices the last enumeration found lost
 
 
 class NvmlUnavailable(Exception):
@@ -157,6 +161,8 @@ def shutdown() -> None:
     global _initialized, _init_error
     with _lock:
         _handles.clear()
+        _lost.clear()
+        _lost_indices.clear()
         _init_error = None
         if _initialized and pynvml is not None:
             try:
@@ -238,6 +244,7 @@ def discover_gpus() -> list[NvmlGpu]:
     count = _call_or_unavailable(pynvml.nvmlDeviceGetCount)
     gpus: list[NvmlGpu] = []
     handles: dict[str, tuple[Any, Any | None]] = {}
+    lost_indices: set[int] = set()
     for index in range(count):
         try:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
@@ -256,6 +263,10 @@ def discover_gpus() -> list[NvmlGpu]:
                 )
             )
             handles[uuid] = (handle, None)
+        except pynvml.NVMLError_GpuIsLost:
+            lost_indices.add(index)
+            if index not in _lost_indices:  # said once, not at every enumeration
+                log.error("GPU %d is lost (fallen off the bus); leaving it out", index)
         except pynvml.NVMLError_NoPermission as e:
             log.warning("No permission to query GPU %d: %s", index, e)
         except pynvml.NVMLError as e:
@@ -263,19 +274,44 @@ def discover_gpus() -> list[NvmlGpu]:
     with _lock:
         _handles.clear()
         _handles.update(handles)
+        _lost.difference_update(handles)
+        _lost_indices.clear()
+        _lost_indices.update(lost_indices)
     return gpus
 
 
 def _handle_for(uuid: str) -> tuple[Any, Any | None]:
+    """The cached handles of ``uuid``; raises _GpuLost for a GPU NVML reported lost."""
     with _lock:
         cached = _handles.get(uuid)
     if cached is not None:
         return cached
     discover_gpus()
     with _lock:
-        if uuid not in _handles:
-            raise NvmlUnavailable("NVML does not know the GPU %s." % uuid)
-        return _handles[uuid]
+        if uuid in _handles:
+            return _handles[uuid]
+        if uuid in _lost:
+            raise _GpuLost()
+    try:
+        pynvml.nvmlDeviceGetHandleByUUID(uuid)
+    except pynvml.NVMLError_GpuIsLost as e:
+        with _lock:
+            _lost.add(uuid)
+        raise _GpuLost() from e
+    except pynvml.NVMLError:
+        pass
+    raise NvmlUnavailable("NVML does not know the GPU %s." % uuid)
+
+
+def _lost_reading(uuid: str) -> GpuReading:
+    reading = GpuReading(uuid=uuid, lost=True)
+    reading.errors["gpu"] = (
+        "The GPU has fallen off the bus (NVML: GPU is lost); the machine needs attention."
+    )
+    with _lock:
+        _handles.pop(uuid, None)
+        _lost.add(uuid)
+    return reading
 
 
 def _read_field(reading: GpuReading, name: str, fn: Callable[..., T], *args: Any) -> T | None:
@@ -305,15 +341,35 @@ def _processes(handle: Any) -> list[ProcessUsage]:
     return list(seen.values())
 
 
+def lost_gpus(uuids: Iterable[str]) -> set[str]:
+    """Which of ``uuids`` NVML reports lost (fallen off the bus); unknown UUIDs are not.
+
+    Raises :class:`NvmlUnavailable` when NVML as a whole cannot be used.
+    """
+    lost = set()
+    for uuid in uuids:
+        try:
+            if read_gpu(uuid, with_processes=False).lost:
+                lost.add(uuid)
+        except NvmlUnavailable:
+            _ensure_init()  # raises again when NVML as a whole is unusable
+    return lost
+
+
 def read_gpu(uuid: str, with_processes: bool = True) -> GpuReading:
     """Sample one device by UUID (a GPU or a MIG instance).
 
     Raises :class:`NvmlUnavailable` only when NVML as a whole is unusable or
-    the UUID is unknown; everything else is reported inside the reading. For
-    a MIG instance, temperature and power are the parent GPU's.
+    the UUID is unknown; everything else is reported inside the reading. A GPU
+    that NVML reported lost reads as lost (``lost``, nothing else) until an
+    enumeration finds it again. For a MIG instance, temperature and power are
+    the parent GPU's.
     """
     _ensure_init()
-    handle, parent = _handle_for(uuid)
+    try:
+        handle, parent = _handle_for(uuid)
+    except _GpuLost:
+        return _lost_reading(uuid)
     reading = GpuReading(uuid=uuid)
     whole_gpu = parent if parent is not None else handle
     try:
@@ -336,10 +392,5 @@ def read_gpu(uuid: str, with_processes: bool = True) -> GpuReading:
         if with_processes:
             reading.processes = _read_field(reading, "processes", _processes, handle)
     except _GpuLost:
-        reading.lost = True
-        reading.errors["gpu"] = (
-            "The GPU has fallen off the bus (NVML: GPU is lost); the machine needs attention."
-        )
-        with _lock:
-            _handles.pop(uuid, None)
+        return _lost_reading(uuid)
     return reading

@@ -25,6 +25,9 @@ from .. import nvml
 from .processes import attribute, in_container
 from .visible import GpuEnvironment, reason_for_none, reason_without_gpu, select_visible
 
+#: The name of a given GPU that NVML reported lost before it could be named.
+UNKNOWN_NAME = "GPU (name unknown)"
+
 
 def _gpu_json(gpu: nvml.NvmlGpu, reading: nvml.GpuReading | None, procs: dict) -> dict[str, Any]:
     entry: dict[str, Any] = {
@@ -246,8 +249,23 @@ class GpuSampler(LoggingConfigurable):
                 del self._history[uuid]
 
     def _discover(self) -> None:
+        known = {gpu.uuid: gpu for gpu in self._visible or ()}
         self._discovered = nvml.discover_gpus()
-        self._visible = select_visible(self._discovered, self.gpu_env)
+        visible = select_visible(self._discovered, self.gpu_env)
+        # A GPU of this server that enumeration now leaves out (it fell off the bus, or
+        # fails) keeps its card, so the panel says what happened instead of showing one
+        # GPU fewer; so does a given GPU that NVML reports as lost from the start.
+        shown = {gpu.uuid for gpu in visible}
+        for uuid in list(known) + list(self.gpu_env.gpu_uuids or ()):
+            if uuid in shown:
+                continue
+            gpu = known.get(uuid)
+            if gpu is None and self._reported_lost(uuid):
+                gpu = nvml.NvmlGpu(uuid=uuid, name=UNKNOWN_NAME, memory_total=0, index=len(visible))
+            if gpu is not None:
+                visible.append(gpu)
+                shown.add(uuid)
+        self._visible = visible
         version, cuda = nvml.driver_info()
         self._driver = {"version": version, "cuda": "%d.%d" % cuda}
         self._discovered_at = time.monotonic()
@@ -255,6 +273,13 @@ class GpuSampler(LoggingConfigurable):
             "GPUs of this server: %s",
             ", ".join("%s (%s)" % (g.name, g.uuid) for g in self._visible) or "none",
         )
+
+    @staticmethod
+    def _reported_lost(uuid: str) -> bool:
+        try:
+            return nvml.read_gpu(uuid, with_processes=False).lost
+        except nvml.NvmlUnavailable:
+            return False
 
     def _take(self) -> dict[str, Any]:
         env = self.gpu_env

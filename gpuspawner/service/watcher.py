@@ -73,6 +73,7 @@ class Watcher:
         self.user_groups: dict[str, list[str]] = {}
         self.ready_servers: set[tuple[str, str]] = set()
         self.utilisation: dict[str, float | None] = {}
+        self.lost: set[str] = set()  # inventory GPUs the utilisation source found lost
 
     async def run_forever(self) -> None:
         while True:
@@ -152,8 +153,11 @@ class Watcher:
                                  % (key[0], key[1], age / 3600, self.settings.max_age_seconds / 3600))
 
     async def _check_idle(self, servers, now, stopping) -> None:
-        uuids = sorted({i.gpu_uuid for intervals in servers.values() for i in intervals})
+        # every inventory GPU, held or not, so the dashboard also sees a free GPU that is lost
+        uuids = sorted({i.gpu_uuid for intervals in servers.values() for i in intervals}
+                       | {gpu["uuid"] for gpu in self.settings.inventory})
         self.utilisation = await asyncio.to_thread(self.source.sample, uuids) if uuids else {}
+        self.lost = set(self.source.lost)
         if not self.settings.idle_timeout_seconds:
             return
         self.idle.keep_only(servers)

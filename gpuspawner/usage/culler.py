@@ -55,6 +55,7 @@ class FileUtilisation:
 
     def __init__(self, path: str):
         self.path = Path(path)
+        self.lost: set[str] = set()  # a file cannot tell
 
     def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
         try:
@@ -70,20 +71,34 @@ class FileUtilisation:
 
 
 class NvmlUtilisation:
-    """Utilisation of this host's GPUs through NVML (not supported on MIG instances: None)."""
+    """Utilisation of this host's GPUs through NVML (not supported on MIG instances: None).
+
+    ``lost`` holds the GPUs the last sample found lost (fallen off the bus).
+    """
+
+    def __init__(self):
+        self.lost: set[str] = set()
+        self._unreadable: set[str] = set()  # GPUs already warned about
 
     def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
         from .. import nvml
 
         result = {}
+        lost = set()
         for uuid in uuids:
             try:
                 reading = nvml.read_gpu(uuid, with_processes=False)
             except nvml.NvmlUnavailable as e:
-                log.warning("No GPU utilisation for %s (%s): it counts as busy", uuid, e)
+                level = logging.DEBUG if uuid in self._unreadable else logging.WARNING
+                log.log(level, "No GPU utilisation for %s (%s): it counts as busy", uuid, e)
+                self._unreadable.add(uuid)
                 result[uuid] = None
                 continue
+            self._unreadable.discard(uuid)
+            if reading.lost:
+                lost.add(uuid)
             result[uuid] = None if reading.utilization_gpu is None else float(reading.utilization_gpu)
+        self.lost = lost
         return result
 
 
