@@ -66,3 +66,8 @@ if "admin_service_port" in settings:
     from gpuspawner.service import add_admin_service
 
     add_admin_service(c, port=settings["admin_service_port"], check_interval=settings.get("admin_check_interval", 30))
+if "ssh_port" in settings:
+    from gpuspawner.ssh import add_ssh_service
+
+    add_ssh_service(c, port=settings["ssh_port"], listen_host="127.0.0.1",
+                    host_key_path=os.path.join(settings["workdir"], "ssh_host_key"))
