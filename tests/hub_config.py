@@ -66,6 +66,8 @@ if "admin_service_port" in settings:
     from gpuspawner.service import add_admin_service
 
     add_admin_service(c, port=settings["admin_service_port"], check_interval=settings.get("admin_check_interval", 30))
+    # on a simulated GPU host (tests/gpuhost) the service reads NVML through the same library
+    c.JupyterHub.services[-1]["environment"].update(settings.get("service_environment", {}))
 if "ssh_port" in settings:
     from gpuspawner.ssh import add_ssh_service
 
