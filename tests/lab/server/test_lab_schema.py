@@ -4,23 +4,30 @@ The schema (gpuspawner/lab/schema/api.schema.json) is what the JupyterLab
 extension's TypeScript types are generated from (labextension/src/api.ts), so
 a payload that changes here without the schema fails these tests, and a schema
 change shows up in the front end's types and its jest tests. The responses
-come from a real Jupyter server (pytest-jupyter's jp_fetch); this machine has
-no NVIDIA driver, so the GPU cards are read through the stand-in driver of
-lab_fakes (the real-driver path is in the gpu-marked tests).
+come from a real Jupyter server: pytest-jupyter's jp_fetch, with GPU cards read
+through the stand-in driver of lab_fakes (which can also fail a field or lose a
+GPU on cue), and a ``jupyter lab`` process whose pynvml loads the simulated
+libnvidia-ml.so.1 of tools/gpuhost (scripts/setup-gpuhost.sh builds it).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
+import secrets
+import sys
+import time
 from collections.abc import Iterator
 from importlib.resources import files
+from pathlib import Path
 
 import jsonschema
 import pytest
 from lab_fakes import GIB, FakeDevice, FakeDriver
 from lab_helpers import needs_no_driver
+from lab_server import start_lab
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
@@ -173,10 +180,9 @@ def at(node, path):
     return node
 
 
-@pytest.mark.parametrize("gpu_environ", [TWO_GPUS, MIG], ids=["two-gpus", "mig"], indirect=True)
-def test_a_changed_payload_breaks_the_schema(gpu_environ, fetch, sampler, driver):
-    """A field dropped, added or retyped anywhere in a real response fails validation."""
-    payloads = gpu_payloads(fetch, sampler, driver, host_pids=True)
+def assert_every_change_is_refused(payloads: dict[str, object]) -> None:
+    """A field dropped, added or retyped anywhere in these valid responses fails validation."""
+    payloads = copy.deepcopy(payloads)
     payloads["history"]["gpus"] = {  # a record of history points only where it has some
         uuid: points for uuid, points in payloads["history"]["gpus"].items() if points
     }
@@ -202,3 +208,86 @@ def test_a_changed_payload_breaks_the_schema(gpu_environ, fetch, sampler, driver
             assert problems(route, retyped), f"{route} with /{where} retyped"
             checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("gpu_environ", [TWO_GPUS, MIG], ids=["two-gpus", "mig"], indirect=True)
+def test_a_changed_payload_breaks_the_schema(gpu_environ, fetch, sampler, driver):
+    assert_every_change_is_refused(gpu_payloads(fetch, sampler, driver, host_pids=True))
+
+
+# -- a jupyter lab process on the simulated GPU host ----------------------------------------
+
+SIMSTATE = Path(__file__).resolve().parents[3] / "tools" / "gpuhost" / "simstate.py"
+
+
+@pytest.fixture
+def simulated_host():
+    """A simulated GPU host of this test's own (8 A100s, the last in MIG mode), removed after."""
+    if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
+        assert SIMSTATE.is_file(), SIMSTATE
+    elif not SIMSTATE.is_file():
+        pytest.skip(f"no {SIMSTATE}")
+    simstate = sys.modules.get("simstate")  # tests/gpuhost may have loaded it
+    if simstate is None:
+        spec = importlib.util.spec_from_file_location("simstate", SIMSTATE)
+        simstate = sys.modules["simstate"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(simstate)
+    try:
+        lib = simstate.lib_dir() / "libnvidia-ml.so.1"
+        assert lib.is_file(), lib
+        host = simstate.SimHost.create("schema-" + secrets.token_hex(4))
+    except (AssertionError, FileNotFoundError, PermissionError) as e:
+        if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
+            raise
+        pytest.skip(f"no simulated GPU host (bash scripts/setup-gpuhost.sh): {e}")
+    yield simstate, host
+    host.remove()
+
+
+def lab_json(lab, route: str, ready=lambda payload: True, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = lab.get("gpuspawner/" + route)
+        assert status == 200, (route, status, body[:200])
+        payload = json.loads(body)
+        if ready(payload) or time.monotonic() > deadline:
+            return payload
+        time.sleep(0.3)
+
+
+def seen_the_process(snapshot) -> bool:
+    """The first GPU's process is in the snapshot (named, or counted inside a container)."""
+    if not snapshot["gpus"]:
+        return False
+    gpu = snapshot["gpus"][0]
+    return bool(gpu["processes"] or gpu["other_processes"]["count"])
+
+
+def test_a_lab_on_the_simulated_gpu_host_answers_by_the_schema(tmp_path, simulated_host):
+    simstate, host = simulated_host
+    whole, other, *_ = host.allocatable()
+    migs = [uuid for uuid in host.allocatable() if uuid.startswith("MIG-")][:2]
+    given = [whole, other, *migs]
+    env = dict(host.env(), NVIDIA_VISIBLE_DEVICES=",".join(given), GPU_LIMIT=str(len(given)),
+               GPUSPAWNER_GPU_UUIDS=",".join(given))
+    lab = start_lab(tmp_path, env=env)
+    try:
+        host.update(whole, util_gpu=91, memory_used=40 * simstate.GIB)
+        host.set_processes(whole, [(lab.process.pid, 2 * simstate.GIB)])
+        first = lab_json(lab, "api/gpus", seen_the_process)
+        assert [gpu["uuid"] for gpu in first["gpus"]] == given, first
+        host.fail(whole, "nvmlDeviceGetPowerUsage", simstate.NO_PERMISSION)
+        host.lose(other)
+        second = lab_json(lab, "api/gpus", lambda p: p["gpus"][1]["lost"])
+        history = lab_json(lab, "api/history", lambda h: len(h["gpus"].get(whole, [])) > 1)
+    finally:
+        lab.stop()
+    payloads = {"first": first, "second": second, "history": history}
+    assert problems("api/gpus", first) == []
+    assert problems("api/gpus", second) == []
+    assert problems("api/history", history) == []
+    assert second["gpus"][0]["errors"] == {"power": "no permission to read power"}
+    assert second["gpus"][1]["lost"] is True
+    assert seen_the_process(first)
+    assert first["gpus"][2]["mig_parent_uuid"] and first["gpus"][2]["utilization"] is None
+    assert_every_change_is_refused(payloads)
