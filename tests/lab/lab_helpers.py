@@ -16,6 +16,21 @@ GPU_VARIABLES = (
     "GPUSPAWNER_GPU_DEADLINE_REASON",
 )
 
+# GPU variables the hub sets in a server's environment (gpuspawner/lifecycle/base.py get_env)
+HUB_GAVE_NO_GPU = {
+    "GPU_LIMIT": "0",
+    "NVIDIA_VISIBLE_DEVICES": "void",
+    "GPUSPAWNER_GPU_UUIDS": "",
+    "GPUSPAWNER_NO_GPU_REASON": "No GPU was requested for this server.",
+}
+HUB_SET_A_DEADLINE = {
+    "GPU_LIMIT": "1",
+    "NVIDIA_VISIBLE_DEVICES": "GPU-aaaa1111",
+    "GPUSPAWNER_GPU_UUIDS": "GPU-aaaa1111",
+    "GPUSPAWNER_GPU_DEADLINE": "2026-11-25T14:32:00+00:00",
+    "GPUSPAWNER_GPU_DEADLINE_REASON": "GPU servers stop after 8 h.",
+}
+
 
 def nvml_library_present() -> bool:
     """Whether this machine has the NVIDIA driver's NVML library at all."""

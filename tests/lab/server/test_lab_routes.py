@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lab_helpers import needs_no_driver
+from lab_helpers import HUB_GAVE_NO_GPU, HUB_SET_A_DEADLINE, needs_no_driver
 
 from gpuspawner.lab.handlers import ROUTES
 from gpuspawner.lab.verify import cell_source
@@ -51,14 +51,6 @@ def test_gpus_says_why_there_is_no_gpu_here(fetch):
     assert "No NVIDIA driver" in snapshot["reason"]
 
 
-HUB_GAVE_NO_GPU = {
-    "GPU_LIMIT": "0",
-    "NVIDIA_VISIBLE_DEVICES": "void",
-    "GPUSPAWNER_GPU_UUIDS": "",
-    "GPUSPAWNER_NO_GPU_REASON": "No GPU was requested for this server.",
-}
-
-
 @pytest.mark.parametrize("gpu_environ", [HUB_GAVE_NO_GPU], indirect=True)
 def test_gpus_with_gpu_limit_zero_shows_the_hubs_reason(gpu_environ, fetch):
     snapshot = json.loads(fetch("gpuspawner", "api", "gpus").body)
@@ -92,15 +84,6 @@ def test_metrics_is_prometheus_text(fetch):
     text = response.body.decode()
     assert "# TYPE gpuspawner_gpu_available gauge" in text
     assert "gpuspawner_sampler_samples_total" in text
-
-
-HUB_SET_A_DEADLINE = {
-    "GPU_LIMIT": "1",
-    "NVIDIA_VISIBLE_DEVICES": "GPU-aaaa1111",
-    "GPUSPAWNER_GPU_UUIDS": "GPU-aaaa1111",
-    "GPUSPAWNER_GPU_DEADLINE": "2026-11-25T14:32:00+00:00",
-    "GPUSPAWNER_GPU_DEADLINE_REASON": "GPU servers stop after 8 h.",
-}
 
 
 @pytest.mark.parametrize("gpu_environ", [HUB_SET_A_DEADLINE], indirect=True)

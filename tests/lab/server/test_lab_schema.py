@@ -26,7 +26,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from lab_fakes import GIB, FakeDevice, FakeDriver
-from lab_helpers import needs_no_driver
+from lab_helpers import HUB_GAVE_NO_GPU, HUB_SET_A_DEADLINE, needs_no_driver
 from lab_server import start_lab
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
@@ -72,21 +72,6 @@ def test_the_schema_is_a_draft_7_schema_shipped_in_the_package():
 def test_the_schema_names_exactly_the_json_routes():
     assert sorted(SCHEMA["properties"]) == sorted(JSON_ROUTES)
     assert sorted(SCHEMA["required"]) == sorted(JSON_ROUTES)
-
-
-HUB_GAVE_NO_GPU = {
-    "GPU_LIMIT": "0",
-    "NVIDIA_VISIBLE_DEVICES": "void",
-    "GPUSPAWNER_GPU_UUIDS": "",
-    "GPUSPAWNER_NO_GPU_REASON": "No GPU was requested for this server.",
-}
-HUB_SET_A_DEADLINE = {
-    "GPU_LIMIT": "1",
-    "NVIDIA_VISIBLE_DEVICES": "GPU-aaaa1111",
-    "GPUSPAWNER_GPU_UUIDS": "GPU-aaaa1111",
-    "GPUSPAWNER_GPU_DEADLINE": "2026-11-25T14:32:00+00:00",
-    "GPUSPAWNER_GPU_DEADLINE_REASON": "GPU servers stop after 8 h.",
-}
 
 
 @needs_no_driver
