@@ -1,0 +1,117 @@
+"""What the GPU-host lab tests share: a hub on a simulated host of their own, Chromium, JupyterLab.
+
+The simulated host (tools/gpuhost/simstate.py) is made per test with UUIDs of its own; the
+hub loads the simulated NVML through its environment (never the pytest process's own), and
+so does the admin service (``service_environment``). Containers get the library from
+NVIDIA's hook and the stand-in nvidia-container-cli, which finds the host owning a UUID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import simstate
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output")) / "gpuhost"
+CHROMIUM = os.environ.get("GPUSPAWNER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+SERVICE = "/services/gpu-admin/"
+GIB = simstate.GIB
+
+
+def make_host(mig_index: int | None = 7) -> simstate.SimHost:
+    """A simulated host of this test's own: 8 A100s, the one at ``mig_index`` in MIG mode."""
+    name = "lab-%s" % secrets.token_hex(4)
+    return simstate.SimHost.create(name, simstate.default_inventory(name, mig_index=mig_index))
+
+
+def start_gpu_hub(hub_factory, host: simstate.SimHost, monkeypatch, **settings):
+    """A hub on ``host``: it discovers the GPUs with NVML (no ``gpus`` declared)."""
+    settings.setdefault("gpus", None)
+    if "admin_service_port" in settings:
+        settings.setdefault("service_environment", host.env())
+    with monkeypatch.context() as patch:
+        for key, value in host.env().items():
+            patch.setenv(key, value)
+        return hub_factory(**settings)
+
+
+def held_gpus(docker_client, user: str, server: str = "") -> list[str]:
+    (container,) = [
+        c for c in docker_client.containers.list(filters={"label": "gpuspawner.user=" + user})
+        if c.labels.get("gpuspawner.server") == server
+    ]
+    return [uuid for uuid in container.labels["gpuspawner.gpus"].split(",") if uuid]
+
+
+def wait_for(condition, timeout: float = 60, what: str = "condition", every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting for " + what)
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium through Playwright (scripts/setup-lab.sh installs both)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not os.path.exists(CHROMIUM):
+        message = "needs Playwright and Chromium at %s (scripts/setup-lab.sh)" % CHROMIUM
+        if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_lab(browser, hub, user: str):
+    """A page of ``user``, logged in to the hub, on their server's JupyterLab."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(hub.url + "/hub/login")
+    page.fill("#username_input", user)
+    page.fill("#password_input", "x")
+    page.click("#login_submit")
+    page.wait_for_load_state()
+    page.goto("%s/user/%s/lab/workspaces/gpuhost?reset" % (hub.url, quote(user, safe="")))
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=120_000)
+    return page
+
+
+def status_item(page):
+    return page.get_by_role("button", name=re.compile(r"Show the GPU panel"))
+
+
+def open_panel(page):
+    """Click the status item; the panel region that opens."""
+    status_item(page).click()
+    panel = page.get_by_role("region", name="GPU status")
+    panel.wait_for()
+    return panel
+
+
+def screenshot(page, name: str) -> Path:
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path))
+    return path
