@@ -8,7 +8,7 @@ import schema from '../../gpuspawner/lab/schema/api.schema.json';
 import { IRoutes } from '../src/api';
 import { gpu, HISTORY, MIG_GPU, NO_GPU, snapshot } from './samples';
 
-const ajv = new Ajv({ allErrors: true, strict: true, strictTuples: false });
+const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv);
 ajv.addSchema(schema);
 
