@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs (as root: the Docker
-# engine, debootstrap, Chromium, the proxy), builds the offline single-user image,
+# engine, debootstrap, Chromium, the proxy, NVIDIA's container toolkit over a simulated
+# GPU driver), builds the offline single-user image,
 # then runs every test against the real engine, hub, browser and database.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -8,9 +9,11 @@ cd "$ROOT"
 started=$SECONDS
 
 ensure_commands debootstrap:debootstrap
-ensure_docker
-ensure_proxy
 ensure_venv test
+# a GPU host as far as software can make one (NVIDIA's toolkit over a simulated driver); it
+# starts dockerd with the toolkit's hook on its PATH, or restarts one that lacks it
+bash scripts/setup-gpuhost.sh
+ensure_proxy
 say "setting up the JupyterLab extension's tests"
 bash scripts/setup-lab.sh "$VENV/bin/python"
 

@@ -1,0 +1,73 @@
+"""GPU-idle culling with the default ``nvml`` utilisation source, on the simulated GPU host.
+
+The admin service runs as the hub's managed service and samples the GPUs through the
+simulated NVML (pynvml's real ctypes path), as it would on a GPU host; the test sets the
+utilisation of each server's GPU in the simulated host's state.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gpuhost_lab_helpers import SERVICE, held_gpus, make_host, start_gpu_hub, wait_for
+from hubprocess import free_port
+
+from gpuspawner.usage.ledger import Ledger
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def host(sim_lib_dir):
+    host = make_host()
+    yield host
+    host.remove()
+
+
+def is_stopped(hub, user, server=""):
+    model = hub.server_model(user, server)
+    return model is None or (not model.get("ready") and not model.get("pending"))
+
+
+def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_docker, host, monkeypatch,
+                                                       tmp_path):
+    hub = start_gpu_hub(
+        hub_factory, host, monkeypatch,
+        usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
+        admin_service_port=free_port(), admin_users=["boss"], admin_check_interval=1,
+        gpu_idle_timeout=4,  # gpu_utilisation_source: the default, nvml
+    )
+    wait_for(lambda: hub.session.get(hub.url + SERVICE + "api/inventory", timeout=10).status_code == 200,
+             what="the admin service")
+    for user in ("idle", "busy"):
+        hub.create_user(user)
+    # every whole GPU is busy while the servers start (MIG instances have no utilisation)
+    for gpu in host.gpus:
+        if not gpu.migs:
+            host.update(gpu.uuid, util_gpu=80)
+    for user in ("idle", "busy"):
+        assert hub.spawn(user, options={"gpus": 1}).status_code in (201, 202)
+        hub.wait_ready(user, timeout=120)
+    (idle_gpu,) = held_gpus(nvidia_docker, "idle")
+    (busy_gpu,) = held_gpus(nvidia_docker, "busy")
+    # the service reads the simulated values through NVML (its dashboard shows them)
+    inventory = {row["uuid"]: row for row in hub.session.get(hub.url + SERVICE + "api/inventory").json()}
+    assert set(inventory) == set(host.allocatable())
+    assert "80%" in hub.session.get(hub.url + SERVICE, timeout=30).text
+
+    host.update(idle_gpu, util_gpu=1)
+    host.update(busy_gpu, util_gpu=90)
+    started = time.monotonic()
+    wait_for(lambda: is_stopped(hub, "idle"), timeout=60, what="the idle GPU server to be culled")
+    assert time.monotonic() - started >= 3  # not before the timeout
+    time.sleep(3)
+    assert hub.server_model("busy")["ready"]
+    ledger = Ledger(hub.settings["usage_db_url"])
+    (notice,) = ledger.notices(kind="gpu-idle")
+    assert notice["user"] == "idle" and "below 5% utilisation for 4 s" in notice["message"]
+    assert [r.end_reason for r in ledger.rows(user="idle")] == ["gpu-idle"]
+    assert [r.end_reason for r in ledger.rows(user="busy")] == [None]
+    ledger.dispose()
+    metrics = hub.session.get(hub.url + SERVICE + "metrics", timeout=30).text
+    assert 'gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",user="busy",server=""} 90.0' % busy_gpu in metrics
