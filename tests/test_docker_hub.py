@@ -1,17 +1,24 @@
 """The Docker backend end to end: a real hub process, a real Docker engine, real containers.
 
-GPUs are declared (this machine has none). The engine here has no NVIDIA runtime, so a
-DeviceRequest spawn fails at start; the "runtime-env" mode (hosts whose default runtime
-is nvidia) starts containers that hold GPUs by label and NVIDIA_VISIBLE_DEVICES.
+GPUs are declared (this machine has none). The engine has NVIDIA's hook and device driver
+(scripts/setup-gpuhost.sh), and the declared GPUs belong to a simulated host whose driver is not
+loaded, so a DeviceRequest spawn fails at start the way it does on such a host; the
+"runtime-env" mode (hosts whose default runtime is nvidia) starts containers that hold GPUs by
+label and NVIDIA_VISIBLE_DEVICES. tests/gpuhost/ has the spawns that do get GPUs.
 """
 
 import concurrent.futures
 import json
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from hubprocess import FAKE_GPUS
+from hubprocess import FAKE_GPUS, RUN_ID
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "gpuhost"))
+import simstate  # noqa: E402
 
 pytestmark = pytest.mark.docker
 UUIDS = [gpu["uuid"] for gpu in FAKE_GPUS]
@@ -93,7 +100,23 @@ def watch_gpu_creates(docker_client, users: list, seen: list, stop: threading.Ev
             return
 
 
-def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_them(hub_factory, docker_client):
+@pytest.fixture
+def driver_not_loaded():
+    """The declared GPUs on a simulated host whose NVIDIA driver is not loaded: the toolkit's
+    CLI refuses to attach them, as on a real host in that state."""
+    state = simstate.State(init_error=simstate.DRIVER_NOT_LOADED,
+                           gpus=[simstate.Gpu(index=i, uuid=g["uuid"]) for i, g in enumerate(FAKE_GPUS)])
+    try:
+        host = simstate.SimHost.create("no-driver-" + RUN_ID, state)
+    except PermissionError as e:
+        pytest.skip("cannot write the simulated host (scripts/setup-gpuhost.sh as root): %s" % e)
+    yield host
+    host.remove()
+
+
+def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_them(
+    hub_factory, docker_client, driver_not_loaded
+):
     hub = hub_factory(gpu_mode="device-request")
     users = ["gpu-user-%d" % i for i in range(4)]
     for user in users:
@@ -111,7 +134,9 @@ def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_th
     for response in responses:
         assert response.status_code == 503, response.text
         assert "cannot attach GPUs" in response.json()["message"]
-        assert "could not select device driver" in response.json()["message"]
+        # the engine ran NVIDIA's hook, whose CLI found no loaded driver
+        assert "nvidia-container-cli: initialization error: nvml error: driver not loaded" in (
+            response.json()["message"])
     created = dict(seen)
     assert sorted(created) == users
     assert len(set(created.values())) == len(users), created  # no GPU handed out twice

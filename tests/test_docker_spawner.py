@@ -7,6 +7,7 @@ from hubprocess import FAKE_GPUS
 from traitlets.config import Config
 
 from gpuspawner.docker import GPUDockerSpawner
+from gpuspawner.lifecycle.shared import reset_shared_state
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +24,7 @@ def make_spawner(image: str, user: str, server: str = "", **settings) -> GPUDock
     config.GPUDockerSpawner.prefix = "gpstunit"
     for key, value in settings.items():
         setattr(config.GPUDockerSpawner, key, value)
-    GPUDockerSpawner._pool = None  # each test is a fresh hub process
+    reset_shared_state()  # each test is a fresh hub process
     return GPUDockerSpawner(
         user=types.SimpleNamespace(name=user, groups=[], url="/user/%s/" % user),
         orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
@@ -36,7 +37,7 @@ async def test_device_request_names_exactly_the_allocated_gpus(docker_client, te
     spawner = make_spawner(test_image["demo"]["image"], "dora", gpu_quota=2)
     spawner.choice = spawner.choose({"gpus": 2})
     spawner.image = spawner.choice.image.image
-    spawner.gpu_uuids = await spawner.allocate_gpus(2)
+    await spawner.reserve_gpus(2)
     created = await spawner.create_object()
     try:
         container = docker_client.containers.get(created["Id"])
@@ -47,12 +48,15 @@ async def test_device_request_names_exactly_the_allocated_gpus(docker_client, te
         assert env["NVIDIA_VISIBLE_DEVICES"] == ",".join(request["DeviceIDs"])
         assert env["GPU_LIMIT"] == "2"
         assert container.labels["gpuspawner.gpus"] == ",".join(request["DeviceIDs"])
-        # the engine refuses to start it here (no NVIDIA runtime): the sentence says so
+        # no host here has these GPUs: NVIDIA's hook runs and its CLI refuses them
+        # (scripts/setup-gpuhost.sh); the sentence says the host cannot attach them
         with pytest.raises(Exception) as error:
             container.start()
         refusal = spawner.explain_start_error(error.value)
         assert refusal is not None and refusal.status_code == 503
         assert "cannot attach GPUs" in refusal.jupyterhub_message
+        assert "nvidia-container-cli: device error: %s: unknown device" % GPUS[0]["uuid"] in (
+            refusal.jupyterhub_message)
     finally:
         docker_client.containers.get(created["Id"]).remove(force=True)
         await spawner.release_gpus()
@@ -73,7 +77,9 @@ async def test_pool_rebuilds_from_running_containers_labels(docker_client, test_
     exited.wait()
     try:
         spawner = make_spawner(image, "newcomer")
-        assert await spawner.allocate_gpus(1) == (GPUS[1]["uuid"],)  # GPU 0 is held, GPU 1 is not
+        (granted,) = await spawner.reserve_gpus(1)
+        assert granted.uuid == GPUS[1]["uuid"]  # GPU 0 is held, GPU 1 is not
+        assert granted.name == GPUS[1]["name"]
         assert {"old-hub-user", "newcomer"} <= {h.user for h in spawner.pool.holdings}
         assert "gone" not in {h.user for h in spawner.pool.holdings}  # an exited container holds nothing
     finally:
