@@ -70,4 +70,6 @@ def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_dock
     assert [r.end_reason for r in ledger.rows(user="busy")] == [None]
     ledger.dispose()
     metrics = hub.session.get(hub.url + SERVICE + "metrics", timeout=30).text
-    assert 'gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",user="busy",server=""} 90.0' % busy_gpu in metrics
+    lines = [line for line in metrics.splitlines() if busy_gpu in line]
+    assert lines == ['gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",server="",user="busy"} 90.0'
+                     % busy_gpu], lines
