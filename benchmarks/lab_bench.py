@@ -9,7 +9,13 @@
 On a machine without an NVIDIA driver the sampler measures its no-driver
 path; on a GPU machine, the real NVML reads of every visible GPU.
 
-    python benchmarks/lab_bench.py [--requests 2000] [--samples 500]
+``--simulated 1,8`` measures both through pynvml's real ctypes path against the
+simulated NVML (tools/gpuhost, built by scripts/setup-gpuhost.sh), once per GPU
+count, each in a fresh process that sees exactly that many GPUs (as a container
+given them would), and prints each against the no-driver path measured in the
+same run as the baseline.
+
+    python benchmarks/lab_bench.py [--requests 2000] [--samples 500] [--simulated 1,8]
 """
 
 from __future__ import annotations
@@ -125,12 +131,78 @@ def bench_sampler(samples: int) -> dict[str, float]:
     }
 
 
+def simulated_env(host, count: int, tmp: Path) -> dict[str, str]:
+    """A process seeing exactly the first ``count`` GPUs of ``host``, as in a container."""
+    uuids = host.allocatable()[:count]
+    visible = tmp / ("visible-%d" % count)
+    visible.write_text("\n".join(uuids) + "\n")
+    env = dict(os.environ, **host.env())
+    env.update(SIMNVML_VISIBLE=str(visible), NVIDIA_VISIBLE_DEVICES=",".join(uuids),
+               GPUSPAWNER_GPU_UUIDS=",".join(uuids), GPU_LIMIT=str(count))
+    return env
+
+
+def measure_in_child(env: dict[str, str], args) -> dict:
+    command = [sys.executable, __file__, "--json", "--requests", str(args.requests),
+               "--samples", str(args.samples)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit("benchmark child failed:\n" + done.stderr[-3000:])
+    return json.loads(done.stdout)
+
+
+def bench_simulated(counts: list[int], args) -> None:
+    """Each GPU count against the simulated NVML, and the no-driver path as the baseline."""
+    sys.path.insert(0, str(REPO / "tools" / "gpuhost"))
+    import simstate
+
+    name = "bench-%s" % secrets.token_hex(4)
+    host = simstate.SimHost.create(name, simstate.default_inventory(name, count=max(counts),
+                                                                    mig_index=None))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for uuid in host.allocatable():
+                host.update(uuid, util_gpu=37, memory_used=12 * simstate.GIB)
+            baseline_env = {k: v for k, v in os.environ.items()
+                            if k not in ("LD_LIBRARY_PATH", "SIMNVML_STATE", "NVIDIA_VISIBLE_DEVICES")}
+            runs = [("no driver (baseline)", measure_in_child(baseline_env, args))]
+            for count in counts:
+                result = measure_in_child(simulated_env(host, count, Path(tmp)), args)
+                if result["sampler"]["gpus"] != count:
+                    raise SystemExit("expected %d GPUs, the sampler saw %r" % (count, result["sampler"]))
+                runs.append(("%d simulated GPU%s" % (count, "" if count == 1 else "s"), result))
+    finally:
+        host.remove()
+    base = runs[0][1]
+    print("machine: %d CPUs, python %s; %d requests per route, %d samples"
+          % (os.cpu_count(), sys.version.split()[0], args.requests, args.samples))
+    print("%-22s %12s %12s %14s %14s %12s" % ("", "sample p50", "sample CPU", "api/gpus p50",
+                                              "api/gpus p99", "metrics p99"))
+    for label, result in runs:
+        sampler, rest = result["sampler"], result["rest"]
+        gpus, metrics = rest["gpuspawner/api/gpus"], rest["gpuspawner/metrics"]
+        print("%-22s %9.4f ms %9.4f ms %11.3f ms %11.3f ms %9.3f ms"
+              % (label, sampler["wall_p50_ms"], sampler["cpu_mean_ms"], gpus["p50_ms"],
+                 gpus["p99_ms"], metrics["p99_ms"]))
+    for label, result in runs[1:]:
+        print("%s vs baseline: sample CPU x%.1f, api/gpus p99 x%.2f, %.4f%% of one core at %.1f s"
+              % (label, result["sampler"]["cpu_mean_ms"] / base["sampler"]["cpu_mean_ms"],
+                 result["rest"]["gpuspawner/api/gpus"]["p99_ms"]
+                 / base["rest"]["gpuspawner/api/gpus"]["p99_ms"],
+                 result["sampler"]["cpu_percent_at_interval"], result["sampler"]["interval_s"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per route")
     parser.add_argument("--samples", type=int, default=500, help="sampler samples")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--simulated", metavar="COUNTS",
+                        help="GPU counts to measure against the simulated NVML, e.g. 1,8")
     args = parser.parse_args()
+    if args.simulated:
+        bench_simulated([int(n) for n in args.simulated.split(",")], args)
+        return
     rest = bench_rest(args.requests)
     sampler = bench_sampler(args.samples)
     if args.json:
