@@ -2,7 +2,7 @@
 # What tests/lab needs beyond the Python test venv, on a fresh machine (run as root):
 # Debian's Chromium, the Python packages of the lab tests in the venv whose python is $1,
 # the JupyterLab extension built into gpuspawner/labextension, and the extension's own
-# checks (eslint, prettier, types generated from the shared JSON schema, jest unit tests),
+# checks (eslint, stylelint, prettier, types generated from the shared JSON schema, jest),
 # which fail this script when they fail.
 # Idempotent; heavy things are cached under ~/.cache/gpuspawner (npm cache, built extension,
 # a stamp per source tree that passed the checks), so an unchanged tree costs about a second.
@@ -29,7 +29,7 @@ if "$PY" -c 'import playwright, pytest_jupyter, jupyterlab, ipykernel, jupyter_c
         2>/dev/null; then
     say "lab: python packages: present"
 else
-    say "lab: installing the lab tests' python packages into $("$PY" -c 'import sys; print(sys.prefix)')"
+    say "lab: installing the lab tests' python packages into $(dirname "$(dirname "$PY")")"
     "$PY" -m pip install -q "playwright>=1.40" "pytest-jupyter[server]>=0.10" "jupyterlab>=4.0,<5" \
         "ipykernel>=6.5" "jupyter-client>=8" "hypothesis>=6.100"
 fi
@@ -39,7 +39,8 @@ hash_files() {
     local dir=$1
     shift
     (cd "$dir" && find "$@" \( -name node_modules -o -name lib -o -name coverage \) -prune \
-        -o -type f ! -name .eslintcache ! -name tsconfig.tsbuildinfo ! -name .build-hash -print0 |
+        -o -type f ! -name .eslintcache ! -name .stylelintcache ! -name tsconfig.tsbuildinfo \
+        ! -name .build-hash -print0 |
         sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 }
 
@@ -55,8 +56,8 @@ ensure_node_modules() {
 }
 
 # 3. the JupyterLab extension, rebuilt only when its sources change
-hash=$(hash_files "$EXT" package.json package-lock.json tsconfig.json install.json .npmrc src style \
-    schema)
+hash=$(hash_files "$EXT" package.json package-lock.json tsconfig.json install.json .npmrc \
+    src style schema)
 stamp=$EXT/.build-hash
 builds=$CACHE/labextension-builds
 if [ -f "$OUT/package.json" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -78,7 +79,8 @@ else
 fi
 
 # 4. the extension's checks: `npm run lint:check` (src/api.ts generated from the schema,
-#    prettier, eslint) and `npm test` (jest), run again only when what they read changes
+#    stylelint, prettier, eslint) and `npm test` (jest), run again only when what they read
+#    changes
 checks=$CACHE/labextension-checks
 check_hash=$(hash_files "$EXT" . | cut -c1-8)$(hash_files "$SCHEMA" . | cut -c1-8)
 if [ -f "$checks/$check_hash" ]; then

@@ -10,7 +10,8 @@ URL=postgresql://gpuspawner:gpuspawner@127.0.0.1:5432/gpuspawner_test
 
 # installing postgresql-15 creates the cluster 15/main
 ensure_commands pg_ctlcluster:postgresql /usr/lib/postgresql/15/bin/postgres:postgresql-15 >&2
-[ -d /etc/postgresql/15/main ] || die "PostgreSQL's cluster 15/main is missing: pg_createcluster 15 main"
+[ -d /etc/postgresql/15/main ] ||
+    die "PostgreSQL's cluster 15/main is missing: pg_createcluster 15 main"
 if ! pg_lsclusters --no-header | awk '$1 == 15 && $2 == "main" {print $4}' | grep -q online; then
     say "postgres: starting cluster 15/main" >&2
     pg_ctlcluster 15 main start
