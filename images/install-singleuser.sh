@@ -198,39 +198,36 @@ export TORCH_HOME="\${TORCH_HOME:-$WORKSPACE/.cache/torch}"
 EOF
 chmod 0644 /etc/gpuspawner/singleuser.env /etc/profile.d/gpuspawner-singleuser.sh
 
-# --- web tools through the hub ------------------------------------------------------
+# --- web tools through the hub, terminals -------------------------------------------
 # jupyter-server-proxy starts TensorBoard on the first visit of /user/<name>/tensorboard/
 # (behind the server's own login) and puts a TensorBoard card in the JupyterLab launcher.
-mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d" "$VENV/share/gpuspawner"
+# Terminals (in JupyterLab, and over SSH through the hub: gpuspawner.ssh) run a bash login
+# shell, so they get /etc/profile.d/gpuspawner-singleuser.sh (the default is $SHELL or sh).
+# Settings go in jupyter_server_config.json: the server reads jupyter_server_config.d/
+# only for which extensions are enabled.
+mkdir -p "$VENV/etc/jupyter" "$VENV/share/gpuspawner"
 cat > "$VENV/share/gpuspawner/tensorboard.svg" <<'EOF'
 <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path fill="#f57c00"
 d="M12 2 3 7v10l9 5 9-5V7l-9-5zm0 2.3 6.8 3.8L12 11.9 5.2 8.1 12 4.3zM5 9.8l6 3.4v6.6l-6-3.4V9.8z"/></svg>
 EOF
-cat > "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-tensorboard.json" <<EOF
-{
-  "ServerProxy": {
-    "servers": {
-      "tensorboard": {
-        "command": ["$VENV/bin/tensorboard", "--logdir", "$WORKSPACE/runs",
-                    "--host", "127.0.0.1", "--port", "{port}", "--reload_interval", "5"],
-        "timeout": 60,
-        "launcher_entry": {
-          "title": "TensorBoard",
-          "icon_path": "$VENV/share/gpuspawner/tensorboard.svg"
-        }
-      }
-    }
-  }
+"$VENV/bin/python" - "$VENV" "$WORKSPACE" <<'EOF'
+import json, os, sys
+venv, workspace = sys.argv[1:]
+path = os.path.join(venv, "etc", "jupyter", "jupyter_server_config.json")
+config = json.load(open(path)) if os.path.exists(path) else {}
+config.setdefault("ServerProxy", {}).setdefault("servers", {})["tensorboard"] = {
+    "command": [venv + "/bin/tensorboard", "--logdir", workspace + "/runs",
+                "--host", "127.0.0.1", "--port", "{port}", "--reload_interval", "5"],
+    "timeout": 60,
+    "launcher_entry": {"title": "TensorBoard",
+                       "icon_path": venv + "/share/gpuspawner/tensorboard.svg"},
 }
+config.setdefault("ServerApp", {}).setdefault("terminado_settings", {})["shell_command"] = [
+    "/bin/bash", "-l"]
+with open(path, "w") as f:
+    json.dump(config, f, indent=2)
 EOF
-# Terminals (in JupyterLab, and SSH through the hub: gpuspawner.ssh) run a bash login
-# shell, so they get /etc/profile.d/gpuspawner-singleuser.sh; the default is $SHELL or sh.
-cat > "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-terminals.json" <<'EOF'
-{"ServerApp": {"terminado_settings": {"shell_command": ["/bin/bash", "-l"]}}}
-EOF
-chmod 0644 "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-tensorboard.json" \
-    "$VENV/etc/jupyter/jupyter_server_config.d/gpuspawner-terminals.json" \
-    "$VENV/share/gpuspawner/tensorboard.svg"
+chmod 0644 "$VENV/etc/jupyter/jupyter_server_config.json" "$VENV/share/gpuspawner/tensorboard.svg"
 
 # --- health check -------------------------------------------------------------------
 # Asks the server's unauthenticated /api endpoint under the prefix the hub gave it.
