@@ -1,10 +1,16 @@
 import { IPoint } from '../history';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const WIDTH = 300;
-const HEIGHT = 60;
+/** The chart's SVG coordinate box (it is stretched to the card's width). */
+export const WIDTH = 300;
+export const HEIGHT = 60;
 
-function polyline(
+/**
+ * An SVG polyline's ``points`` for ``value`` (a fraction, clamped to 0..1) of each point:
+ * time ``t0`` at the left edge, ``t0 + span`` at the right (everything at the right edge when
+ * ``span`` is 0), 1 at the top; points without a value are left out.
+ */
+export function polyline(
   points: IPoint[],
   value: (p: IPoint) => number | null,
   t0: number,
