@@ -10,7 +10,7 @@ import { compile } from 'json-schema-to-typescript';
 import prettier from 'prettier';
 
 const here = fileURLToPath(new URL('..', import.meta.url));
-export const SCHEMA = fileURLToPath(
+const SCHEMA = fileURLToPath(
   new URL('../../gpuspawner/lab/schema/api.schema.json', import.meta.url)
 );
 const TARGET = `${here}src/api.ts`;
@@ -29,8 +29,7 @@ async function generate() {
     additionalProperties: false,
     // interfaces are named I<Title>, as the rest of the extension names them
     customName: node => (node.title ? `I${node.title}` : undefined),
-    style: { ...style, parser: 'typescript' },
-    strictIndexSignatures: false
+    style: { ...style, parser: 'typescript' }
   });
 }
 
