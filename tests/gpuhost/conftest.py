@@ -56,7 +56,10 @@ def run_nvml(sim_env):
 
     def run(code: str, **env) -> str:
         done = subprocess.run(
-            [sys.executable, "-c", code], env=dict(sim_env, **env), capture_output=True, text=True,
+            [sys.executable, "-c", code],
+            env=dict(sim_env, **env),
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         assert done.returncode == 0, done.stderr

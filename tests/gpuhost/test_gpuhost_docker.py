@@ -20,7 +20,8 @@ pytestmark = pytest.mark.docker
 
 def container_of(client, hub, user, server=""):
     found = [
-        c for c in client.containers.list(all=True, filters={"label": "gpuspawner.user=" + user})
+        c
+        for c in client.containers.list(all=True, filters={"label": "gpuspawner.user=" + user})
         if c.labels.get("gpuspawner.server") == server and c.name.startswith(hub.settings["prefix"])
     ]
     assert len(found) == 1, found
@@ -60,7 +61,10 @@ def all_gpus_image(nvidia_docker, test_image):
 
 def build_all_gpus_image(client, base: str) -> str:
     tag = base.rsplit(":", 1)[0] + ":visible-all"
-    dockerfile = "FROM %s\nENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility\n" % base
+    dockerfile = (
+        "FROM %s\nENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility\n"
+        % base
+    )
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     return tag
 
@@ -79,7 +83,9 @@ def test_one_gpu_spawn_gets_exactly_its_gpu(gpu_hub, nvidia_docker, sim_host):
     (request,) = container.attrs["HostConfig"]["DeviceRequests"]
     (uuid,) = request["DeviceIDs"]
     assert uuid in sim_host.allocatable()  # discovered through the simulated NVML
-    assert container.labels["gpuspawner.gpus"] == uuid == env_of(container)["NVIDIA_VISIBLE_DEVICES"]
+    assert (
+        container.labels["gpuspawner.gpus"] == uuid == env_of(container)["NVIDIA_VISIBLE_DEVICES"]
+    )
     assert attached == [uuid]  # the hook asked for exactly this GPU
     seen = nvml_inside(container)
     assert seen == {"devices": [uuid], "driver": "550.54.15"}
@@ -129,7 +135,11 @@ def test_zero_gpu_servers_see_no_gpu_even_from_an_image_saying_all(
     # the same image started by hand with a GPU does get one: the probe can tell
     gpu = sim_host.allocatable()[0]
     probe = nvidia_docker.containers.run(
-        all_gpus_image, "sleep 60", detach=True, remove=True, name="%s-probe" % hub.settings["prefix"],
+        all_gpus_image,
+        "sleep 60",
+        detach=True,
+        remove=True,
+        name="%s-probe" % hub.settings["prefix"],
         device_requests=[{"Driver": "nvidia", "DeviceIDs": [gpu], "Capabilities": [["gpu"]]}],
     )
     try:
@@ -141,7 +151,10 @@ def test_zero_gpu_servers_see_no_gpu_even_from_an_image_saying_all(
 def test_a_host_without_a_loaded_driver_refuses_gpu_spawns_and_frees_them(
     gpu_hub, nvidia_docker, sim_host
 ):
-    gpus = [{"uuid": u, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920} for u in sim_host.allocatable()]
+    gpus = [
+        {"uuid": u, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920}
+        for u in sim_host.allocatable()
+    ]
     sim_host.set_system(init_error=simstate.DRIVER_NOT_LOADED)  # NVML, and so the CLI, fail
     hub = gpu_hub(gpu_mode="device-request", gpus=gpus)
     hub.create_user("eve")
@@ -177,8 +190,12 @@ def runtime_engine(nvidia_docker, test_image):
     except docker.errors.ImageNotFound:
         have = None
     if have != wanted:
-        subprocess.run("docker save %s | DOCKER_HOST=%s docker load -q" % (image, host),
-                       shell=True, check=True, capture_output=True)
+        subprocess.run(
+            "docker save %s | DOCKER_HOST=%s docker load -q" % (image, host),
+            shell=True,
+            check=True,
+            capture_output=True,
+        )
     repository = image.rsplit(":", 1)[0]
     client.images.get(image).tag(repository, "second")
     all_image = build_all_gpus_image(client, image)
@@ -186,7 +203,9 @@ def runtime_engine(nvidia_docker, test_image):
     client.close()
 
 
-def test_runtime_env_mode_on_nvidias_runtime(gpu_hub, runtime_engine, sim_host, test_image, monkeypatch):
+def test_runtime_env_mode_on_nvidias_runtime(
+    gpu_hub, runtime_engine, sim_host, test_image, monkeypatch
+):
     client, host, all_image = runtime_engine
     monkeypatch.setenv("DOCKER_HOST", host)
     hub = gpu_hub(gpu_mode="runtime-env", gpu_quota=2, images=catalog(test_image, all_image))

@@ -1,4 +1,4 @@
-"""The simulated NVML through the real pynvml ctypes path (and gpuspawner.nvml), in fresh processes."""
+"""The simulated NVML through pynvml's real ctypes path and gpuspawner.nvml, in fresh processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ DISCOVER = """
 import json
 from gpuspawner import nvml
 gpus = nvml.discover_gpus()
-print(json.dumps({"gpus": [[g.uuid, g.name, g.memory_total, g.index, g.mig_parent_uuid] for g in gpus],
+rows = [[g.uuid, g.name, g.memory_total, g.index, g.mig_parent_uuid] for g in gpus]
+print(json.dumps({"gpus": rows,
                   "driver": nvml.driver_info()}))
 """
 
@@ -31,17 +32,25 @@ def test_inventory_eight_gpus_one_in_mig_mode(sim_host, run_nvml):
 def test_memory_v1_counts_the_reservation_as_used_and_v2_does_not(sim_host, run_nvml):
     uuid = sim_host.gpus[0].uuid
     sim_host.update(uuid, memory_used=3 * simstate.GIB, memory_reserved=simstate.GIB)
-    out = run_nvml("""
+    out = run_nvml(
+        """
 import pynvml
 pynvml.nvmlInit()
 h = pynvml.nvmlDeviceGetHandleByUUID(%r)
-v1, v2 = pynvml.nvmlDeviceGetMemoryInfo(h), pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)
+v1 = pynvml.nvmlDeviceGetMemoryInfo(h)
+v2 = pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)
 print(v1.used, v1.free, v2.used, v2.reserved, v2.free, v2.total)
-""" % uuid)
+"""
+        % uuid
+    )
     total = 81920 * simstate.MIB
     assert [int(x) for x in out.split()] == [
-        4 * simstate.GIB, total - 4 * simstate.GIB, 3 * simstate.GIB, simstate.GIB,
-        total - 4 * simstate.GIB, total,
+        4 * simstate.GIB,
+        total - 4 * simstate.GIB,
+        3 * simstate.GIB,
+        simstate.GIB,
+        total - 4 * simstate.GIB,
+        total,
     ]
 
 
@@ -54,13 +63,19 @@ from gpuspawner import nvml
 nvml.discover_gpus()
 def show():
     r0, r1 = nvml.read_gpu(%r), nvml.read_gpu(%r)
-    print(json.dumps([r0.utilization_gpu, r0.memory_used, [p.pid for p in r0.processes], r1.lost]), flush=True)
+    pids = [p.pid for p in r0.processes]
+    print(json.dumps([r0.utilization_gpu, r0.memory_used, pids, r1.lost]), flush=True)
 show()
 sys.stdin.readline()
 show()
 """ % (first, second)
-    proc = subprocess.Popen([sys.executable, "-c", code], env=sim_env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=sim_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert json.loads(proc.stdout.readline()) == [0, 0, [], False]
         sim_host.update(first, util_gpu=93, memory_used=12 * simstate.GIB)
@@ -77,30 +92,40 @@ show()
 def test_lost_gpu_fails_enumeration_as_the_driver_does(sim_host, run_nvml):
     lost = sim_host.gpus[2].uuid
     sim_host.lose(lost)
-    out = run_nvml("""
+    out = run_nvml(
+        """
 import pynvml
 pynvml.nvmlInit()
-for call in (lambda: pynvml.nvmlDeviceGetHandleByIndex(2), lambda: pynvml.nvmlDeviceGetHandleByUUID(%r)):
+by_index = lambda: pynvml.nvmlDeviceGetHandleByIndex(2)
+by_uuid = lambda: pynvml.nvmlDeviceGetHandleByUUID(%r)
+for call in (by_index, by_uuid):
     try:
         call()
         print("ok")
     except pynvml.NVMLError_GpuIsLost as e:
         print(str(e))
 print(pynvml.nvmlDeviceGetCount())
-""" % lost)
+"""
+        % lost
+    )
     assert out.split("\n")[:3] == ["GPU is lost", "GPU is lost", "8"]
 
 
 def test_mig_instances_have_no_utilisation_and_no_per_process_memory(sim_host, run_nvml):
     mig = sim_host.read().gpus[7].migs[0]
     sim_host.set_processes(mig.uuid, [(77, simstate.GIB)])
-    out = json.loads(run_nvml("""
+    out = json.loads(
+        run_nvml(
+            """
 import json
 from gpuspawner import nvml
 nvml.discover_gpus()
 r = nvml.read_gpu(%r)
 print(json.dumps([r.unsupported, r.temperature_c, [[p.pid, p.used_memory] for p in r.processes]]))
-""" % mig.uuid))
+"""
+            % mig.uuid
+        )
+    )
     assert out == [["utilization"], 34, [[77, None]]]
 
 
@@ -126,17 +151,23 @@ except nvml.NvmlUnavailable as e:
     print(e)
 """
     assert run_nvml(probe, SIMNVML_STATE=str(tmp_path / "none")).strip() == (
-        "The NVIDIA driver is installed but not loaded, so no GPU can be used.")
+        "The NVIDIA driver is installed but not loaded, so no GPU can be used."
+    )
     uuid = sim_host.gpus[0].uuid
     sim_host.fail(uuid, "nvmlDeviceGetPowerUsage", simstate.NOT_SUPPORTED)
     sim_host.fail(uuid, "nvmlDeviceGetTemperature", simstate.NO_PERMISSION)
-    out = json.loads(run_nvml("""
+    out = json.loads(
+        run_nvml(
+            """
 import json
 from gpuspawner import nvml
 nvml.discover_gpus()
 r = nvml.read_gpu(%r)
 print(json.dumps([r.unsupported, r.errors, r.power_w, r.utilization_gpu]))
-""" % uuid))
+"""
+            % uuid
+        )
+    )
     assert out == [["power"], {"temperature": "no permission to read temperature"}, None, 0]
     sim_host.set_system(init_error=simstate.DRIVER_NOT_LOADED)
     assert "not loaded" in run_nvml(probe)

@@ -32,7 +32,12 @@ from pathlib import Path
 HOSTS_ROOT = Path(os.environ.get("SIMNVML_HOSTS", "/var/lib/simnvml/hosts"))
 DEFAULT_HOST = "default"
 #: where scripts/setup-gpuhost.sh puts the simulated libnvidia-ml.so.1 (and records its folder)
-LIB_DIR_FILE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpuspawner" / "gpuhost" / "lib-dir"
+LIB_DIR_FILE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "gpuspawner"
+    / "gpuhost"
+    / "lib-dir"
+)
 
 MIB = 2**20
 GIB = 2**30
@@ -129,7 +134,14 @@ class State:
 def _uuid(kind: str, token: str, index: int, sub: int = 0) -> str:
     digest = hashlib.sha256(("%s/%d/%d" % (token, index, sub)).encode()).hexdigest()
     head = hashlib.sha256(token.encode()).hexdigest()[:8]
-    return "%s-%s-%04x-4%s-8%s-%s" % (kind, head, index * 16 + sub, digest[:3], digest[3:6], digest[6:18])
+    return "%s-%s-%04x-4%s-8%s-%s" % (
+        kind,
+        head,
+        index * 16 + sub,
+        digest[:3],
+        digest[3:6],
+        digest[6:18],
+    )
 
 
 MIG_PROFILES = [  # (profile, memory MiB, GPU instance id) as an A100 80GB offers them
@@ -139,7 +151,9 @@ MIG_PROFILES = [  # (profile, memory MiB, GPU instance id) as an A100 80GB offer
 ]
 
 
-def default_inventory(token: str = DEFAULT_HOST, count: int = 8, mig_index: int | None = 7) -> State:
+def default_inventory(
+    token: str = DEFAULT_HOST, count: int = 8, mig_index: int | None = 7
+) -> State:
     """``count`` A100 80GB GPUs; the one at ``mig_index`` is in MIG mode with three instances.
 
     UUIDs derive from ``token``, so each host's devices are its own. PCIe: GPUs pair up on a
@@ -147,13 +161,25 @@ def default_inventory(token: str = DEFAULT_HOST, count: int = 8, mig_index: int 
     """
     gpus = []
     for i in range(count):
-        gpu = Gpu(index=i, uuid=_uuid("GPU", token, i), pci="00000000:%02X:00.0" % (0x18 + 0x10 * i),
-                  numa=i // 4, bridge=i // 4, switch=i // 2)
+        gpu = Gpu(
+            index=i,
+            uuid=_uuid("GPU", token, i),
+            pci="00000000:%02X:00.0" % (0x18 + 0x10 * i),
+            numa=i // 4,
+            bridge=i // 4,
+            switch=i // 2,
+        )
         if i == mig_index:
             gpu.memory_used = 0
             gpu.migs = [
-                Mig(uuid=_uuid("MIG", token, i, n + 1), name="%s MIG %s" % (gpu.name, profile),
-                    memory_total=mib * MIB, memory_reserved=16 * MIB, gi=gi, ci=0)
+                Mig(
+                    uuid=_uuid("MIG", token, i, n + 1),
+                    name="%s MIG %s" % (gpu.name, profile),
+                    memory_total=mib * MIB,
+                    memory_reserved=16 * MIB,
+                    gi=gi,
+                    ci=0,
+                )
                 for n, (profile, mib, gi) in enumerate(MIG_PROFILES)
             ]
         gpus.append(gpu)
@@ -161,6 +187,7 @@ def default_inventory(token: str = DEFAULT_HOST, count: int = 8, mig_index: int 
 
 
 # ---- the file format (see nvml/simnvml.c) ----
+
 
 def _fail_text(fail: dict[str, int]) -> str:
     return ",".join("%s:%d" % item for item in sorted(fail.items()))
@@ -170,28 +197,57 @@ def _line(record: str, **fields) -> str:
     for key, value in fields.items():
         if any(c in str(value) for c in "\t\n"):
             raise ValueError("%s=%r: tabs and newlines cannot be stored" % (key, value))
-    return "\t".join([record] + ["%s=%s" % (k, int(v) if isinstance(v, bool) else v)
-                               for k, v in fields.items()])
+    return "\t".join(
+        [record] + ["%s=%s" % (k, int(v) if isinstance(v, bool) else v) for k, v in fields.items()]
+    )
 
 
 def dumps(state: State) -> str:
-    lines = ["# simulated NVML state (tools/gpuhost/simstate.py)",
-             _line("system", driver=state.driver, cuda=state.cuda, init_error=state.init_error)]
+    lines = [
+        "# simulated NVML state (tools/gpuhost/simstate.py)",
+        _line("system", driver=state.driver, cuda=state.cuda, init_error=state.init_error),
+    ]
     for g in state.gpus:
-        lines.append(_line(
-            "gpu", index=g.index, uuid=g.uuid, name=g.name, memory_total=g.memory_total,
-            memory_used=g.memory_used, memory_reserved=g.memory_reserved, util_gpu=g.util_gpu,
-            util_memory=g.util_memory, temperature=g.temperature, power=g.power,
-            power_limit=g.power_limit, pci=g.pci, numa=g.numa, bridge=g.bridge, switch=g.switch,
-            nvlink=g.nvlink, mig=g.mig, lost=g.lost, fail=_fail_text(g.fail),
-        ))
+        lines.append(
+            _line(
+                "gpu",
+                index=g.index,
+                uuid=g.uuid,
+                name=g.name,
+                memory_total=g.memory_total,
+                memory_used=g.memory_used,
+                memory_reserved=g.memory_reserved,
+                util_gpu=g.util_gpu,
+                util_memory=g.util_memory,
+                temperature=g.temperature,
+                power=g.power,
+                power_limit=g.power_limit,
+                pci=g.pci,
+                numa=g.numa,
+                bridge=g.bridge,
+                switch=g.switch,
+                nvlink=g.nvlink,
+                mig=g.mig,
+                lost=g.lost,
+                fail=_fail_text(g.fail),
+            )
+        )
     for g in state.gpus:
         for m in g.migs:
-            lines.append(_line(
-                "mig", parent=g.uuid, uuid=m.uuid, name=m.name, memory_total=m.memory_total,
-                memory_used=m.memory_used, memory_reserved=m.memory_reserved, gi=m.gi, ci=m.ci,
-                fail=_fail_text(m.fail),
-            ))
+            lines.append(
+                _line(
+                    "mig",
+                    parent=g.uuid,
+                    uuid=m.uuid,
+                    name=m.name,
+                    memory_total=m.memory_total,
+                    memory_used=m.memory_used,
+                    memory_reserved=m.memory_reserved,
+                    gi=m.gi,
+                    ci=m.ci,
+                    fail=_fail_text(m.fail),
+                )
+            )
     for p in state.procs:
         lines.append(_line("proc", device=p.device, pid=p.pid, used=p.used, kind=p.kind))
     return "\n".join(lines) + "\n"
@@ -202,7 +258,9 @@ def _fields(parts: list[str]) -> dict[str, str]:
 
 
 def _fail(text: str) -> dict[str, int]:
-    return {k: int(v, 0) for k, v in (item.split(":", 1) for item in text.split(",") if ":" in item)}
+    return {
+        k: int(v, 0) for k, v in (item.split(":", 1) for item in text.split(",") if ":" in item)
+    }
 
 
 def loads(text: str) -> State:
@@ -217,22 +275,53 @@ def loads(text: str) -> State:
             state.driver, state.cuda = f.get("driver", state.driver), int(f.get("cuda", state.cuda))
             state.init_error = int(f.get("init_error", 0))
         elif kind == "gpu":
-            ints = {k: int(f[k]) for k in ("index", "memory_total", "memory_used", "memory_reserved",
-                                           "util_gpu", "util_memory", "temperature", "power",
-                                           "power_limit", "numa", "bridge", "switch", "nvlink")
-                    if k in f}
-            gpu = Gpu(uuid=f["uuid"], name=f.get("name", Gpu.name), pci=f.get("pci", ""),
-                      lost=f.get("lost") == "1", fail=_fail(f.get("fail", "")), **ints)
+            ints = {
+                k: int(f[k])
+                for k in (
+                    "index",
+                    "memory_total",
+                    "memory_used",
+                    "memory_reserved",
+                    "util_gpu",
+                    "util_memory",
+                    "temperature",
+                    "power",
+                    "power_limit",
+                    "numa",
+                    "bridge",
+                    "switch",
+                    "nvlink",
+                )
+                if k in f
+            }
+            gpu = Gpu(
+                uuid=f["uuid"],
+                name=f.get("name", Gpu.name),
+                pci=f.get("pci", ""),
+                lost=f.get("lost") == "1",
+                fail=_fail(f.get("fail", "")),
+                **ints,
+            )
             state.gpus.append(gpu)
             by_uuid[gpu.uuid] = gpu
         elif kind == "mig" and f.get("parent") in by_uuid:
-            ints = {k: int(f[k]) for k in ("memory_total", "memory_used", "memory_reserved", "gi", "ci")
-                    if k in f}
+            ints = {
+                k: int(f[k])
+                for k in ("memory_total", "memory_used", "memory_reserved", "gi", "ci")
+                if k in f
+            }
             by_uuid[f["parent"]].migs.append(
-                Mig(uuid=f["uuid"], name=f.get("name", ""), fail=_fail(f.get("fail", "")), **ints))
+                Mig(uuid=f["uuid"], name=f.get("name", ""), fail=_fail(f.get("fail", "")), **ints)
+            )
         elif kind == "proc":
-            state.procs.append(Proc(device=f["device"], pid=int(f["pid"]), used=int(f.get("used", 0)),
-                                    kind=f.get("kind", "compute")))
+            state.procs.append(
+                Proc(
+                    device=f["device"],
+                    pid=int(f["pid"]),
+                    used=int(f.get("used", 0)),
+                    kind=f.get("kind", "compute"),
+                )
+            )
     return state
 
 
@@ -337,7 +426,10 @@ class SimHost:
         """What a process on this host needs to load the simulated NVML and read this host."""
         libs = str(lib_dir())
         ld = os.environ.get("LD_LIBRARY_PATH", "")
-        return {"LD_LIBRARY_PATH": libs + (":" + ld if ld else ""), "SIMNVML_STATE": str(self.state_path)}
+        return {
+            "LD_LIBRARY_PATH": libs + (":" + ld if ld else ""),
+            "SIMNVML_STATE": str(self.state_path),
+        }
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
