@@ -82,12 +82,13 @@ async def storm(requests_count: int) -> dict:
     from traitlets.config import Config
 
     from gpuspawner.docker import GPUDockerSpawner
+    from gpuspawner.lifecycle.shared import reset_shared_state
 
     config = Config()
     config.GPUDockerSpawner.images = {"demo": {"image": IMAGE}}
     config.GPUDockerSpawner.gpus = GPUS
     config.GPUDockerSpawner.gpu_quota = 2
-    GPUDockerSpawner._pool = None  # a fresh hub process
+    reset_shared_state()  # a fresh hub process
     spawners = [
         GPUDockerSpawner(
             user=types.SimpleNamespace(name="user%d" % (i % 150), groups=[]),
@@ -101,7 +102,7 @@ async def storm(requests_count: int) -> dict:
     async def ask(spawner, count):
         started = time.perf_counter()
         try:
-            uuids = await spawner.allocate_gpus(count)
+            uuids = tuple(gpu.uuid for gpu in await spawner.reserve_gpus(count))
         except Exception as refusal:  # the SpawnRefused sentence
             uuids = ()
             assert refusal.status_code in (403, 503), refusal

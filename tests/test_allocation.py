@@ -20,24 +20,28 @@ from gpuspawner.policy.inventory import Gpu
 from gpuspawner.policy.quota import GpuLimit
 
 INVENTORY = tuple(Gpu("GPU-%d" % i, "NVIDIA A100") for i in range(4))
+
+
+def held_gpus(*uuids):
+    return tuple(Gpu(uuid) for uuid in uuids)
 ONE = GpuLimit(1, "the default for every user")
 TWO = GpuLimit(2, "group 'staff'")
 
 
 def test_grants_first_free_gpus_in_inventory_order():
-    held = [Holding("bob", "", ("GPU-0",))]
+    held = [Holding("bob", "", held_gpus("GPU-0"))]
     outcome = decide(GpuRequest("alice", "", 2, TWO), INVENTORY, held)
     assert outcome == Grant(INVENTORY[1:3])
     assert outcome.uuids == ("GPU-1", "GPU-2")
 
 
 def test_zero_gpus_always_granted():
-    full = [Holding("bob", "", tuple(g.uuid for g in INVENTORY))]
+    full = [Holding("bob", "", INVENTORY)]
     assert decide(GpuRequest("alice", "", 0, GpuLimit(0, "x")), INVENTORY, full) == Grant(())
 
 
 def test_quota_counts_all_named_servers_and_names_them():
-    held = [Holding("alice", "train", ("GPU-0",)), Holding("alice", "eval", ("GPU-1",))]
+    held = [Holding("alice", "train", held_gpus("GPU-0")), Holding("alice", "eval", held_gpus("GPU-1"))]
     outcome = decide(GpuRequest("alice", "", 1, TWO), INVENTORY, held)
     assert isinstance(outcome, Refusal) and outcome.reason == "quota"
     assert outcome.message == (
@@ -55,12 +59,12 @@ def test_quota_refusal_without_holdings():
 
 
 def test_restarting_the_same_server_does_not_count_its_old_gpus():
-    held = [Holding("alice", "train", ("GPU-0",))]
+    held = [Holding("alice", "train", held_gpus("GPU-0"))]
     assert decide(GpuRequest("alice", "train", 1, ONE), INVENTORY, held) == Grant((INVENTORY[0],))
 
 
 def test_capacity_refusal_says_how_many_are_free():
-    held = [Holding("u%d" % i, "", ("GPU-%d" % i,)) for i in range(3)]
+    held = [Holding("u%d" % i, "", held_gpus("GPU-%d" % i)) for i in range(3)]
     outcome = decide(GpuRequest("alice", "", 2, TWO), INVENTORY, held)
     assert outcome == Refusal(
         "capacity",
@@ -70,21 +74,40 @@ def test_capacity_refusal_says_how_many_are_free():
 
 
 def test_holdings_of_unknown_gpus_count_for_quota_not_capacity():
-    held = [Holding("alice", "old", ("GPU-gone",))]
+    held = [Holding("alice", "old", held_gpus("GPU-gone"))]
     assert decide(GpuRequest("alice", "", 1, ONE), INVENTORY, held).reason == "quota"
     assert len(free_gpus(INVENTORY, held)) == 4
 
 
 def test_describe_holdings():
     assert describe_holdings([]) == "no GPU"
-    assert describe_holdings([Holding("a", "", ("GPU-1", "GPU-2"))]) == "2 GPUs on the default server (GPU-1, GPU-2)"
+    assert describe_holdings([Holding("a", "", held_gpus("GPU-1", "GPU-2"))]) == "2 GPUs on the default server (GPU-1, GPU-2)"
+
+
+def test_where_the_engine_picks_devices_only_the_quota_is_checked():
+    pool = GpuPool(inventory=None)
+    pod = (Gpu("jupyter-ann/nvidia.com/gpu#0", "NVIDIA-L4", resource="nvidia.com/gpu"),)
+    assert pool.allocate(GpuRequest("ann", "", 1, ONE, devices=pod)) == Grant(pod)
+    assert pool.free() == []
+    refused = pool.allocate(GpuRequest("ann", "b", 1, ONE, devices=pod))
+    assert refused.reason == "quota" and "you already hold 1 GPU on the default server" in refused.message
+    assert pool.release("ann", "") == pod
+
+
+def test_confirm_takes_the_engines_word_on_what_is_held():
+    pool = GpuPool(inventory=None)
+    asked = (Gpu("p/nvidia.com/gpu#0", "nvidia.com/gpu", resource="nvidia.com/gpu"),)
+    pool.allocate(GpuRequest("ann", "", 1, ONE, devices=asked))
+    placed = Holding("ann", "", (Gpu(asked[0].uuid, "NVIDIA-A100", resource="nvidia.com/gpu"),), "pod p, on node a")
+    pool.confirm("ann", "", placed)
+    assert pool.holding("ann", "") == placed and pool.in_flight() == set()
 
 
 def test_pool_keeps_spawns_in_flight_across_a_rebuild():
     pool = GpuPool(INVENTORY)
     assert pool.allocate(GpuRequest("alice", "", 1, ONE)).uuids == ("GPU-0",)
     # the engine does not show alice's container yet, but shows bob's from before a restart
-    pool.rebuild([Holding("bob", "x", ("GPU-1",))], pool.in_flight())
+    pool.rebuild([Holding("bob", "x", held_gpus("GPU-1"))], pool.in_flight())
     assert sorted(h.user for h in pool.holdings) == ["alice", "bob"]
     assert pool.allocate(GpuRequest("carol", "", 1, ONE)).uuids == ("GPU-2",)
 
@@ -96,7 +119,7 @@ def test_pool_rebuild_drops_dead_servers_and_release_frees():
     pool.rebuild([], set())  # alice's container died while the hub was away
     assert pool.holdings == []
     pool.allocate(GpuRequest("bob", "", 1, ONE))
-    assert pool.release("bob", "") == ("GPU-0",)
+    assert pool.release("bob", "") == (INVENTORY[0],)
     assert pool.release("bob", "") == ()
 
 
@@ -153,7 +176,7 @@ class PoolMachine(RuleBasedStateMachine):
     @rule()
     def hub_restart(self):
         fresh = GpuPool(self.pool.inventory)
-        fresh.rebuild([Holding(u, s, uuids) for (u, s), uuids in self.running.items()], set())
+        fresh.rebuild([Holding(u, s, held_gpus(*uuids)) for (u, s), uuids in self.running.items()], set())
         self.pool = fresh
 
     @invariant()

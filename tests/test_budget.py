@@ -1,5 +1,6 @@
 """GPU-hour budget policy (pure): periods and resets, budget resolution, weighting, usage, refusals."""
 
+import logging
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,7 @@ from gpuspawner.policy.budget import (
     usage_by_day,
     usage_hours,
 )
+from gpuspawner.policy.inventory import Gpu
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -319,37 +321,24 @@ def test_deadline_properties(now_offset, age, used, hours, rate, grace, max_age,
         assert deadline.at >= now  # budget left: never in the past
 
 
-class _EngineEnv:
-    """Stands in for the engine's spawner and the shared base: an environment without deadline."""
-
-    def get_env(self):
-        return {"GPU_LIMIT": "1"}
+A100 = Gpu("GPU-a", "NVIDIA A100-SXM4-80GB")
 
 
-class _Pool:
-    def gpus(self, uuids):
-        from gpuspawner.policy.inventory import Gpu
+def _accounting(**config):
+    """The lifecycle's usage component for ann (group students), with these spawner settings."""
+    from gpuspawner.usage.accounting import Accounting
+    from gpuspawner.usage.settings import UsageSettings
 
-        return tuple(Gpu(uuid, "NVIDIA A100-SXM4-80GB") for uuid in uuids)
-
-
-def _spawner(gpu_uuids, **config):
-    from gpuspawner.usage.accounting import UsageMixin
-
-    class Spawner(UsageMixin, _EngineEnv):
-        user_groups = ("students",)
-
-    spawner = Spawner(**config)
-    spawner.pool, spawner.gpu_uuids = _Pool(), tuple(gpu_uuids)
-    return spawner
+    settings = UsageSettings(**config)
+    return Accounting(settings, None, "ann", "", ("students",), logging.getLogger("test"))
 
 
-def test_get_env_tells_a_gpu_server_its_deadline():
-    spawner = _spawner(["GPU-a"], gpu_hour_budget_groups={"students": 10}, gpu_hour_weights={"A100": 2.0},
-                       budget_grace_period=600)
-    spawner._budget_used_at_spawn = 6.0  # what check_spawn_allowed found
+def test_a_gpu_server_is_told_its_deadline():
+    accounting = _accounting(gpu_hour_budget_groups={"students": 10}, gpu_hour_weights={"A100": 2.0},
+                             budget_grace_period=600)
+    accounting.used_at_spawn = 6.0  # what refusal() found at the spawn
     before = datetime.now(UTC)
-    env = spawner.get_env()
+    env = accounting.deadline_env((A100,))
     deadline = datetime.fromisoformat(env["GPUSPAWNER_GPU_DEADLINE"])
     assert deadline.utcoffset() == timedelta(0)
     expected = before + timedelta(hours=2, minutes=10)  # 4 GPU-hours left at 2 per hour, then the grace
@@ -358,10 +347,10 @@ def test_get_env_tells_a_gpu_server_its_deadline():
         "GPU-hour budget: 4 of 10 GPU-hours left this week (group 'students')")
 
 
-def test_get_env_without_gpus_or_limits_says_nothing():
-    spawner = _spawner([], gpu_hour_budget_groups={"students": 10})
-    spawner._budget_used_at_spawn = 1.0
-    assert spawner.get_env() == {"GPU_LIMIT": "1"}
-    assert _spawner(["GPU-a"]).get_env() == {"GPU_LIMIT": "1"}  # no budget, no maximum age
-    env = _spawner(["GPU-a"], gpu_max_age=8 * 3600).get_env()
+def test_without_gpus_or_limits_the_server_is_told_no_deadline():
+    accounting = _accounting(gpu_hour_budget_groups={"students": 10})
+    accounting.used_at_spawn = 1.0
+    assert accounting.deadline_env(()) == {}
+    assert _accounting().deadline_env((A100,)) == {}  # no budget, no maximum age
+    env = _accounting(gpu_max_age=8 * 3600).deadline_env((A100,))
     assert env["GPUSPAWNER_GPU_DEADLINE_REASON"] == "GPU servers stop after 8 h."

@@ -192,26 +192,30 @@ def test_strict_mode_also_refuses_newer_minors():
     assert [i.key for i in spawner.offered_images()] == ["cpu"]
 
 
-def test_without_nvml_or_configuration_nothing_is_hidden(monkeypatch):
+@pytest.fixture
+def fresh_hub_process():
+    """A hub process that has not asked NVML about the driver yet (and forgets it after)."""
+    from gpuspawner.lifecycle.shared import reset_shared_state
+
+    reset_shared_state()
+    yield
+    reset_shared_state()
+
+
+def test_without_nvml_or_configuration_nothing_is_hidden(monkeypatch, fresh_hub_process):
     from gpuspawner import nvml
-    from gpuspawner.docker import GPUDockerSpawner
 
     def no_nvml():
         raise nvml.NvmlUnavailable("No NVIDIA driver was found here.")
 
     monkeypatch.setattr(nvml, "driver_info", no_nvml)
-    monkeypatch.setattr(GPUDockerSpawner, "_driver_cuda_read", False)
-    monkeypatch.setattr(GPUDockerSpawner, "_driver_cuda", None)
     assert [i.key for i in make_spawner().offered_images()] == ["pytorch-2.9", "next", "cpu"]
 
 
-def test_nvml_driver_is_the_authority_when_nothing_is_configured(monkeypatch):
+def test_nvml_driver_is_the_authority_when_nothing_is_configured(monkeypatch, fresh_hub_process):
     from gpuspawner import nvml
-    from gpuspawner.docker import GPUDockerSpawner
 
     monkeypatch.setattr(nvml, "driver_info", lambda: ("470.82.01", (11, 4)))
-    monkeypatch.setattr(GPUDockerSpawner, "_driver_cuda_read", False)
-    monkeypatch.setattr(GPUDockerSpawner, "_driver_cuda", None)
     assert [i.key for i in make_spawner().offered_images()] == ["cpu"]
     # the configured version wins over NVML
     assert [i.key for i in make_spawner(driver_cuda_version="13.0").offered_images()] == [

@@ -7,13 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpuspawner.kube.messages import explain_quota_rejection, explain_unschedulable
-from gpuspawner.kube.nodes import parse_quantity, unsatisfiable_reason
+from gpuspawner.kube.nodes import PodNeeds, parse_quantity, unsatisfiable_reason
 from gpuspawner.kube.objects import (
     GpuPlacement,
     PodRequest,
     PvcRequest,
     cpu_quantity,
     docker_size_to_quantity,
+    pod_needs,
     pod_spec,
     pvc_spec,
 )
@@ -200,20 +201,20 @@ CLUSTER = [
 
 
 def test_satisfiable_requests():
-    assert unsatisfiable_reason(pod_spec(BASE), CLUSTER) is None
+    assert unsatisfiable_reason(pod_needs(BASE), CLUSTER) is None
     mig = replace(BASE, gpus=7, placement=GpuPlacement(resource="nvidia.com/mig-1g.10gb"))
-    assert unsatisfiable_reason(pod_spec(mig), CLUSTER) is None
-    assert unsatisfiable_reason(pod_spec(replace(BASE, gpus=0)), CLUSTER) is None
+    assert unsatisfiable_reason(pod_needs(mig), CLUSTER) is None
+    assert unsatisfiable_reason(pod_needs(replace(BASE, gpus=0)), CLUSTER) is None
 
 
 def test_too_many_gpus_for_any_node():
-    reason = unsatisfiable_reason(pod_spec(replace(BASE, gpus=9)), CLUSTER)
+    reason = unsatisfiable_reason(pod_needs(replace(BASE, gpus=9)), CLUSTER)
     assert reason == "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0). Ask for at most 8."
 
 
 def test_unknown_gpu_type():
     request = replace(BASE, placement=GpuPlacement(product="NVIDIA-H100-80GB-HBM3"))
-    assert unsatisfiable_reason(pod_spec(request), CLUSTER) == (
+    assert unsatisfiable_reason(pod_needs(request), CLUSTER) == (
         "No node of this cluster has the GPU type NVIDIA-H100-80GB-HBM3 (label nvidia.com/gpu.product);"
         " the GPU types here are: NVIDIA-A100-SXM4-80GB."
     )
@@ -221,23 +222,23 @@ def test_unknown_gpu_type():
 
 def test_resource_nobody_offers():
     request = replace(BASE, gpus=1, placement=GpuPlacement(resource="nvidia.com/mig-3g.40gb"))
-    assert unsatisfiable_reason(pod_spec(request), CLUSTER).startswith(
+    assert unsatisfiable_reason(pod_needs(request), CLUSTER).startswith(
         "No node of this cluster offers nvidia.com/mig-3g.40gb, so a server asking for 1 GPU can never start."
     )
 
 
 def test_untolerated_taint_makes_gpu_nodes_unusable():
     request = replace(BASE, placement=GpuPlacement(tolerations=()))
-    assert "tolerates the node's taints" in unsatisfiable_reason(pod_spec(request), CLUSTER)
+    assert "tolerates the node's taints" in unsatisfiable_reason(pod_needs(request), CLUSTER)
 
 
 def test_memory_larger_than_any_node():
-    reason = unsatisfiable_reason(pod_spec(replace(BASE, mem_limit=2**40)), CLUSTER)
+    reason = unsatisfiable_reason(pod_needs(replace(BASE, mem_limit=2**40)), CLUSTER)
     assert reason.startswith("No node of this cluster has 1.09951e+12 bytes of memory")
 
 
 def test_no_nodes():
-    assert unsatisfiable_reason(pod_spec(BASE), []) == "This cluster has no node to run servers on. Ask an admin."
+    assert unsatisfiable_reason(pod_needs(BASE), []) == "This cluster has no node to run servers on. Ask an admin."
 
 
 @pytest.mark.parametrize(
@@ -311,3 +312,46 @@ def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits
     assert gpu_limits == gpu_requests == ({resource: str(gpus)} if gpus else {})
     env_out = {e["name"]: e["value"] for e in container["env"]}
     assert env_out.get("NVIDIA_VISIBLE_DEVICES") == (None if gpus else "void")
+
+
+def needs_read_back(pod: dict) -> PodNeeds:
+    """What a pod needs of a node, read back from the pod itself (the oracle for pod_needs)."""
+    spec = pod["spec"]
+    res = spec["containers"][0].get("resources") or {}
+    requests = {
+        name: parse_quantity(value)
+        for name, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items()
+    }
+    terms = (
+        spec.get("affinity", {}).get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+    )  # fmt: skip
+    products = sorted({
+        value for term in terms for e in term.get("matchExpressions", [])
+        if e.get("key") == "nvidia.com/gpu.product" and e.get("operator") == "In" for value in e["values"]
+    })  # fmt: skip
+    return PodNeeds(requests, spec.get("nodeSelector") or {}, tuple(products), tuple(spec.get("tolerations") or ()))
+
+
+@given(
+    gpus=st.integers(min_value=0, max_value=4),
+    product=st.sampled_from(["", "NVIDIA-L4"]),
+    selector=st.dictionaries(st.sampled_from(["pool", "zone"]), st.sampled_from(["a", "b"]), max_size=2),
+    extra_selector=st.dictionaries(st.sampled_from(["zone", "rack"]), st.sampled_from(["c"]), max_size=2),
+    extra_tolerations=st.sampled_from([None, [], [{"key": "x", "operator": "Exists"}]]),
+    cpu=st.sampled_from([None, 0.5, 2.0]),
+    memory=st.sampled_from([None, 2**30]),
+    extra_limits=st.dictionaries(st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), st.sampled_from(["1", "8"])),
+)
+def test_the_typed_needs_are_what_the_pod_asks_for(
+    gpus, product, selector, extra_selector, extra_tolerations, cpu, memory, extra_limits
+):
+    extra_pod = {"nodeSelector": extra_selector} if extra_selector else {}
+    if extra_tolerations is not None:
+        extra_pod["tolerations"] = extra_tolerations
+    request = replace(
+        BASE, gpus=gpus, placement=GpuPlacement(product=product, node_selector={"gpu": "yes"}),
+        node_selector=selector, cpu_guarantee=cpu, mem_limit=memory, extra_pod_config=extra_pod,
+        extra_container_config={"resources": {"limits": extra_limits}},
+    )  # fmt: skip
+    assert pod_needs(request) == needs_read_back(pod_spec(request))

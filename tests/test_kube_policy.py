@@ -3,11 +3,24 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpuspawner.kube.holdings import PodHolding, holdings_from_pods, quota_refusal
+from gpuspawner.kube.holdings import gpu_totals, holdings_from_pods, node_products, pod_gpus
 from gpuspawner.kube.messages import unschedulable_message
+from gpuspawner.policy.allocation import GpuRequest, Grant, Holding, decide
+from gpuspawner.policy.inventory import Gpu
 from gpuspawner.policy.quota import GpuLimit
 
 DEFAULT = GpuLimit(1, "the default for every user")
+
+
+def quota_refusal(user, server, count, limit, holdings):
+    """What the Kubernetes backend decides: the quota only (the scheduler judges capacity)."""
+    devices = pod_gpus("p-%s-%s" % (user, server), "nvidia.com/gpu", count, "nvidia.com/gpu")
+    outcome = decide(GpuRequest(user, server, count, limit, devices), None, holdings)
+    if isinstance(outcome, Grant):
+        assert outcome.gpus == devices
+        return None
+    assert outcome.reason == "quota"
+    return outcome.message
 
 
 def pod(name, user, server="", gpus=1, phase="Running", node="a100-0", resource=None):
@@ -31,14 +44,38 @@ def test_holdings_from_pods():
         pod("jupyter-bob", "bob", phase="Succeeded"),
         {"metadata": {"name": "not-ours", "labels": {}, "annotations": {}}},
     ]
+    mig = "nvidia.com/mig-1g.10gb"
     assert holdings_from_pods(pods) == [
-        PodHolding("alice", "", 1, "nvidia.com/gpu", "jupyter-alice", "a100-0"),
-        PodHolding("alice", "train", 2, "nvidia.com/mig-1g.10gb", "jupyter-alice--train", ""),
-    ]
-    assert holdings_from_pods(pods)[1].holding().uuids == (
+        Holding("alice", "", (Gpu("jupyter-alice/nvidia.com/gpu#0", "nvidia.com/gpu", resource="nvidia.com/gpu"),),
+                "pod jupyter-alice, on node a100-0"),
+        Holding("alice", "train", tuple(Gpu("jupyter-alice--train/%s#%d" % (mig, i), mig, resource=mig) for i in (0, 1)),
+                "pod jupyter-alice--train, waiting for a node"),
+    ]  # fmt: skip
+    assert holdings_from_pods(pods)[1].uuids == (
         "jupyter-alice--train/nvidia.com/mig-1g.10gb#0",
         "jupyter-alice--train/nvidia.com/mig-1g.10gb#1",
     )
+
+
+def test_a_gpu_is_typed_by_its_nodes_product_so_weights_apply():
+    nodes = [
+        {"metadata": {"name": "a100-0", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+         "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "64"}}},
+        {"metadata": {"name": "cpu-0", "labels": {}}, "status": {"allocatable": {"cpu": "8"}}},
+        {"metadata": {"name": "mig-0", "labels": {}}, "status": {"allocatable": {"nvidia.com/mig-1g.10gb": "7"}}},
+        {"metadata": {"name": "cordoned", "labels": {}}, "spec": {"unschedulable": True},
+         "status": {"allocatable": {"nvidia.com/gpu": "4"}}},
+    ]  # fmt: skip
+    assert node_products(nodes) == {"a100-0": "NVIDIA-A100-SXM4-80GB"}
+    assert gpu_totals(nodes) == {"NVIDIA-A100-SXM4-80GB": 8, "nvidia.com/mig-1g.10gb": 7}
+    running = pod("jupyter-ann", "ann", node="a100-0")
+    (held,) = holdings_from_pods([running], node_products(nodes))
+    assert [gpu.name for gpu in held.gpus] == ["NVIDIA-A100-SXM4-80GB"]
+    # pending: the product it asked for, else its resource
+    asked = pod("jupyter-bo", "bo", phase="Pending", node=None)
+    asked["metadata"]["annotations"]["gpuspawner.io/gpu-product"] = "NVIDIA-L4"
+    (pending,) = holdings_from_pods([asked], node_products(nodes))
+    assert pending.gpus[0].name == "NVIDIA-L4"
 
 
 def test_quota_counts_every_server_of_the_user():
@@ -87,7 +124,10 @@ def test_unschedulable_message():
 def test_quota_refuses_exactly_when_the_users_other_servers_plus_the_request_exceed_the_limit(
     holdings, server, count, limit
 ):
-    pods = [PodHolding(user, name, gpus, "nvidia.com/gpu", "p-%s-%s" % (user, name)) for user, name, gpus in holdings]
+    pods = [
+        Holding(user, name, pod_gpus("p-%s-%s" % (user, name), "nvidia.com/gpu", gpus, "GPU"))
+        for user, name, gpus in holdings
+    ]
     others = sum(gpus for user, name, gpus in holdings if user == "alice" and name != server)
     refused = quota_refusal("alice", server, count, GpuLimit(limit, "test"), pods) is not None
     assert refused == (count > 0 and others + count > limit)

@@ -45,10 +45,10 @@ def test_a_moved_name_is_the_same_object():
 
 def test_names_of_the_old_backend_modules_still_resolve():
     result = fresh_import(
-        "from gpuspawner.kube import PodHolding, KubeGPUSpawner\n"
+        "from gpuspawner.kube import holdings_from_pods, KubeGPUSpawner\n"
         "from gpuspawner.docker import holdings_from_containers, GPUDockerSpawner\n"
         "from gpuspawner.base import SpawnRefused, apply_gpu_options\n"
-        "print(PodHolding.__module__, holdings_from_containers.__module__, SpawnRefused.__module__)"
+        "print(holdings_from_pods.__module__, holdings_from_containers.__module__, SpawnRefused.__module__)"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [

@@ -65,22 +65,22 @@ def test_reconcile_closes_what_the_engine_lost_at_its_last_sighting(ledger):
     ledger.open("ann", "", [A100], T0)
     ledger.open("bob", "x", [T4], T0)
     seen = T0 + timedelta(minutes=30)
-    assert ledger.reconcile([Holding("ann", "", ("GPU-a",)), Holding("bob", "x", ("GPU-t",))], seen) == (0, 0)
+    assert ledger.reconcile([Holding("ann", "", (A100,)), Holding("bob", "x", (T4,))], seen) == (0, 0)
     # the hub was killed; bob's container died while no hub watched; a new hub lists the engine
     later = T0 + timedelta(hours=3)
-    assert ledger.reconcile([Holding("ann", "", ("GPU-a",))], later) == (1, 0)
+    assert ledger.reconcile([Holding("ann", "", (A100,))], later) == (1, 0)
     rows = {r.user: r for r in ledger.rows()}
     assert rows["bob"].end_reason == "gone"
     assert rows["bob"].ended.replace(tzinfo=timezone.utc) == seen  # not a minute of guessed usage
     assert rows["ann"].ended is None and rows["ann"].last_seen.replace(tzinfo=timezone.utc) == later
-    # a holding the ledger never heard of (started while the ledger was unreachable) is opened
-    assert ledger.reconcile(
-        [Holding("ann", "", ("GPU-a",)), Holding("cy", "", ("GPU-b",))], later, {"GPU-b": "Tesla T4"}
-    ) == (0, 1)
+    # a holding the ledger never heard of (started while the ledger was unreachable) is opened,
+    # named as the engine's holding names its GPU, so GPU-type weights apply
+    cy = Holding("cy", "", (Gpu("GPU-b", "Tesla T4"),))
+    assert ledger.reconcile([Holding("ann", "", (A100,)), cy], later) == (0, 1)
     assert [(i.user, i.gpu_name, i.start) for i in ledger.open_intervals()][-1] == ("cy", "Tesla T4", later)
     # reconciling twice, and a listing racing a start, never closes a young interval
     ledger.open("dee", "", [T4], later)
-    assert ledger.reconcile([Holding("ann", "", ("GPU-a",)), Holding("cy", "", ("GPU-b",))], later + timedelta(seconds=5)) == (0, 0)
+    assert ledger.reconcile([Holding("ann", "", (A100,)), cy], later + timedelta(seconds=5)) == (0, 0)
 
 
 def test_a_pending_reason_marks_why_the_interval_ended_and_notices_are_kept(ledger):

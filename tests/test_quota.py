@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpuspawner.errors import ConfigError
-from gpuspawner.policy.quota import GpuLimit, check_limits, gpu_limit, plural, server_label
+from gpuspawner.policy.quota import GpuLimit, check_limits, gpu_limit
+from gpuspawner.policy.wording import plural, server_label
 
 
 def test_default_applies_without_group_override():
@@ -44,7 +45,8 @@ def test_wording():
 
 
 def test_join_phrases_and_the_shared_quota_sentence():
-    from gpuspawner.policy.quota import join_phrases, over_quota
+    from gpuspawner.policy.quota import over_quota
+    from gpuspawner.policy.wording import join_phrases
 
     assert join_phrases([]) == "" and join_phrases(["a"]) == "a"
     assert join_phrases(["a", "b", "c"]) == "a, b and c"

@@ -5,20 +5,22 @@ is the truth: the pool is rebuilt from running containers on the first spawn or 
 after a hub start, and again every ``gpu_resync_interval`` seconds.
 """
 
-import asyncio
 import inspect
 import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
 from traitlets import Enum, Float, Integer, List, TraitError, Unicode, default, validate
 
-from ..lifecycle.base import Availability, GPUSpawnerMixin
+from ..lifecycle.base import GPUSpawnerMixin
 from ..lifecycle.refusal import SpawnRefused
+from ..lifecycle.shared import SharedState
 from ..policy import cuda
-from ..policy.allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
-from ..policy.inventory import from_nvml, parse_inventory
-from ..policy.quota import plural
+from ..policy.allocation import Holding
+from ..policy.inventory import Gpu, from_nvml, parse_inventory
 from . import pull
 from .spec import GPU_MODES, ContainerRequest, container_spec
 
@@ -28,21 +30,30 @@ LABEL_GPUS = "gpuspawner.gpus"
 LABEL_IMAGE = "gpuspawner.image"
 HOLDING_STATES = {"running", "restarting", "paused"}
 NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
-REFUSAL_STATUS = {"quota": 403, "capacity": 503}
-REFUSAL_RESYNC_SECONDS = 2.0  # how fresh the engine's view must be to refuse for capacity
 PULLING_POLICIES = ("ifnotpresent", "always")
 
 
-def holdings_from_containers(containers) -> list[Holding]:
-    """The GPU holdings recorded by the labels of live containers (``docker ps`` output)."""
+def holdings_from_containers(containers, inventory: Sequence[Gpu] = ()) -> list[Holding]:
+    """The GPU holdings recorded by the labels of live containers (``docker ps`` output),
+    each GPU named as in ``inventory`` (a bare Gpu for one the inventory does not list)."""
+    known = {gpu.uuid: gpu for gpu in inventory}
     holdings = []
     for container in containers:
         labels = container.get("Labels") or {}
         if container.get("State") not in HOLDING_STATES or LABEL_USER not in labels:
             continue
-        uuids = tuple(uuid for uuid in labels.get(LABEL_GPUS, "").split(",") if uuid)
-        holdings.append(Holding(labels[LABEL_USER], labels.get(LABEL_SERVER, ""), uuids))
+        uuids = [uuid for uuid in labels.get(LABEL_GPUS, "").split(",") if uuid]
+        gpus = tuple(known.get(uuid, Gpu(uuid)) for uuid in uuids)
+        holdings.append(Holding(labels[LABEL_USER], labels.get(LABEL_SERVER, ""), gpus))
     return holdings
+
+
+@dataclass
+class DockerState(SharedState):
+    """The Docker backend's state in a hub process: the pool, and the driver's CUDA."""
+
+    driver_cuda: cuda.DriverCuda | None = None
+    driver_cuda_read: bool = False
 
 
 def is_missing_gpu_runtime(error: Exception) -> bool:
@@ -166,17 +177,15 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             raise TraitError("container_user must be a non-root uid such as '1000', not %r." % proposal.value)
         return proposal.value
 
-    # --- the pool of this hub process, shared by every spawner ---
+    # --- the backend contract (gpuspawner.lifecycle.base) ---
 
-    _pool: GpuPool | None = None
-    _pool_rebuilt_at = 0.0
-    _rebuilding: asyncio.Future | None = None
+    shared_state_class = DockerState
 
     def check_config(self):
         super().check_config()
-        self.inventory()
+        self.gpu_inventory()
 
-    def inventory(self):
+    def gpu_inventory(self) -> tuple[Gpu, ...]:
         """The allocatable GPUs: declared, or discovered with NVML."""
         if self.gpus is not None:
             return parse_inventory(self.gpus)
@@ -189,127 +198,63 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             return ()
 
     @property
-    def pool(self) -> GpuPool:
-        cls = GPUDockerSpawner
-        if cls._pool is None:
-            cls._pool = GpuPool(inventory=self.inventory())
-        return cls._pool
+    def holdings_max_age(self) -> float:
+        return self.gpu_resync_interval
 
-    async def rebuild_pool(self, max_age: float | None = None) -> None:
-        """Load who holds which GPU from the labels of the engine's containers.
-
-        Skipped when the last rebuild is younger than ``max_age`` seconds (default
-        ``gpu_resync_interval``); concurrent callers share one listing of the engine.
-        """
-        cls = GPUDockerSpawner
-        max_age = self.gpu_resync_interval if max_age is None else max_age
-        if self.pool.rebuilt and time.monotonic() - cls._pool_rebuilt_at < max_age:
-            return
-        if cls._rebuilding is None or cls._rebuilding.done():
-            cls._rebuilding = asyncio.ensure_future(self._list_and_rebuild())
-        await asyncio.shield(cls._rebuilding)
-
-    async def _list_and_rebuild(self) -> None:
-        pool = self.pool
-        in_flight = pool.in_flight()
+    async def engine_holdings(self) -> list[Holding]:
         containers = await self.docker("containers", all=True, filters={"label": LABEL_USER})
-        holdings = holdings_from_containers(containers)
-        pool.rebuild(holdings, in_flight)
-        GPUDockerSpawner._pool_rebuilt_at = time.monotonic()
-        self.log.debug("GPU holdings rebuilt from %d containers", len(containers))
-        await self.on_holdings_rebuilt(holdings)
+        await self.refresh_lost_gpus()
+        return holdings_from_containers(containers, self.pool.inventory)
 
-    async def gpu_availability(self) -> Availability:
-        await self.rebuild_pool()
-        mine = self.pool.held_by(self.user.name)
-        return Availability(
-            free=len(self.pool.free()),
-            total=len(self.pool.inventory),
-            held=sum(len(h.uuids) for h in mine),
-            held_text=describe_holdings(mine),
+    async def reserve_gpus(self, count: int):
+        if count:
+            await self.refresh_lost_gpus()
+        return await super().reserve_gpus(count)
+
+    async def refresh_lost_gpus(self) -> None:
+        """Mark the inventory GPUs NVML reports lost, so they are not handed out."""
+
+    async def gpu_totals(self) -> dict[str, int]:
+        return dict(Counter(gpu.name for gpu in self.pool.inventory))
+
+    async def start_engine(self) -> str:
+        self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
+        await self.docker(
+            "create_volume", self.workspace_volume, labels={LABEL_USER: self.user.name}
         )
-
-    async def allocate_gpus(self, count: int) -> tuple[str, ...]:
-        """Distinct free GPUs for this server, or a SpawnException saying why not."""
-        await self.rebuild_pool()
-        request = GpuRequest(self.user.name, self.server_name, count, self.gpu_limit)
-        outcome = self.pool.allocate(request)
-        if not isinstance(outcome, Grant) and outcome.reason == "capacity":
-            # refuse on the engine's word, not on a view that may be a minute old
-            await self.rebuild_pool(max_age=REFUSAL_RESYNC_SECONDS)
-            outcome = self.pool.allocate(request)
-        if not isinstance(outcome, Grant):
-            raise SpawnRefused(
-                outcome.message, reason="gpu-" + outcome.reason, status_code=REFUSAL_STATUS[outcome.reason]
-            )
-        if outcome.gpus:
-            self.emit_progress(
-                10,
-                "Allocated %s: %s" % (plural(len(outcome.gpus)), ", ".join(g.describe() for g in outcome.gpus)),
-            )
-        return outcome.uuids
-
-    async def release_gpus(self) -> None:
-        released = self.pool.release(self.user.name, self.server_name)
-        self.gpu_uuids = ()
-        if released:
-            self.log.info("Released %s from %s", ", ".join(released), self._log_name)
-            await self.on_gpus_released(released)
-
-    # --- the spawner ---
-
-    async def start(self):
-        self.clear_progress()
-        if self.choice is None:
-            # an admin replaced apply_user_options: still check what arrives
-            self.choice = self.choose(self.user_options)
-            self.image = self.choice.image.image
-        await self.check_spawn_allowed(self.choice)
-        self.gpu_uuids = await self.allocate_gpus(self.choice.gpus)
-        try:
-            self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
-            await self.docker("create_volume", self.workspace_volume, labels={LABEL_USER: self.user.name})
-            self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
-            address = await super().start()
-        except Exception as e:
-            await self.release_gpus()
-            refusal = self.explain_start_error(e)
-            if refusal is None:
-                raise
-            raise refusal from None
-        self.pool.confirm(self.user.name, self.server_name)
-        await self.on_gpus_held(self.pool.gpus(self.gpu_uuids))
+        self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
+        address = await DockerSpawner.start(self)
         self.emit_progress(90, "Container started; waiting for JupyterLab to answer")
         return address
 
-    # --- images: what the driver can run, and pulls with progress ---
+    async def poll_engine(self) -> int | None:
+        container = await self.get_object()
+        if container is not None and container["State"]["Running"]:
+            return None
+        return container["State"]["ExitCode"] if container is not None else 0
 
-    _driver_cuda: cuda.DriverCuda | None = None
-    _driver_cuda_read = False
+    # --- images: what the driver can run, and pulls with progress ---
 
     def driver_cuda(self) -> cuda.DriverCuda | None:
         """The driver's CUDA version: configured, else from NVML (read once per hub), else None."""
         if self.driver_cuda_version:
             return cuda.DriverCuda(cuda.parse_cuda(self.driver_cuda_version), self.driver_version)
-        cls = GPUDockerSpawner
-        if not cls._driver_cuda_read:
+        state = self.shared
+        if not state.driver_cuda_read:
             from .. import nvml
 
             try:
                 version, supported = nvml.driver_info()
-                cls._driver_cuda = cuda.DriverCuda(supported, version)
+                state.driver_cuda = cuda.DriverCuda(supported, version)
                 self.log.info("NVIDIA driver %s supports CUDA up to %d.%d", version, *supported)
             except nvml.NvmlUnavailable as e:
                 self.log.info("Images are not checked against the driver: %s", e)
-            cls._driver_cuda_read = True
-        return cls._driver_cuda
+            state.driver_cuda_read = True
+        return state.driver_cuda
 
     def image_problem(self, image):
-        problem = super().image_problem(image)
-        if problem is None:
-            driver = self.driver_cuda()
-            problem = cuda.check_image_cuda(image.key, image.cuda, driver, self.cuda_compatibility)
-        return problem
+        driver = self.driver_cuda()
+        return cuda.check_image_cuda(image.key, image.cuda, driver, self.cuda_compatibility)
 
     async def pull_image(self, image):
         """DockerSpawner's pull, through the engine's stream, with progress and a timeout."""
@@ -367,34 +312,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     async def check_allowed(self, image):
         # the catalog already decided (apply_user_options); DockerSpawner's own list is unused
-        return self.choice.image.image
-
-    async def poll(self):
-        await self.rebuild_pool()
-        container = await self.get_object()
-        if container is not None and container["State"]["Running"]:
-            return None
-        await self.release_gpus()
-        return container["State"]["ExitCode"] if container is not None else 0
-
-    async def stop(self, now=False):
-        await super().stop(now=now)
-        await self.release_gpus()
-
-    def get_state(self):
-        state = super().get_state()
-        if self.gpu_uuids:
-            state["gpu_uuids"] = list(self.gpu_uuids)
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        self.gpu_uuids = tuple(state.get("gpu_uuids", ()))
-
-    def clear_state(self):
-        super().clear_state()
-        self.gpu_uuids = ()
-        self.choice = None
+        return self.choice.image.image if self.choice is not None else image
 
     @property
     def workspace_volume(self) -> str:
@@ -415,14 +333,14 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             labels={
                 LABEL_USER: self.user.name,
                 LABEL_SERVER: self.server_name,
-                LABEL_GPUS: ",".join(self.gpu_uuids),
+                LABEL_GPUS: ",".join(gpu.uuid for gpu in self.held_gpus),
                 LABEL_IMAGE: self.choice.image.key,
             },
             port=self.port,
             workspace_volume=self.workspace_volume,
             workspace_path=self.workspace_path,
             user=self.container_user,
-            gpu_uuids=self.gpu_uuids,
+            gpu_uuids=tuple(gpu.uuid for gpu in self.held_gpus),
             gpu_mode=self.gpu_mode,
             shm_size=self.shm_size,
             mem_limit=self.mem_limit,

@@ -1,54 +1,69 @@
 """Who holds GPUs on Kubernetes: the GPU requests of the hub's pods (pure, no I/O).
 
 Kubernetes decides which GPU a pod gets; the hub knows how many each server asked for
-from the label ``gpuspawner.io/gpus`` of its pod (read from kubespawner's pod reflector)
-and whether the user may ask for more (:func:`quota_refusal`).
+from the label ``gpuspawner.io/gpus`` of its pod (read from kubespawner's pod reflector).
+Kubernetes does not tell the hub the GPUs' UUIDs, so each is named after its pod and
+resource (:func:`pod_gpus`), and typed by the GPU product label of the node it runs on,
+so GPU-type weights apply to its ledger intervals.
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from ..policy.allocation import Holding
-from ..policy.quota import GpuLimit, over_quota, plural, server_label
-from .nodes import GPU_RESOURCE
+from ..policy.inventory import Gpu
+from .nodes import GPU_RESOURCE, PRODUCT_LABEL, is_gpu_resource, parse_quantity
 
 LABEL_GPUS = "gpuspawner.io/gpus"
 ANNOTATION_RESOURCE = "gpuspawner.io/gpu-resource"
+ANNOTATION_PRODUCT = "gpuspawner.io/gpu-product"
 ANNOTATION_IMAGE = "gpuspawner.io/image"
 ANNOTATION_USER = "hub.jupyter.org/username"  # set by kubespawner, unescaped
 ANNOTATION_SERVER = "hub.jupyter.org/servername"
 DONE_PHASES = {"Succeeded", "Failed"}
 
 
-@dataclass(frozen=True)
-class PodHolding:
-    """GPUs requested by one server's pod, as the pod reflector sees it."""
-
-    user: str
-    server: str
-    gpus: int
-    resource: str
-    pod: str
-    node: str = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.user, self.server)
-
-    def ids(self) -> tuple[str, ...]:
-        """Names for the GPUs (Kubernetes does not tell the hub their UUIDs)."""
-        return tuple("%s/%s#%d" % (self.pod, self.resource, i) for i in range(self.gpus))
-
-    def holding(self) -> Holding:
-        return Holding(self.user, self.server, self.ids())
-
-    def describe(self) -> str:
-        where = "on node %s" % self.node if self.node else "waiting for a node"
-        return "%s on %s (pod %s, %s)" % (plural(self.gpus), server_label(self.server), self.pod, where)
+def pod_gpus(pod: str, resource: str, count: int, gpu_type: str) -> tuple[Gpu, ...]:
+    """The ``count`` GPUs of a pod, named '<pod>/<resource>#<i>' and typed ``gpu_type``."""
+    return tuple(
+        Gpu(uuid="%s/%s#%d" % (pod, resource, i), name=gpu_type, resource=resource)
+        for i in range(count)
+    )
 
 
-def holdings_from_pods(pods: Iterable[Mapping]) -> list[PodHolding]:
-    """The GPU requests of the hub's live pods (the reflector's values)."""
+def node_products(nodes: Iterable[Mapping]) -> dict[str, str]:
+    """node name -> its GPU product label (GPU feature discovery), for nodes that have one."""
+    products = {}
+    for node in nodes:
+        metadata = node.get("metadata") or {}
+        product = (metadata.get("labels") or {}).get(PRODUCT_LABEL)
+        if product:
+            products[metadata.get("name", "")] = product
+    return products
+
+
+def gpu_totals(nodes: Iterable[Mapping]) -> dict[str, int]:
+    """GPUs per type on schedulable nodes: the node's product label, else the resource name."""
+    totals: dict[str, int] = {}
+    for node in nodes:
+        if (node.get("spec") or {}).get("unschedulable"):
+            continue
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        for resource, value in ((node.get("status") or {}).get("allocatable") or {}).items():
+            count = int(parse_quantity(value)) if is_gpu_resource(resource) else 0
+            if count > 0:
+                gpu_type = labels.get(PRODUCT_LABEL) or resource
+                totals[gpu_type] = totals.get(gpu_type, 0) + count
+    return totals
+
+
+def holdings_from_pods(
+    pods: Iterable[Mapping], products: Mapping[str, str] | None = None
+) -> list[Holding]:
+    """The GPU requests of the hub's live pods (the reflector's values), one per server.
+
+    ``products``: node name -> GPU product (:func:`node_products`). A GPU is typed by its
+    node's product, else by the product the pod asked for, else by its resource.
+    """
     holdings = []
     for pod in pods:
         metadata = pod.get("metadata") or {}
@@ -59,27 +74,22 @@ def holdings_from_pods(pods: Iterable[Mapping]) -> list[PodHolding]:
         if (pod.get("status") or {}).get("phase") in DONE_PHASES:
             continue
         try:
-            gpus = int(labels[LABEL_GPUS])
+            count = int(labels[LABEL_GPUS])
         except ValueError:
             continue
+        name = metadata.get("name", "")
+        node = (pod.get("spec") or {}).get("nodeName") or ""
+        resource = annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE)
+        gpu_type = (
+            (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT) or resource
+        )
+        where = "on node %s" % node if node else "waiting for a node"
         holdings.append(
-            PodHolding(
+            Holding(
                 user=annotations[ANNOTATION_USER],
                 server=annotations.get(ANNOTATION_SERVER, ""),
-                gpus=gpus,
-                resource=annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE),
-                pod=metadata.get("name", ""),
-                node=(pod.get("spec") or {}).get("nodeName") or "",
+                gpus=pod_gpus(name, resource, count, gpu_type),
+                detail="pod %s, %s" % (name, where),
             )
         )
     return holdings
-
-
-def quota_refusal(user: str, server: str, count: int, limit: GpuLimit, holdings: Iterable[PodHolding]) -> str | None:
-    """Why ``user`` may not ask for ``count`` more GPUs on ``server``, or None (pure)."""
-    mine = sorted(
-        (h for h in holdings if h.user == user and h.server != server and h.gpus), key=lambda h: h.server
-    )
-    return over_quota(count, limit, [(h.gpus, h.describe()) for h in mine])
-
-

@@ -7,10 +7,10 @@ cannot run it; and whether any node could ever run a pod (:func:`unsatisfiable_r
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..policy import cuda as cuda_rule
-from ..policy.quota import plural
+from ..policy.wording import plural
 
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
@@ -188,30 +188,27 @@ def _node_name(node: Mapping) -> str:
     return node.get("metadata", {}).get("name", "?")
 
 
-def unsatisfiable_reason(pod: Mapping, nodes: Sequence[Mapping]) -> str | None:
-    """Why no node of the cluster could run ``pod`` even when empty, or None when one could.
+@dataclass(frozen=True)
+class PodNeeds:
+    """What a server's pod needs of any node it could land on (built by ``objects.pod_needs``)."""
+
+    requests: Mapping[str, float] = field(default_factory=dict)  # resource -> amount, GPUs too
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    products: tuple[str, ...] = ()  # the node's GPU product label must be one of these
+    tolerations: Sequence[Mapping] = ()
+
+
+def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | None:
+    """Why no node of the cluster could run a pod with ``needs`` even when empty, or None.
 
     Checks what never changes while a spawn waits: the node's allocatable GPUs, CPU and
-    memory, its labels (node selector, GPU product affinity) and its NoSchedule taints.
+    memory, its labels (node selector, GPU product) and its NoSchedule taints.
     """
-    spec = pod["spec"]
-    requests = {}
-    for container in spec["containers"]:
-        res = container.get("resources") or {}
-        for name, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
-            requests[name] = requests.get(name, 0) + parse_quantity(value)
+    requests = dict(needs.requests)
     gpu = next(((name, int(count)) for name, count in requests.items() if is_gpu_resource(name)), None)
-    selector = spec.get("nodeSelector") or {}
-    products = [
-        expr["values"]
-        for term in spec.get("affinity", {})
-        .get("nodeAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
-        .get("nodeSelectorTerms", [])
-        for expr in term.get("matchExpressions", [])
-        if expr.get("key") == PRODUCT_LABEL and expr.get("operator") == "In"
-    ]
-    tolerations = spec.get("tolerations") or []
+    selector = needs.node_selector
+    products = needs.products
+    tolerations = needs.tolerations
 
     if not nodes:
         return "This cluster has no node to run servers on. Ask an admin."
@@ -222,8 +219,8 @@ def unsatisfiable_reason(pod: Mapping, nodes: Sequence[Mapping]) -> str | None:
 
     def fits_labels(node) -> bool:
         labels = node.get("metadata", {}).get("labels") or {}
-        return all(labels.get(key) == value for key, value in selector.items()) and all(
-            labels.get(PRODUCT_LABEL) in values for values in products
+        return all(labels.get(key) == value for key, value in selector.items()) and (
+            not products or labels.get(PRODUCT_LABEL) in products
         )
 
     def fits_taints(node) -> bool:
@@ -248,7 +245,7 @@ def unsatisfiable_reason(pod: Mapping, nodes: Sequence[Mapping]) -> str | None:
         if products and not any(fits_labels(n) for n in candidates):
             offered = sorted({(n.get("metadata", {}).get("labels") or {}).get(PRODUCT_LABEL) for n in candidates} - {None})
             return "No node of this cluster has the GPU type %s (label %s); the GPU types here are: %s." % (
-                " or ".join(products[0]),
+                " or ".join(products),
                 PRODUCT_LABEL,
                 ", ".join(offered) or "none",
             )

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..policy.merge import deep_merge
-from .nodes import GPU_RESOURCE, PRODUCT_LABEL, is_gpu_resource
+from ..lifecycle.env import lock_visible_devices
+from .nodes import GPU_RESOURCE, PRODUCT_LABEL, PodNeeds, is_gpu_resource, parse_quantity
 
 # the taint GPU node pools usually carry (GKE, AKS, the GPU operator's docs)
 DEFAULT_GPU_TOLERATIONS = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
@@ -151,13 +152,7 @@ def node_affinity(request: PodRequest) -> dict | None:
 
 def pod_spec(request: PodRequest) -> dict:
     """The Pod of one server."""
-    env = dict(request.env)
-    if request.gpus:
-        # the device plugin names the GPUs it hands over; a value of ours would override it
-        env.pop("NVIDIA_VISIBLE_DEVICES", None)
-    else:
-        # an image or a default nvidia runtime must not hand every GPU to a CPU-only server
-        env["NVIDIA_VISIBLE_DEVICES"] = "void"
+    env = lock_visible_devices(request.env, request.gpus)
     mounts = [dict(m) for m in request.extra_volume_mounts]
     volumes = [dict(v) for v in request.extra_volumes]
     if request.workspace_pvc:
@@ -186,9 +181,7 @@ def pod_spec(request: PodRequest) -> dict:
         dict(LOCKED_CONTAINER_SECURITY, runAsUser=request.uid, runAsGroup=request.gid),
     )
     # the GPUs are the spawner's to give, never the admin's extras
-    container["resources"] = _without_gpus(container.get("resources") or {})
-    for kind, values in resources(request).items():
-        container["resources"].setdefault(kind, {}).update(values)
+    container["resources"] = container_resources(request)
     container["env"] = [{"name": key, "value": value} for key, value in sorted(env.items())]
 
     security: dict = {"runAsUser": request.uid, "runAsGroup": request.gid, "runAsNonRoot": True}
@@ -200,9 +193,8 @@ def pod_spec(request: PodRequest) -> dict:
         "containers": [container],
         "volumes": volumes,
     }
-    node_selector = dict(request.node_selector)
+    node_selector = _node_selector(request)
     if request.gpus:
-        node_selector.update(request.placement.node_selector)
         spec["tolerations"] = [dict(t) for t in request.placement.tolerations]
         affinity = node_affinity(request)
         if affinity:
@@ -226,6 +218,49 @@ def pod_spec(request: PodRequest) -> dict:
         },
         "spec": spec,
     }
+
+
+def _node_selector(request: PodRequest) -> dict:
+    """The labels every node running this server must have (GPU servers: the placement's too)."""
+    selector = dict(request.node_selector)
+    if request.gpus:
+        selector.update(request.placement.node_selector)
+    return selector
+
+
+def container_resources(request: PodRequest) -> dict:
+    """The server container's limits and requests: the admin's extras without their GPUs,
+    then this server's own (GPU requests always equal GPU limits)."""
+    extra = (request.extra_container_config or {}).get("resources") or {}
+    merged = _without_gpus(deep_merge(resources(request), extra))
+    for kind, values in resources(request).items():
+        merged.setdefault(kind, {}).update(values)
+    return merged
+
+
+def pod_needs(request: PodRequest) -> PodNeeds:
+    """What the pod of ``request`` needs of a node, as typed facts (no pod to parse back).
+
+    The same facts :func:`pod_spec` writes: the container's resources (a request where one
+    is given, else the limit), the node selector and tolerations (the admin's
+    ``extra_pod_config`` merged as in the pod), and the GPU product a GPU server requires.
+    """
+    res = container_resources(request)
+    amounts = {
+        name: parse_quantity(value)
+        for name, value in {**res.get("limits", {}), **res.get("requests", {})}.items()
+    }
+    extra = request.extra_pod_config or {}
+    selector = _node_selector(request)
+    if isinstance(extra.get("nodeSelector"), Mapping):
+        selector = deep_merge(selector, extra["nodeSelector"])
+    tolerations = [dict(t) for t in request.placement.tolerations] if request.gpus else []
+    if "tolerations" in extra:
+        tolerations = [dict(t) for t in extra.get("tolerations") or []]
+    products = (request.placement.product,) if request.gpus and request.placement.product else ()
+    return PodNeeds(
+        requests=amounts, node_selector=selector, products=products, tolerations=tuple(tolerations)
+    )
 
 
 def _without_gpus(resources_: Mapping) -> dict:

@@ -10,24 +10,29 @@ restarted hub knows the counts as soon as the reflector has loaded.
 import asyncio
 import json
 import time
-from typing import ClassVar
+from dataclasses import dataclass
 
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado.gen import maybe_future
 from traitlets import Bool, Dict, Enum, Float, List, TraitError, Unicode, default, validate
 
-from ..lifecycle.base import Availability, GPUSpawnerMixin, SpawnRefused
+from ..lifecycle.base import GPUSpawnerMixin
+from ..lifecycle.refusal import SpawnRefused
+from ..lifecycle.shared import SharedState
+from ..policy.allocation import Holding
 from ..policy import cuda
 from ..policy.inventory import Gpu
-from ..policy.quota import plural
+from ..policy.wording import plural
 from .holdings import (
     ANNOTATION_IMAGE,
+    ANNOTATION_PRODUCT,
     ANNOTATION_RESOURCE,
     LABEL_GPUS,
-    PodHolding,
+    gpu_totals,
     holdings_from_pods,
-    quota_refusal,
+    node_products,
+    pod_gpus,
 )
 from .messages import explain_quota_rejection, explain_unschedulable, unschedulable_message
 from .nodes import (
@@ -36,7 +41,6 @@ from .nodes import (
     cuda_refusal,
     cuda_verdicts,
     is_gpu_resource,
-    parse_quantity,
     unsatisfiable_reason,
 )
 from .objects import (
@@ -45,12 +49,23 @@ from .objects import (
     PodRequest,
     PvcRequest,
     docker_size_to_quantity,
+    pod_needs,
     pod_spec,
     pvc_spec,
 )
 
 RESOURCE_QUOTA_NAME = "gpuspawner-gpus"
 PROFILE_FIELDS = {"resource", "product", "node_selector", "tolerations"}
+
+
+@dataclass
+class KubeState(SharedState):
+    """The Kubernetes backend's state in a hub process: the pool and the cached node list."""
+
+    nodes: list[dict] | None = None
+    nodes_listed_at: float = 0.0
+    nodes_forbidden: bool = False
+    nodes_listing: asyncio.Future | None = None
 
 
 class _Json:
@@ -212,18 +227,63 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
                 self.start_timeout,
             )
 
-    # --- shared by the spawners of this hub process ---
+    # --- the backend contract (gpuspawner.lifecycle.base) ---
 
-    _reserved: ClassVar[dict[tuple[str, str], PodHolding]] = {}  # spawns between quota check and pod
-    _nodes: list[dict] | None = None
-    _nodes_listed_at = 0.0
-    _nodes_forbidden = False
-    _nodes_listing: asyncio.Future | None = None
-    _rebuilt_reflectors: ClassVar[set[int]] = set()
+    shared_state_class = KubeState
+
+    def gpu_inventory(self) -> None:
+        return None  # the scheduler and the device plugin pick the devices
+
+    def requested_gpus(self, count: int) -> tuple[Gpu, ...]:
+        placement = self.placement()
+        return pod_gpus(self.pod_name, placement.resource, count, placement.product or placement.resource)
+
+    async def engine_holdings(self) -> list[Holding]:
+        await self._start_watching_pods()
+        pods = self.pod_reflector.pods.values()
+        return [h for h in holdings_from_pods(pods, node_products(self.shared.nodes or ())) if h.gpus]
+
+    async def gpu_totals(self) -> dict[str, int] | None:
+        nodes = await self.list_nodes() if self.check_node_capacity else None
+        return gpu_totals(nodes) if nodes else None
+
+    async def check_startable(self) -> None:
+        await self._refuse_if_unsatisfiable()
+
+    async def start_engine(self) -> str:
+        if self.storage_pvc_ensure:
+            self.emit_progress(20, "Preparing workspace volume %s" % self.pvc_name)
+        self.emit_progress(
+            30, "Creating pod %s from %s" % (self.pod_name, self.choice.image.display_name)
+        )
+        url = await self._start_and_watch()
+        pod = self.pod_reflector.pods.get("%s/%s" % (self.namespace, self.pod_name)) or {}
+        self.emit_progress(
+            90,
+            "Pod running on node %s; waiting for JupyterLab to answer"
+            % ((pod.get("spec") or {}).get("nodeName") or "?"),
+        )
+        return url
+
+    async def placed_holding(self) -> Holding | None:
+        pod = self.pod_reflector.pods.get("%s/%s" % (self.namespace, self.pod_name))
+        if pod is None:
+            return None
+        nodes = await self.list_nodes() if self.check_node_capacity else None
+        placed = holdings_from_pods([pod], node_products(nodes or ()))
+        return placed[0] if placed else None
+
+    async def poll_engine(self) -> int | None:
+        return await KubeSpawner.poll(self)
+
+    def reserved_message(self, gpus: tuple[Gpu, ...]) -> str:
+        placement = self.placement()
+        return "Asking the cluster for %s (%s)" % (
+            plural(len(gpus)),
+            placement.product or placement.resource,
+        )
 
     # --- this server ---
-
-    gpu_count = 0
 
     def placement(self) -> GpuPlacement:
         """Where this server's GPUs come from: the image's profile over the defaults."""
@@ -236,78 +296,42 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             tolerations=tuple(dict(t) for t in profile.get("tolerations", self.gpu_tolerations)),
         )
 
-    def pod_holdings(self) -> list[PodHolding]:
-        """GPUs held by the hub's pods and by spawns in flight, one entry per server."""
-        by_key = {}
-        reflector = self.pod_reflector
-        if reflector is not None:
-            for holding in holdings_from_pods(reflector.pods.values()):
-                by_key[holding.key] = holding
-        by_key.update(KubeGPUSpawner._reserved)
-        return list(by_key.values())
-
-    async def _pods_loaded(self) -> None:
-        await self._start_watching_pods()
-        reflector = self.pod_reflector
-        if id(reflector) not in KubeGPUSpawner._rebuilt_reflectors:
-            KubeGPUSpawner._rebuilt_reflectors.add(id(reflector))
-            holdings = [h.holding() for h in holdings_from_pods(reflector.pods.values()) if h.gpus]
-            self.log.info("GPU holdings loaded from %d pods", len(reflector.pods))
-            await self.on_holdings_rebuilt(holdings)
-
     async def list_nodes(self) -> list[dict] | None:
         """The cluster's nodes, listed at most every ``node_cache_seconds``; None if forbidden."""
-        cls = KubeGPUSpawner
-        if cls._nodes_forbidden:
+        state = self.shared
+        if state.nodes_forbidden:
             return None
-        if cls._nodes is not None and time.monotonic() - cls._nodes_listed_at < self.node_cache_seconds:
-            return cls._nodes
-        if cls._nodes_listing is None or cls._nodes_listing.done():
+        fresh = time.monotonic() - state.nodes_listed_at < self.node_cache_seconds
+        if state.nodes is not None and fresh:
+            return state.nodes
+        if state.nodes_listing is None or state.nodes_listing.done():
             # concurrent spawns share one listing
-            cls._nodes_listing = asyncio.ensure_future(self._list_nodes_now())
-        return await asyncio.shield(cls._nodes_listing)
+            state.nodes_listing = asyncio.ensure_future(self._list_nodes_now())
+        return await asyncio.shield(state.nodes_listing)
+
+    def forget_nodes(self) -> None:
+        """List the nodes again at the next question (they may have changed)."""
+        self.shared.nodes = None
 
     async def _list_nodes_now(self) -> list[dict] | None:
-        cls = KubeGPUSpawner
-        response = await self.api.list_node(_preload_content=False, _request_timeout=self.k8s_api_request_timeout)
+        state = self.shared
+        response = await self.api.list_node(
+            _preload_content=False, _request_timeout=self.k8s_api_request_timeout
+        )
         body = await response.read()
         if response.status in (401, 403):
-            self.log.warning("Cannot list nodes (%s %s): the node capacity check is off", response.status, response.reason)
-            cls._nodes_forbidden = True
+            self.log.warning(
+                "Cannot list nodes (%s %s): the node capacity check is off",
+                response.status,
+                response.reason,
+            )
+            state.nodes_forbidden = True
             return None
         if response.status >= 300:
             raise ApiException(status=response.status, reason=response.reason)
-        cls._nodes = json.loads(body)["items"]
-        cls._nodes_listed_at = time.monotonic()
-        return cls._nodes
-
-    async def gpu_availability(self) -> Availability | None:
-        await self._pods_loaded()
-        holdings = self.pod_holdings()
-        mine = [h for h in holdings if h.user == self.user.name and h.gpus]
-        nodes = await self.list_nodes() if self.check_node_capacity else None
-        if not nodes:
-            return None
-        resource = self.placement().resource
-        total = int(sum(parse_quantity((n.get("status", {}).get("allocatable") or {}).get(resource, 0)) for n in nodes))
-        used = sum(h.gpus for h in holdings if h.resource == resource)
-        return Availability(
-            free=max(total - used, 0),
-            total=total,
-            held=sum(h.gpus for h in mine),
-            held_text=" and ".join(h.describe() for h in mine) or "no GPU",
-        )
-
-    def get_env(self):
-        env = super().get_env()
-        if self.gpu_count:
-            # the device plugin picks the devices and sets NVIDIA_VISIBLE_DEVICES itself
-            for name in ("NVIDIA_VISIBLE_DEVICES", "GPUSPAWNER_GPU_UUIDS", "GPUSPAWNER_NO_GPU_REASON"):
-                env.pop(name, None)
-            env["GPU_LIMIT"] = str(self.gpu_count)
-            env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
-            env["GPUSPAWNER_GPU_RESOURCE"] = self.placement().resource
-        return env
+        state.nodes = json.loads(body)["items"]
+        state.nodes_listed_at = time.monotonic()
+        return state.nodes
 
     # --- the objects, from kubespec's pure builders ---
 
@@ -326,6 +350,8 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         labels[LABEL_GPUS] = str(self.gpu_count)
         annotations = self._build_common_annotations(self._expand_all(self.extra_annotations))
         annotations[ANNOTATION_RESOURCE] = placement.resource
+        if placement.product:
+            annotations[ANNOTATION_PRODUCT] = placement.product
         annotations[ANNOTATION_IMAGE] = self.choice.image.key if self.choice else ""
         return PodRequest(
             name=self.pod_name,
@@ -401,71 +427,23 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
 
     # --- the spawner ---
 
-    async def start(self):
-        self.clear_progress()
-        if self.choice is None:
-            # an admin replaced apply_user_options: still check what arrives
-            self.choice = self.choose(self.user_options)
-            self.image = self.choice.image.image
-        await self.check_spawn_allowed(self.choice)
-        await self._pods_loaded()
-        self.gpu_count = self.choice.gpus
-        placement = self.placement()
-        key = (self.user.name, self.server_name)
-        # no await between the check and the reservation: concurrent spawns see each other
-        refusal = quota_refusal(*key, self.gpu_count, self.gpu_limit, self.pod_holdings())
-        if refusal:
-            self.gpu_count = 0
-            raise SpawnRefused(refusal, reason="gpu-quota", status_code=403)
-        KubeGPUSpawner._reserved[key] = PodHolding(*key, self.gpu_count, placement.resource, self.pod_name)
-        try:
-            await self._refuse_if_unsatisfiable()
-            if self.gpu_count:
-                self.emit_progress(
-                    10, "Asking the cluster for %s (%s)" % (plural(self.gpu_count), placement.product or placement.resource)
-                )
-            if self.storage_pvc_ensure:
-                self.emit_progress(20, "Preparing workspace volume %s" % self.pvc_name)
-            self.emit_progress(30, "Creating pod %s from %s" % (self.pod_name, self.choice.image.display_name))
-            url = await self._start_and_watch()
-        except BaseException as e:
-            self.gpu_count = 0
-            refusal = self.explain_start_error(e)
-            if refusal is None:
-                raise
-            raise refusal from None
-        finally:
-            KubeGPUSpawner._reserved.pop(key, None)
-        await self.on_gpus_held(self.held_gpus())
-        pod = self.pod_reflector.pods.get("%s/%s" % (self.namespace, self.pod_name)) or {}
-        self.emit_progress(
-            90,
-            "Pod running on node %s; waiting for JupyterLab to answer"
-            % ((pod.get("spec") or {}).get("nodeName") or "?"),
-        )
-        return url
-
-    def held_gpus(self) -> tuple[Gpu, ...]:
-        placement = self.placement()
-        holding = PodHolding(self.user.name, self.server_name, self.gpu_count, placement.resource, self.pod_name)
-        return tuple(Gpu(uuid=uid, name=placement.product or placement.resource) for uid in holding.ids())
-
     async def _refuse_if_unsatisfiable(self) -> None:
         if not (self.check_node_capacity and self.gpu_count):
             return
         nodes = await self.list_nodes()
         if nodes is None:
             return
-        reason = unsatisfiable_reason(pod_spec(await self.pod_request()), nodes)
+        needs = pod_needs(await self.pod_request())
+        reason = unsatisfiable_reason(needs, nodes)
         if reason is not None:
             # the node list may be old: look again before refusing
-            KubeGPUSpawner._nodes = None
-            reason = unsatisfiable_reason(pod_spec(await self.pod_request()), await self.list_nodes() or nodes)
+            self.forget_nodes()
+            reason = unsatisfiable_reason(needs, await self.list_nodes() or nodes)
         if reason is not None:
             raise SpawnRefused(reason, reason="gpu-unsatisfiable", status_code=400)
         refusal = self._cuda_refusal(await self.cuda_verdicts(nodes))
         if refusal is not None:
-            KubeGPUSpawner._nodes = None  # a driver may have been upgraded since the list
+            self.forget_nodes()  # a driver may have been upgraded since the list
             refusal = self._cuda_refusal(await self.cuda_verdicts(await self.list_nodes() or nodes))
         if refusal is not None:
             raise SpawnRefused(refusal, reason="image", status_code=400)
@@ -534,10 +512,8 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             if e.status != 404:
                 raise
 
-    def explain_start_error(self, error: BaseException) -> SpawnRefused | None:
+    def explain_start_error(self, error: Exception) -> SpawnRefused | None:
         """A sentence for the API's refusals a user or admin can act on."""
-        if isinstance(error, SpawnRefused):
-            return error
         if isinstance(error, ApiException) and error.status == 403 and "exceeded quota" in str(error.body):
             try:
                 message = json.loads(error.body).get("message", "")
@@ -567,7 +543,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
     async def _ensure_gpu_resource_quota(self) -> None:
         """A ResourceQuota capping the user's namespace at their GPU quota, computed by the cluster."""
         resources = {self.gpu_resource} | {p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()}
-        hard = {"requests.%s" % name: str(self.gpu_limit.gpus) for name in sorted(resources)}
+        hard = {"requests.%s" % name: str(self.user_quota.gpus) for name in sorted(resources)}
         body = {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
@@ -587,35 +563,3 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
                 return
             await asyncio.sleep(0.1)
         self.log.warning("ResourceQuota %s/%s has no status yet", self.namespace, RESOURCE_QUOTA_NAME)
-
-    async def poll(self):
-        status = await super().poll()
-        if status is not None and self.gpu_count:
-            await self._release()
-        return status
-
-    async def stop(self, now=False):
-        await super().stop(now=now)
-        await self._release()
-
-    async def _release(self) -> None:
-        released = self.held_gpus()
-        self.gpu_count = 0
-        if released:
-            self.log.info("Released %s from %s", plural(len(released)), self._log_name)
-            await self.on_gpus_released(tuple(g.uuid for g in released))
-
-    def get_state(self):
-        state = super().get_state()
-        if self.gpu_count:
-            state["gpus"] = self.gpu_count
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        self.gpu_count = int(state.get("gpus", 0))
-
-    def clear_state(self):
-        super().clear_state()
-        self.gpu_count = 0
-        self.choice = None

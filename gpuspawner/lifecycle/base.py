@@ -1,25 +1,49 @@
-"""What every gpuspawner backend shares: catalog, quota, user options, progress, env.
+"""The spawn lifecycle every backend shares, and the contract a backend implements.
 
 A backend mixes :class:`GPUSpawnerMixin` in before its engine's spawner class
-(``class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner)``) and provides the GPU
-bookkeeping of its engine through :meth:`GPUSpawnerMixin.gpu_availability`.
+(``class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner)``) and implements the methods
+under "the backend contract" below; each raises NotImplementedError here. Nothing else is
+probed or required (docs/backends.md walks through a new backend).
+
+:meth:`GPUSpawnerMixin.start` is the one lifecycle of every backend:
+
+1. choose: the user's options against the catalog (``apply_user_options``, or again here)
+2. check: the GPU-hour budget (:meth:`Accounting.refusal`)
+3. reserve: quota and capacity on the hub's :class:`GpuPool`, rebuilt from
+   :meth:`engine_holdings`; no await between the decision and the reservation, so
+   concurrent spawns see each other
+4. start: :meth:`check_startable`, then :meth:`start_engine`
+5. confirm (:meth:`placed_holding`, the ledger opens its intervals) or, on any failure,
+   release (the pool forgets the reservation, the ledger closes what was open)
+
+``stop()`` and ``poll()`` release the same way. Shared state lives in
+:mod:`gpuspawner.lifecycle.shared`; usage in :mod:`gpuspawner.usage.accounting`.
 """
 
 import asyncio
-import html
+import time
 from dataclasses import dataclass
 
 from traitlets import Bool, Dict, Int, TraitError, Unicode, default, validate
-from traitlets.config import LoggingConfigurable
 
 from ..errors import ConfigError, OptionsError
-from ..policy.allocation import Holding
+from ..policy.allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
 from ..policy.catalog import CatalogImage, images_for, parse_catalog
 from ..policy.inventory import Gpu
 from ..policy.options import SpawnChoice, options_from_form, parse_user_options
-from ..policy.quota import GpuLimit, check_limits, gpu_limit, plural, server_label
-from ..usage.accounting import UsageMixin
+from ..policy.quota import GpuLimit, check_limits, gpu_limit
+from ..policy.wording import plural
+from ..usage import hub_metrics
+from ..usage.accounting import Accounting
+from ..usage.settings import UsageSettings
+from .env import gpu_env
+from .form import render_options_form
 from .refusal import SpawnRefused
+from .shared import SharedState, ledger_for, shared_state
+
+REFUSAL_STATUS = {"quota": 403, "capacity": 503}
+REFUSAL_RESYNC_SECONDS = 2.0  # how fresh the engine's view must be to refuse for capacity
+MIN_RECONCILE_SECONDS = 10.0  # the ledger is matched with the engine at most this often
 
 
 @dataclass(frozen=True)
@@ -40,8 +64,15 @@ def config_error_to_trait(check, *args, **kwargs):
         raise TraitError(str(e)) from None
 
 
-class GPUSpawnerBase(LoggingConfigurable):
-    """Catalog, quota, user options, progress and environment for GPU spawners."""
+def gpu_to_state(gpu: Gpu) -> dict:
+    entry = {"uuid": gpu.uuid, "name": gpu.name}
+    if gpu.resource:
+        entry["resource"] = gpu.resource
+    return entry
+
+
+class GPUSpawnerMixin(UsageSettings):
+    """Catalog, quota, user options, progress, environment and the spawn lifecycle."""
 
     images = Dict(
         help="""The image catalog: users pick one of these by key.
@@ -122,17 +153,22 @@ class GPUSpawnerBase(LoggingConfigurable):
         config_error_to_trait(self.check_config)
 
     def check_config(self) -> None:
-        """Raise ConfigError, with the reason, for a catalog or quota the hub cannot use."""
+        """Raise ConfigError, with the reason, for settings the hub cannot use."""
         if not self.catalog:
             raise ConfigError("The image catalog (images) is empty: list at least one image.")
         check_limits(self.gpu_quota, self.gpu_quota_groups)
         if self.default_image and self.default_image not in {i.key for i in self.catalog}:
-            raise ConfigError("default_image %r is not a key of the image catalog." % self.default_image)
+            raise ConfigError(
+                "default_image %r is not a key of the image catalog." % self.default_image
+            )
+        self.check_usage_config()
 
     @validate("gpu_quota", "max_gpus_per_server")
     def _validate_non_negative(self, proposal):
         if proposal.value < 0:
-            raise TraitError("%s must be 0 or more, not %d." % (proposal.trait.name, proposal.value))
+            raise TraitError(
+                "%s must be 0 or more, not %d." % (proposal.trait.name, proposal.value)
+            )
         return proposal.value
 
     @default("options_form")
@@ -147,10 +183,79 @@ class GPUSpawnerBase(LoggingConfigurable):
     def _default_apply_user_options(self):
         return apply_gpu_options
 
+    # --- the backend contract: a backend implements these, and nothing else ---
+
+    #: The state this backend's spawners share in a hub process (a SharedState subclass
+    #: for the backend's own caches). Each backend declares its own.
+    shared_state_class: type[SharedState] = SharedState
+
+    def gpu_inventory(self) -> tuple[Gpu, ...] | None:
+        """The identity of each GPU this hub hands out, by UUID and name (Docker: declared
+        or from NVML). None: the engine picks the devices itself (Kubernetes: the device
+        plugin), so the hub checks only the quota and names the GPUs with
+        :meth:`requested_gpus`."""
+        raise NotImplementedError("Override in a backend: the GPUs this hub hands out")
+
+    def requested_gpus(self, count: int) -> tuple[Gpu, ...]:
+        """Where the engine picks the devices: ``count`` GPUs named for this server (their
+        ``resource`` is what it asks for). Not called when :meth:`gpu_inventory` names them."""
+        raise NotImplementedError("Override in a backend whose gpu_inventory() is None")
+
+    async def engine_holdings(self) -> list[Holding]:
+        """What the engine says is held: one Holding per live server of this hub with GPUs,
+        read from the engine (Docker: containers' labels; Kubernetes: the pod reflector)."""
+        raise NotImplementedError("Override in a backend: the engine's GPU holdings")
+
+    async def gpu_totals(self) -> dict[str, int] | None:
+        """How many GPUs of each type (a GPU's name) the engine has for this hub's servers,
+        for the form and the gpuspawner_gpus gauge; None when unknown."""
+        raise NotImplementedError("Override in a backend: GPUs per type")
+
+    async def start_engine(self) -> str:
+        """Create and start this server's container or pod, holding :attr:`held_gpus`,
+        with :meth:`get_env`; return its URL. Emit progress from 20 to 90."""
+        raise NotImplementedError("Override in a backend: start the server")
+
+    async def poll_engine(self) -> int | None:
+        """None while the server runs, else its exit status (an int; 0 when unknown)."""
+        raise NotImplementedError("Override in a backend: whether the server runs")
+
+    # --- optional hooks of a backend (the defaults here are complete) ---
+
+    #: Seconds a rebuild of the holdings from the engine is reused (0: every time).
+    holdings_max_age: float = 0.0
+
+    def image_problem(self, image: CatalogImage) -> str | None:
+        """Why this hub cannot start ``image`` (hidden from the form, refused by the API)."""
+        return None
+
+    async def check_startable(self) -> None:
+        """Raise SpawnRefused for a server the engine could never run (after the reservation)."""
+        return None
+
+    async def placed_holding(self) -> Holding | None:
+        """What the engine says this server holds once started (e.g. GPUs named by the node's
+        GPU type); None: what was reserved."""
+        return None
+
+    def reserved_message(self, gpus: tuple[Gpu, ...]) -> str:
+        """The progress line once ``gpus`` are reserved for this server."""
+        return "Allocated %s: %s" % (plural(len(gpus)), ", ".join(g.describe() for g in gpus))
+
+    def explain_start_error(self, error: Exception) -> SpawnRefused | None:
+        """A sentence for an engine error a user or admin can act on, or None."""
+        return None
+
     # --- what a backend reads ---
 
     choice: SpawnChoice | None = None
-    gpu_uuids: tuple[str, ...] = ()
+    held_gpus: tuple[Gpu, ...] = ()  # what this server holds: reserved, running or restored
+    _accounting: Accounting | None = None
+
+    @property
+    def gpu_count(self) -> int:
+        """How many GPUs this server holds (GPU_LIMIT in its environment)."""
+        return len(self.held_gpus)
 
     @property
     def catalog(self):
@@ -161,12 +266,39 @@ class GPUSpawnerBase(LoggingConfigurable):
         return sorted(group.name for group in self.user.groups)
 
     @property
-    def gpu_limit(self) -> GpuLimit:
+    def user_quota(self) -> GpuLimit:
+        """The user's GPU quota across all of their servers (GPU_LIMIT is this server's count)."""
         return gpu_limit(self.user_groups, self.gpu_quota, self.gpu_quota_groups)
 
     @property
     def server_name(self) -> str:
         return self.name or ""
+
+    @property
+    def shared(self) -> SharedState:
+        return shared_state(type(self))
+
+    @property
+    def pool(self) -> GpuPool:
+        """Who holds which GPU, for every spawner of this backend in this hub process."""
+        shared = self.shared
+        if shared.pool is None:
+            shared.pool = GpuPool(inventory=self.gpu_inventory())
+        return shared.pool
+
+    @property
+    def engine_picks_devices(self) -> bool:
+        return self.pool.inventory is None
+
+    @property
+    def accounting(self) -> Accounting:
+        """This server's ledger and budget (a fresh one at each start)."""
+        if self._accounting is None:
+            self._accounting = Accounting(
+                self, ledger_for(self.usage_db_url), self.user.name, self.server_name,
+                self.user_groups, self.log,
+            )  # fmt: skip
+        return self._accounting
 
     def choose(self, user_options) -> SpawnChoice:
         """Check ``user_options``; bad input is an HTTP 400 with the sentence."""
@@ -185,31 +317,171 @@ class GPUSpawnerBase(LoggingConfigurable):
             raise SpawnRefused(problem, reason="image", status_code=400)
         return choice
 
-    # --- extension points (budgets, usage ledgers, image checks); no-ops here ---
-
-    def image_problem(self, image: CatalogImage) -> str | None:
-        """Why this server cannot start ``image`` (hidden from the form, refused by the API), or None."""
-        return None
-
-    async def check_spawn_allowed(self, choice: SpawnChoice) -> None:
-        """Raise SpawnRefused to refuse a spawn before any GPU is allocated (e.g. a spent budget)."""
-
-    async def on_gpus_held(self, gpus: tuple[Gpu, ...]) -> None:
-        """The server started and holds ``gpus`` (empty for a server without GPUs)."""
-
-    async def on_gpus_released(self, uuids: tuple[str, ...]) -> None:
-        """The server gave ``uuids`` back: it stopped, failed to start or died."""
-
-    async def on_holdings_rebuilt(self, holdings: list[Holding]) -> None:
-        """The engine was listed: ``holdings`` are every server that holds GPUs right now."""
-
     def offered_images(self) -> list[CatalogImage]:
         """The catalog images this user may start on this hub, in catalog order."""
-        return [i for i in images_for(self.catalog, self.user_groups) if self.image_problem(i) is None]
+        return [
+            i for i in images_for(self.catalog, self.user_groups) if self.image_problem(i) is None
+        ]
+
+    # --- the lifecycle ---
+
+    async def start(self):
+        self.clear_progress()
+        self._accounting = None
+        choice = self.spawn_choice()
+        refusal = await self.accounting.refusal(choice.gpus)
+        if refusal is not None:
+            raise SpawnRefused(refusal, reason="budget", status_code=403)
+        await self.reserve_gpus(choice.gpus)
+        try:
+            await self.check_startable()
+            url = await self.start_engine()
+        except BaseException as error:
+            await self.release_gpus()
+            if isinstance(error, SpawnRefused) or not isinstance(error, Exception):
+                raise
+            explained = self.explain_start_error(error)
+            if explained is None:
+                raise
+            raise explained from None
+        await self.confirm_gpus()
+        return url
+
+    def spawn_choice(self) -> SpawnChoice:
+        """The choice ``apply_user_options`` made; made here when an admin replaced that hook."""
+        if self.choice is None:
+            self.choice = self.choose(self.user_options)
+            self.image = self.choice.image.image
+        return self.choice
+
+    async def reserve_gpus(self, count: int) -> tuple[Gpu, ...]:
+        """Distinct GPUs for this server within the user's quota, or a SpawnRefused saying why."""
+        await self.sync_holdings()
+        devices = self.requested_gpus(count) if self.engine_picks_devices else None
+        request = GpuRequest(self.user.name, self.server_name, count, self.user_quota, devices)
+        outcome = self.pool.allocate(request)
+        if not isinstance(outcome, Grant) and outcome.reason == "capacity":
+            # refuse on the engine's word, not on a view that may be a minute old
+            await self.sync_holdings(max_age=REFUSAL_RESYNC_SECONDS)
+            outcome = self.pool.allocate(request)
+        if not isinstance(outcome, Grant):
+            raise SpawnRefused(
+                outcome.message,
+                reason="gpu-" + outcome.reason,
+                status_code=REFUSAL_STATUS[outcome.reason],
+            )
+        self.held_gpus = outcome.gpus
+        if outcome.gpus:
+            self.emit_progress(10, self.reserved_message(outcome.gpus))
+        return outcome.gpus
+
+    async def confirm_gpus(self) -> None:
+        """The server started: the engine records its GPUs; open their ledger intervals."""
+        self.pool.confirm(self.user.name, self.server_name, await self.placed_holding())
+        holding = self.pool.holding(self.user.name, self.server_name)
+        self.held_gpus = holding.gpus if holding is not None else ()
+        await self.accounting.opened(self.held_gpus)
+        await self.publish_gpu_counts()
+
+    async def release_gpus(self) -> None:
+        """The server stopped, failed to start or died: its GPUs are free again."""
+        released = self.pool.release(self.user.name, self.server_name) or self.held_gpus
+        self.held_gpus = ()
+        if released:
+            self.log.info(
+                "Released %s (%s) from %s",
+                plural(len(released)), ", ".join(g.uuid for g in released), self._log_name,
+            )  # fmt: skip
+            await self.accounting.closed(released)
+        await self.publish_gpu_counts()
+
+    async def sync_holdings(self, max_age: float | None = None) -> None:
+        """Load who holds which GPU from the engine (:meth:`engine_holdings`).
+
+        Skipped when the last rebuild is younger than ``max_age`` seconds (default
+        :attr:`holdings_max_age`); concurrent callers share one listing of the engine.
+        """
+        shared = self.shared
+        max_age = self.holdings_max_age if max_age is None else max_age
+        if self.pool.rebuilt and time.monotonic() - shared.rebuilt_at < max_age:
+            return
+        if shared.rebuilding is None or shared.rebuilding.done():
+            shared.rebuilding = asyncio.ensure_future(self._rebuild_from_engine())
+        await asyncio.shield(shared.rebuilding)
+
+    async def _rebuild_from_engine(self) -> None:
+        pool, shared = self.pool, self.shared
+        in_flight = pool.in_flight()
+        holdings = await self.engine_holdings()
+        pool.rebuild(holdings, in_flight)
+        shared.rebuilt_at = time.monotonic()
+        self.log.debug("GPU holdings rebuilt from the engine: %d servers", len(holdings))
+        every = max(self.holdings_max_age, MIN_RECONCILE_SECONDS)
+        if shared.reconciled_at is None or shared.rebuilt_at - shared.reconciled_at >= every:
+            shared.reconciled_at = shared.rebuilt_at
+            await self.accounting.reconciled(holdings)
+        await self.publish_gpu_counts()
+
+    async def publish_gpu_counts(self) -> None:
+        """The gpuspawner_gpus gauge: GPUs per type, allocated and free."""
+        pool = self.pool
+        lost = [gpu for gpu in pool.inventory or () if gpu.uuid in pool.lost]
+        hub_metrics.set_gpu_counts(await self.gpu_totals(), pool.holdings, lost)
 
     async def gpu_availability(self) -> Availability | None:
         """Free/total GPUs and the user's holdings, for the form; None when unknown."""
-        return None
+        await self.sync_holdings()
+        mine = self.pool.held_by(self.user.name)
+        if self.engine_picks_devices:
+            totals = await self.gpu_totals()
+            if not totals:
+                return None
+            total = sum(totals.values())
+            allocated = sum(1 for h in self.pool.holdings for gpu in h.gpus if gpu.name in totals)
+            free = max(total - allocated, 0)
+        else:
+            total, free = len(self.pool.inventory), len(self.pool.free())
+        return Availability(
+            free=free,
+            total=total,
+            held=sum(len(h.gpus) for h in mine),
+            held_text=describe_holdings(mine),
+        )
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self.release_gpus()
+
+    async def poll(self):
+        await self.sync_holdings()
+        status = await self.poll_engine()
+        if status is not None:
+            await self.release_gpus()
+        return status
+
+    # --- saved state: what this server holds survives a hub restart ---
+
+    def get_state(self):
+        state = super().get_state()
+        if self.held_gpus:
+            state["held_gpus"] = [gpu_to_state(gpu) for gpu in self.held_gpus]
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if "held_gpus" in state:
+            self.held_gpus = tuple(Gpu(**entry) for entry in state["held_gpus"])
+        elif state.get("gpu_uuids"):  # written by the Docker backend before 0.x
+            self.held_gpus = tuple(Gpu(uuid) for uuid in state["gpu_uuids"])
+        elif state.get("gpus"):  # a count, written by the Kubernetes backend before 0.x
+            self.held_gpus = self.requested_gpus(int(state["gpus"]))
+        else:
+            self.held_gpus = ()
+
+    def clear_state(self):
+        super().clear_state()
+        self.held_gpus = ()
+        self.choice = None
 
     # --- progress ---
 
@@ -239,8 +511,8 @@ class GPUSpawnerBase(LoggingConfigurable):
     # --- the contract with the container ---
 
     def no_gpu_reason(self) -> str:
-        if self.gpu_limit.gpus == 0:
-            return "Your GPU quota is 0 (%s)." % self.gpu_limit.source
+        if self.user_quota.gpus == 0:
+            return "Your GPU quota is 0 (%s)." % self.user_quota.source
         return "No GPU was requested for this server."
 
     def get_env(self):
@@ -250,26 +522,13 @@ class GPUSpawnerBase(LoggingConfigurable):
             if group in groups:
                 env.update(group_env)
         env.update(self.user_environment.get(self.user.name, {}))
-        env.update(gpu_env(self.gpu_uuids, self.no_gpu_reason()))
+        env.update(
+            gpu_env(
+                self.held_gpus, self.no_gpu_reason(), engine_picks_devices=self.engine_picks_devices
+            )
+        )
+        env.update(self.accounting.deadline_env(self.held_gpus))
         return env
-
-
-class GPUSpawnerMixin(UsageMixin, GPUSpawnerBase):
-    """What a backend mixes in: the shared base with the usage ledger and GPU-hour budgets."""
-
-
-def gpu_env(gpu_uuids, no_gpu_reason: str) -> dict[str, str]:
-    """The environment that tells a container which GPUs it holds (and hides the rest)."""
-    env = {
-        "GPU_LIMIT": str(len(gpu_uuids)),
-        "GPUSPAWNER_GPU_UUIDS": ",".join(gpu_uuids),
-        "NVIDIA_VISIBLE_DEVICES": ",".join(gpu_uuids) or "void",
-    }
-    if gpu_uuids:
-        env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
-    else:
-        env["GPUSPAWNER_NO_GPU_REASON"] = no_gpu_reason
-    return env
 
 
 def apply_gpu_options(spawner, user_options):
@@ -283,50 +542,3 @@ def apply_gpu_options(spawner, user_options):
     stored = spawner.orm_spawner.user_options or {}
     if isinstance(stored, dict) and "gpus" in stored:
         spawner.orm_spawner.user_options = {k: v for k, v in stored.items() if k != "gpus"}
-
-
-async def render_options_form(spawner) -> str:
-    """The spawn form: a catalog image and a GPU count the user may still take."""
-    images = spawner.offered_images()
-    availability = await spawner.gpu_availability()
-    limit = spawner.gpu_limit
-    may_take = min(limit.gpus, spawner.max_gpus_per_server)
-    if availability is not None:
-        may_take = max(0, min(may_take - availability.held, availability.free))
-    budget_text, budget_spent = await spawner.gpu_budget_status()
-    if budget_spent:
-        may_take = 0
-    image_options = "\n".join(
-        '<option value="%s"%s>%s%s</option>'
-        % (
-            html.escape(image.key),
-            " selected" if i == 0 else "",
-            html.escape(image.display_name),
-            html.escape(" - CUDA %s" % image.cuda) if image.cuda else "",
-        )
-        for i, image in enumerate(images)
-    )
-    gpu_options = "\n".join(
-        '<option value="%d"%s>%s</option>' % (n, " selected" if n == 0 else "", plural(n))
-        for n in range(may_take + 1)
-    )
-    lines = ["Your limit: %s at once (%s)." % (plural(limit.gpus), limit.source)]
-    if availability is not None:
-        lines.append(
-            "%d of %d GPUs free on this hub. You hold %s."
-            % (availability.free, availability.total, availability.held_text)
-        )
-    if budget_text:
-        lines.append(budget_text)
-    status = "".join("<p>%s</p>" % html.escape(line) for line in lines)
-    return """
-<div class="form-group">
-  <label for="gpuspawner-image">Image</label>
-  <select class="form-control" name="image" id="gpuspawner-image">%s</select>
-</div>
-<div class="form-group">
-  <label for="gpuspawner-gpus">GPUs for %s</label>
-  <select class="form-control" name="gpus" id="gpuspawner-gpus">%s</select>
-  <div class="help-block" id="gpuspawner-gpu-status">%s</div>
-</div>
-""" % (image_options, html.escape(server_label(spawner.server_name)), gpu_options, status)

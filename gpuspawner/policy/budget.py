@@ -11,8 +11,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConfigError
+from .groups import DEFAULT_SOURCE, group_source, most_generous
 
 PERIODS = ("day", "week", "month")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -63,6 +65,27 @@ def parse_reset_time(text: str) -> time:
         raise ConfigError("budget_reset_time must be HH:MM (24-hour clock), not %r." % (text,)) from None
 
 
+def reset_schedule(period: str, reset_time: str, weekday: str, day: int, timezone_name: str) -> ResetSchedule:
+    """The schedule from the settings' words ('week', '06:30', 'monday', 1, 'Europe/Berlin').
+
+    The one place a schedule is built from settings: the spawner and the admin service
+    both call it. A bad time, weekday or zone is a ConfigError naming the setting.
+    """
+    try:
+        tz = ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("budget_timezone %r is not an IANA time zone." % timezone_name) from None
+    if period not in PERIODS:
+        raise ConfigError("budget_period must be one of %s, not %r." % (", ".join(PERIODS), period))
+    if weekday not in WEEKDAYS:
+        raise ConfigError(
+            "budget_reset_weekday must be one of %s, not %r." % (", ".join(WEEKDAYS), weekday)
+        )
+    return ResetSchedule(
+        period=period, at=parse_reset_time(reset_time), weekday=WEEKDAYS.index(weekday), day=day, tz=tz
+    )
+
+
 def _month_start(year: int, month: int, schedule: ResetSchedule) -> datetime:
     day = min(schedule.day, calendar.monthrange(year, month)[1])
     return datetime.combine(datetime(year, month, day).date(), schedule.at, schedule.tz)
@@ -106,12 +129,10 @@ def budget_for(
 
     None means unlimited and beats any number, like the quota's most generous group.
     """
-    groups = set(user_groups)
-    overrides = [(hours, group) for group, hours in group_budgets.items() if group in groups]
-    if not overrides:
-        return Budget(default, "the default for every user")
-    hours, group = max(overrides, key=lambda pair: (math.inf if pair[0] is None else pair[0], pair[1]))
-    return Budget(hours, "group %r" % group)
+    best = most_generous(user_groups, group_budgets, rank=lambda h: math.inf if h is None else h)
+    if best is None:
+        return Budget(default, DEFAULT_SOURCE)
+    return Budget(best[0], group_source(best[1]))
 
 
 def accounting_group(user_groups: Iterable[str], *group_settings: Mapping) -> str:

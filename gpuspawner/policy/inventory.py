@@ -22,6 +22,9 @@ class Gpu:
     name: str = "GPU"
     memory_mib: int = 0
     parent: str | None = None  # the physical GPU's UUID, for a MIG instance
+    # the Kubernetes extended resource ("nvidia.com/gpu", a MIG slice) of a GPU the scheduler
+    # picks; empty where the hub names each GPU by its UUID (Docker)
+    resource: str = ""
 
     @property
     def is_mig(self) -> bool:

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .groups import DEFAULT_SOURCE, group_source, most_generous
+from .wording import join_phrases, plural
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,10 @@ class GpuLimit:
 
 def gpu_limit(user_groups: Iterable[str], default: int, group_limits: Mapping[str, int]) -> GpuLimit:
     """The limit that applies to a member of ``user_groups``."""
-    overrides = [(limit, group) for group, limit in group_limits.items() if group in set(user_groups)]
-    if not overrides:
-        return GpuLimit(default, "the default for every user")
-    limit, group = max(overrides, key=lambda pair: (pair[0], pair[1]))
-    return GpuLimit(limit, "group %r" % group)
+    best = most_generous(user_groups, group_limits)
+    if best is None:
+        return GpuLimit(default, DEFAULT_SOURCE)
+    return GpuLimit(best[0], group_source(best[1]))
 
 
 def check_limits(default: int, group_limits: Mapping[str, int]) -> None:
@@ -35,23 +36,6 @@ def check_limits(default: int, group_limits: Mapping[str, int]) -> None:
     ]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigError("%s must be a whole number of GPUs (0 or more), not %r." % (where, limit))
-
-
-def plural(count: int, noun: str = "GPU") -> str:
-    """'1 GPU', '2 GPUs'."""
-    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
-
-
-def server_label(server: str) -> str:
-    """How a server is named in messages."""
-    return "server %r" % server if server else "the default server"
-
-
-def join_phrases(phrases: Sequence[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    if len(phrases) <= 1:
-        return "".join(phrases)
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
 def over_quota(count: int, limit: GpuLimit, held: Sequence[tuple[int, str]]) -> str | None:

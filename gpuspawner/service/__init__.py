@@ -12,39 +12,35 @@ the same config, so everything is configured once, on the spawner.
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 
 from sqlalchemy.engine import make_url
+from traitlets import Dict, Float, List
+
+from ..usage.settings import UsageSettings
 
 SETTINGS_ENV = "GPUSPAWNER_ADMIN_SETTINGS"
 SERVICE_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "list:groups", "read:groups"]
 
 
-@dataclass
-class AdminSettings:
-    """What the service needs from the hub's config (passed to it as JSON in its environment)."""
+class AdminSettings(UsageSettings):
+    """What the service needs from the hub's config: the spawner's usage settings under their
+    own names (:class:`UsageSettings`, validated the same way), the quota groups that name
+    accounting groups, and the GPU inventory. Passed to the service as JSON in its environment.
+    """
 
-    db_url: str
-    inventory: list = field(default_factory=list)  # [{"uuid", "name"}]
-    budget_default: float | None = None
-    budget_groups: dict = field(default_factory=dict)
-    quota_groups: dict = field(default_factory=dict)
-    period: str = "week"
-    reset_time: str = "00:00"
-    reset_weekday: str = "monday"
-    reset_day: int = 1
-    timezone: str = "UTC"
-    weights: dict = field(default_factory=dict)
-    grace_seconds: float = 600
-    max_age_seconds: float = 0
-    idle_timeout_seconds: float = 0
-    idle_threshold: float = 5.0
-    utilisation_source: str = "nvml"
-    check_interval: float = 30
+    gpu_quota_groups = Dict(help="The spawner's gpu_quota_groups (they name accounting groups).")
+    inventory = List(help='The GPUs the hub hands out: [{"uuid": ..., "name": ...}].')
+    check_interval = Float(30, help="Seconds between the service's enforcement passes.")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return sorted(cls.class_trait_names(config=True)) + [
+            "check_interval", "gpu_quota_groups", "inventory",
+        ]  # fmt: skip
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({name: getattr(self, name) for name in self.names()})
 
     @classmethod
     def from_environment(cls) -> "AdminSettings":
@@ -65,24 +61,13 @@ def settings_from_config(config, spawner_class=None, check_interval: float = 30)
         from ..docker import GPUDockerSpawner as spawner_class
     # a stand-in user: some spawner settings render templates with the user's name
     spawner = spawner_class(config=config, user=SimpleNamespace(name="gpu-admin-settings", groups=[]))
-    inventory = spawner.inventory() if hasattr(spawner, "inventory") else ()
+    inventory = spawner.gpu_inventory() or ()  # None: the engine names the GPUs (Kubernetes)
+    usage = {name: getattr(spawner, name) for name in UsageSettings.class_own_traits(config=True)}
+    usage["usage_db_url"] = absolute_db_url(spawner.usage_db_url, os.getcwd())
     return AdminSettings(
-        db_url=absolute_db_url(spawner.usage_db_url, os.getcwd()),
+        **usage,
+        gpu_quota_groups=dict(spawner.gpu_quota_groups),
         inventory=[{"uuid": gpu.uuid, "name": gpu.name} for gpu in inventory],
-        budget_default=spawner.gpu_hour_budget,
-        budget_groups=dict(spawner.gpu_hour_budget_groups),
-        quota_groups=dict(spawner.gpu_quota_groups),
-        period=spawner.budget_period,
-        reset_time=spawner.budget_reset_time,
-        reset_weekday=spawner.budget_reset_weekday,
-        reset_day=spawner.budget_reset_day,
-        timezone=spawner.budget_timezone,
-        weights=dict(spawner.gpu_hour_weights),
-        grace_seconds=spawner.budget_grace_period,
-        max_age_seconds=spawner.gpu_max_age,
-        idle_timeout_seconds=spawner.gpu_idle_timeout,
-        idle_threshold=spawner.gpu_idle_threshold,
-        utilisation_source=spawner.gpu_utilisation_source,
         check_interval=check_interval,
     )
 

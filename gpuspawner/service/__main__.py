@@ -9,7 +9,6 @@ from ..policy.budget import period_bounds
 from ..usage.ledger import Ledger
 from . import AdminSettings
 from .app import make_app
-from .report import schedule_of
 from .service_metrics import ServiceMetrics
 from .watcher import HubClient, Watcher
 
@@ -21,14 +20,13 @@ class ServiceState:
 
     def __init__(self, settings: AdminSettings):
         self.settings = settings
-        self.ledger = Ledger(settings.db_url)
+        self.ledger = Ledger(settings.usage_db_url)
         self.metrics = ServiceMetrics()
         hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
         self.watcher = Watcher(settings, self.ledger, hub, self.metrics)
-        self.schedule = schedule_of(settings)
 
     def period(self, now):
-        return period_bounds(now, self.schedule)
+        return period_bounds(now, self.settings.reset_schedule)
 
 
 async def main() -> None:

@@ -208,7 +208,7 @@ def render_page(data, notices, settings, viewer: str, prefix: str, now: datetime
     notice_rows = "".join(
         "<li><time>%s</time> %s</li>" % (n["at"].strftime("%d %b %H:%M"), esc(n["message"]))
         for n in reversed(notices[-20:])) or "<li>None in the last 7 days.</li>"
-    weights = ", ".join("%s x%s" % (esc(k), fmt_hours(v)) for k, v in sorted(settings.weights.items()))
+    weights = ", ".join("%s x%s" % (esc(k), fmt_hours(v)) for k, v in sorted(settings.gpu_hour_weights.items()))
     api = esc(prefix)
     return PAGE % {
         "viewer": esc(viewer),

@@ -6,29 +6,13 @@ Inputs are plain data: intervals, the hub's users and their groups, the settings
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from ..policy.budget import (
-    WEEKDAYS,
     Interval,
-    ResetSchedule,
-    accounting_group,
-    budget_for,
-    parse_reset_time,
     period_bounds,
     usage_by_day,
     usage_hours,
 )
-
-
-def schedule_of(settings) -> ResetSchedule:
-    return ResetSchedule(
-        period=settings.period,
-        at=parse_reset_time(settings.reset_time),
-        weekday=WEEKDAYS.index(settings.reset_weekday),
-        day=settings.reset_day,
-        tz=ZoneInfo(settings.timezone),
-    )
 
 
 def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Interval]) -> list[dict]:
@@ -50,19 +34,19 @@ def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Inte
 def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]],
                  now: datetime) -> dict:
     """Per-user and per-group usage against budgets for the current period."""
-    start, end = period_bounds(now, schedule_of(settings))
+    start, end = period_bounds(now, settings.reset_schedule)
     by_user: dict[str, list[Interval]] = {}
     for interval in intervals:
         by_user.setdefault(interval.user, []).append(interval)
     users = []
     for name in sorted(set(by_user) | set(user_groups)):
         groups = user_groups.get(name, [])
-        budget = budget_for(groups, settings.budget_default, settings.budget_groups)
-        used = usage_hours(by_user.get(name, []), start, end, now, settings.weights)
+        budget = settings.budget_of(groups)
+        used = usage_hours(by_user.get(name, []), start, end, now, settings.gpu_hour_weights)
         running = sorted({i.server for i in by_user.get(name, []) if i.end is None})
         users.append({
             "user": name,
-            "group": accounting_group(groups, settings.budget_groups, settings.quota_groups),
+            "group": settings.usage_group_of(groups),
             "groups": groups,
             "used_hours": round(used, 4),
             "budget_hours": budget.hours,
@@ -83,8 +67,8 @@ def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[s
         else:
             group["budget_hours"] += row["budget_hours"]
     return {
-        "period": {"kind": settings.period, "start": start.isoformat(), "end": end.isoformat()},
-        "weights": settings.weights,
+        "period": {"kind": settings.budget_period, "start": start.isoformat(), "end": end.isoformat()},
+        "weights": settings.gpu_hour_weights,
         "users": users,
         "groups": sorted(groups.values(), key=lambda g: g["group"]),
     }
@@ -93,17 +77,17 @@ def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[s
 def daily_report(settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]],
                  now: datetime, days: int) -> dict:
     """Weighted GPU-hours per day and per group, the last ``days`` days (in the budget's zone)."""
-    tz = ZoneInfo(settings.timezone)
+    tz = settings.reset_schedule.tz
     today = datetime.combine(now.astimezone(tz).date(), datetime.min.time(), tz)
     starts = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
     per_group: dict[str, list[Interval]] = {}
     for interval in intervals:
-        group = accounting_group(user_groups.get(interval.user, []), settings.budget_groups, settings.quota_groups)
+        group = settings.usage_group_of(user_groups.get(interval.user, []))
         per_group.setdefault(group, []).append(interval)
     return {
         "days": [day.date().isoformat() for day in starts],
         "groups": {
-            group: [round(h, 4) for h in usage_by_day(items, starts, now, settings.weights)]
+            group: [round(h, 4) for h in usage_by_day(items, starts, now, settings.gpu_hour_weights)]
             for group, items in sorted(per_group.items())
         },
     }

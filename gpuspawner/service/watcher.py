@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from ..policy.budget import budget_for, exhausted, hours_text, period_bounds, usage_hours, when_text
+from ..policy.budget import exhausted, hours_text, period_bounds, usage_hours, when_text
 from ..usage.culler import IdleTracker, utilisation_source
 from ..usage.ledger import Ledger, now_utc
-from .report import schedule_of, usage_report
+from .report import usage_report
 from .service_metrics import ServiceMetrics
 
 log = logging.getLogger("gpuspawner.service")
@@ -68,8 +68,8 @@ class Watcher:
         self.ledger = ledger
         self.hub = hub
         self.metrics = metrics
-        self.source = source or utilisation_source(settings.utilisation_source)
-        self.idle = IdleTracker(settings.idle_threshold, timedelta(seconds=settings.idle_timeout_seconds))
+        self.source = source or utilisation_source(settings.gpu_utilisation_source)
+        self.idle = IdleTracker(settings.gpu_idle_threshold, timedelta(seconds=settings.gpu_idle_timeout))
         self.user_groups: dict[str, list[str]] = {}
         self.ready_servers: set[tuple[str, str]] = set()
         self.utilisation: dict[str, float | None] = {}
@@ -114,20 +114,19 @@ class Watcher:
         await self._publish(now)
 
     async def _check_budgets(self, servers, now, stopping) -> None:
-        start, end = period_bounds(now, schedule_of(self.settings))
+        start, end = period_bounds(now, self.settings.reset_schedule)
         for user in sorted({user for user, _ in servers}):
-            budget = budget_for(self.user_groups.get(user, []), self.settings.budget_default,
-                                self.settings.budget_groups)
+            budget = self.settings.budget_of(self.user_groups.get(user, []))
             if not budget.limited:
                 continue
             intervals = await asyncio.to_thread(self.ledger.intervals, start, end, user)
-            used = usage_hours(intervals, start, end, now, self.settings.weights)
+            used = usage_hours(intervals, start, end, now, self.settings.gpu_hour_weights)
             if not exhausted(used, budget):
                 continue
             warnings = await asyncio.to_thread(self.ledger.notices, start, "budget-warning")
             warned = [n for n in warnings if n["user"] == user]
             if not warned:
-                deadline = now + timedelta(seconds=self.settings.grace_seconds)
+                deadline = now + timedelta(seconds=self.settings.budget_grace_period)
                 message = (
                     "%s's GPU-hour budget is spent (%s of %s, %s); their GPU servers stop at %s."
                     % (user, hours_text(used), hours_text(budget.hours), budget.source, when_text(deadline))
@@ -135,22 +134,22 @@ class Watcher:
                 log.warning("%s", message)
                 await asyncio.to_thread(self.ledger.add_notice, user, "", "budget-warning", message, now)
                 continue
-            if (now - warned[0]["at"]).total_seconds() >= self.settings.grace_seconds:
+            if (now - warned[0]["at"]).total_seconds() >= self.settings.budget_grace_period:
                 for key in servers:
                     if key[0] == user:
                         stopping[key] = ("budget-spent", "Stopped %s's server %r: GPU-hour budget spent (%s of %s)"
                                          " and the grace of %.0f s is over; it resets on %s."
                                          % (user, key[1], hours_text(used), hours_text(budget.hours),
-                                            self.settings.grace_seconds, when_text(end)))
+                                            self.settings.budget_grace_period, when_text(end)))
 
     def _check_max_age(self, servers, now, stopping) -> None:
-        if not self.settings.max_age_seconds:
+        if not self.settings.gpu_max_age:
             return
         for key, intervals in servers.items():
             age = (now - min(i.start for i in intervals)).total_seconds()
-            if age >= self.settings.max_age_seconds and key not in stopping:
+            if age >= self.settings.gpu_max_age and key not in stopping:
                 stopping[key] = ("max-age", "Stopped %s's server %r: it held GPUs for %.1f h, the maximum is %.1f h."
-                                 % (key[0], key[1], age / 3600, self.settings.max_age_seconds / 3600))
+                                 % (key[0], key[1], age / 3600, self.settings.gpu_max_age / 3600))
 
     async def _check_idle(self, servers, now, stopping) -> None:
         # every inventory GPU, held or not, so the dashboard also sees a free GPU that is lost
@@ -158,7 +157,7 @@ class Watcher:
                        | {gpu["uuid"] for gpu in self.settings.inventory})
         self.utilisation = await asyncio.to_thread(self.source.sample, uuids) if uuids else {}
         self.lost = set(self.source.lost)
-        if not self.settings.idle_timeout_seconds:
+        if not self.settings.gpu_idle_timeout:
             return
         self.idle.keep_only(servers)
         for key, intervals in servers.items():
@@ -166,8 +165,8 @@ class Watcher:
         for key in self.idle.due(now):
             if key not in stopping:
                 stopping[key] = ("gpu-idle", "Stopped %s's server %r: its GPUs were below %.0f%% utilisation"
-                                 " for %.0f s (gpu_idle_timeout)." % (key[0], key[1], self.settings.idle_threshold,
-                                                                      self.settings.idle_timeout_seconds))
+                                 " for %.0f s (gpu_idle_timeout)." % (key[0], key[1], self.settings.gpu_idle_threshold,
+                                                                      self.settings.gpu_idle_timeout))
 
     async def _stop(self, user, server, reason, message, now) -> None:
         log.warning("%s", message)
@@ -182,7 +181,7 @@ class Watcher:
         self.metrics.culls.labels(reason=reason).inc()
 
     async def _publish(self, now) -> None:
-        intervals = await asyncio.to_thread(self.ledger.intervals, *period_bounds(now, schedule_of(self.settings)))
+        intervals = await asyncio.to_thread(self.ledger.intervals, *period_bounds(now, self.settings.reset_schedule))
         report = usage_report(self.settings, intervals, self.user_groups, now)
         for group in report["groups"]:
             self.metrics.budget_used.labels(group=group["group"]).set(group["used_hours"])

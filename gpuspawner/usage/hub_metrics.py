@@ -5,7 +5,8 @@ Registered on prometheus_client's default registry, which JupyterHub serves at
 by reason. The admin service's metrics are in :mod:`gpuspawner.service.service_metrics`.
 """
 
-from collections.abc import Iterable, Sequence
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge
 
@@ -38,17 +39,31 @@ def count_allocation(group: str, gpus: int) -> None:
         ALLOCATIONS.labels(group=group).inc(gpus)
 
 
-def gpu_counts(inventory: Sequence[Gpu], holdings: Iterable[Holding]) -> dict[tuple[str, str], int]:
-    """{(gpu type, "allocated"|"free"): count} for every type in the inventory (pure)."""
-    held = {uuid for holding in holdings for uuid in holding.uuids}
+def gpu_counts(
+    totals: Mapping[str, int] | None, holdings: Iterable[Holding], lost: Iterable[Gpu] = ()
+) -> dict[tuple[str, str], int]:
+    """{(gpu type, "allocated"|"free"|"lost"): count} for every type the engine has or a
+    server holds.
+
+    ``totals``: GPUs per type (a GPU's name); None when unknown (only allocated is known).
+    ``lost``: GPUs NVML reports lost and no server holds: counted as "lost", never as free.
+    """
+    holdings = list(holdings)
+    allocated = Tally(gpu.name for holding in holdings for gpu in holding.gpus)
+    held = {gpu.uuid for holding in holdings for gpu in holding.gpus}
+    lost_by_type = Tally(gpu.name for gpu in lost if gpu.uuid not in held)
     counts: dict[tuple[str, str], int] = {}
-    for gpu in inventory:
-        counts.setdefault((gpu.name, "allocated"), 0)
-        counts.setdefault((gpu.name, "free"), 0)
-        counts[(gpu.name, "allocated" if gpu.uuid in held else "free")] += 1
+    for gpu_type in sorted(set(totals or {}) | set(allocated)):
+        counts[(gpu_type, "allocated")] = allocated.get(gpu_type, 0)
+        if totals is not None:
+            free = totals.get(gpu_type, 0) - allocated.get(gpu_type, 0) - lost_by_type[gpu_type]
+            counts[(gpu_type, "free")] = max(free, 0)
+            counts[(gpu_type, "lost")] = lost_by_type[gpu_type]
     return counts
 
 
-def set_gpu_counts(inventory: Sequence[Gpu], holdings: Iterable[Holding]) -> None:
-    for (gpu_type, state), count in gpu_counts(inventory, holdings).items():
+def set_gpu_counts(
+    totals: Mapping[str, int] | None, holdings: Iterable[Holding], lost: Iterable[Gpu] = ()
+) -> None:
+    for (gpu_type, state), count in gpu_counts(totals, holdings, lost).items():
         GPUS.labels(gpu_type=gpu_type, state=state).set(count)

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from ..policy.allocation import Holding
 from ..policy.budget import Interval
 from ..policy.inventory import Gpu
 
@@ -225,13 +226,16 @@ class Ledger:
                 row.end_reason = row.pending_end_reason or reason
             return len(rows)
 
-    def reconcile(self, holdings: Iterable, at: datetime, gpu_names: dict | None = None) -> tuple[int, int]:
-        """Match open intervals with the engine's holdings (user, server, uuids) listed at ``at``.
+    def reconcile(self, holdings: Iterable[Holding], at: datetime) -> tuple[int, int]:
+        """Match open intervals with the engine's holdings listed at ``at``.
 
         Still held: ``last_seen`` moves to ``at``. Gone (the container or pod went away
         while no hub watched it): closed at its last sighting, reason "gone". Held but not
-        in the ledger: opened at ``at``. Returns (closed, opened).
+        in the ledger: opened at ``at``, named as the holding names its GPU, so GPU-type
+        weights apply. Returns (closed, opened).
         """
+        holdings = list(holdings)
+        names = {gpu.uuid: gpu.name for h in holdings for gpu in h.gpus}
         held = {(h.user, h.server, uuid) for h in holdings for uuid in h.uuids}
         closed = opened = 0
         with self._write_lock, Session(self.engine) as session, session.begin():
@@ -254,7 +258,7 @@ class Ledger:
                     seen.add(key)
             for user, server, uuid in sorted(held - seen):
                 session.add(GpuInterval(
-                    user=user, server=server, gpu_uuid=uuid, gpu_name=(gpu_names or {}).get(uuid, "GPU"),
+                    user=user, server=server, gpu_uuid=uuid, gpu_name=names.get(uuid, "GPU"),
                     started=_naive(at), last_seen=_naive(at),
                 ))
                 opened += 1

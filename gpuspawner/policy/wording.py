@@ -1,0 +1,20 @@
+"""How gpuspawner's sentences name things: counts, servers, lists (pure)."""
+
+from collections.abc import Sequence
+
+
+def plural(count: int, noun: str = "GPU") -> str:
+    """'1 GPU', '2 GPUs'."""
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+def server_label(server: str) -> str:
+    """How a server is named in messages."""
+    return "server %r" % server if server else "the default server"
+
+
+def join_phrases(phrases: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    if len(phrases) <= 1:
+        return "".join(phrases)
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
