@@ -119,6 +119,11 @@ if not host.state_path.exists():
 else:
     print("==> simulated host: %s present" % host.state_path)
 EOF
+    # hosts that test runs left behind (a run removes its own) and an old CLI log
+    find /var/lib/simnvml/hosts -mindepth 1 -maxdepth 1 -type d -name 'test-*' -mmin +720 \
+        -exec rm -rf {} + 2>/dev/null || true
+    log=/var/lib/simnvml/cli.log
+    if [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt 20000000 ]; then mv "$log" "$log.1"; fi
 else
     say "not root: $CONFIG and /var/lib/simnvml are left as they are"
 fi

@@ -54,7 +54,7 @@ async def test_device_request_names_exactly_the_allocated_gpus(docker_client, te
             container.start()
         refusal = spawner.explain_start_error(error.value)
         assert refusal is not None and refusal.status_code == 503
-        assert "cannot attach GPUs" in refusal.jupyterhub_message
+        assert "cannot attach GPUs: this host has no such GPU" in refusal.jupyterhub_message
         assert "nvidia-container-cli: device error: %s: unknown device" % GPUS[0]["uuid"] in (
             refusal.jupyterhub_message)
     finally:

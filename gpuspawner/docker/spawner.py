@@ -62,6 +62,22 @@ def is_missing_gpu_runtime(error: Exception) -> bool:
     return any(marker in text for marker in NO_GPU_RUNTIME_ERRORS)
 
 
+# what nvidia-container-cli (run by NVIDIA's hook) says, and what it means for an admin
+GPU_ATTACH_CAUSES = (
+    ("driver not loaded", "the NVIDIA driver is not loaded on this host"),
+    ("unknown device", "this host has no such GPU (the hub's GPU list does not match the host)"),
+    ("requirement error", "the host's NVIDIA driver is too old for this image's CUDA"),
+)
+
+
+def gpu_attach_cause(text: str) -> str:
+    """The reason a GPU container could not start, in an admin's words."""
+    for marker, cause in GPU_ATTACH_CAUSES:
+        if marker in text:
+            return cause
+    return "the NVIDIA Container Toolkit is not installed or not configured for Docker"
+
+
 class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
     """One container per server with its own GPUs, a quota and a persistent workspace."""
 
@@ -301,10 +317,10 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
                 status_code=503,
             )
         if isinstance(error, APIError) and is_missing_gpu_runtime(error):
+            said = str(error.explanation or error)
             return SpawnRefused(
-                "This Docker host cannot attach GPUs: the NVIDIA Container Toolkit is not"
-                " installed or not configured for Docker (Docker said: %s). Ask an admin,"
-                " or start the server with 0 GPUs." % (error.explanation or error),
+                "This Docker host cannot attach GPUs: %s (Docker said: %s). Ask an admin,"
+                " or start the server with 0 GPUs." % (gpu_attach_cause(said), said),
                 reason="gpu-runtime",
                 status_code=503,
             )

@@ -163,6 +163,7 @@ def test_a_host_without_a_loaded_driver_refuses_gpu_spawns_and_frees_them(
     message = refused.json()["message"]
     assert "cannot attach GPUs" in message
     assert "nvidia-container-cli: initialization error: nvml error: driver not loaded" in message
+    assert "cannot attach GPUs: the NVIDIA driver is not loaded on this host" in message
     form = hub.spawn_form(hub.login("eve"), "eve")
     assert "10 of 10 GPUs free on this hub. You hold no GPU." in form
 
