@@ -103,15 +103,20 @@ export function statusText(snapshot: ISnapshot | null, error: string | null): st
     return 'No GPU';
   }
   const label = gpus.length === 1 ? 'GPU' : `${gpus.length} GPUs`;
-  const utils = gpus.filter(g => g.utilization).map(g => g.utilization!.gpu);
-  const used = gpus.reduce((sum, g) => sum + (g.memory.used ?? 0), 0);
-  const total = gpus.reduce((sum, g) => sum + (g.memory.total ?? 0), 0);
+  const working = gpus.filter(g => !g.lost);
+  if (working.length === 0) {
+    return `${label} lost`;
+  }
+  const utils = working.filter(g => g.utilization).map(g => g.utilization!.gpu);
+  const used = working.reduce((sum, g) => sum + (g.memory.used ?? 0), 0);
+  const total = working.reduce((sum, g) => sum + (g.memory.total ?? 0), 0);
   const parts = [label];
   if (utils.length > 0) {
     parts.push(`${Math.round(utils.reduce((a, b) => a + b, 0) / utils.length)}%`);
   }
   const memory = `${gib(used)}/${gib(total)} GiB`;
-  return `${parts.join(' ')} · ${memory}`;
+  const lost = gpus.length - working.length;
+  return `${parts.join(' ')} · ${memory}${lost > 0 ? ` · ${lost} lost` : ''}`;
 }
 
 /** The status bar's tooltip. */
@@ -125,5 +130,7 @@ export function statusTitle(snapshot: ISnapshot | null, error: string | null): s
   if (!snapshot.available) {
     return `This server has no GPU. ${snapshot.reason ?? ''}`.trim();
   }
-  return snapshot.gpus.map(g => `${g.name} (${g.uuid}): ${memoryText(g)}`).join('\n');
+  return snapshot.gpus
+    .map(g => `${g.name} (${g.uuid}): ${g.lost ? 'lost (fallen off the bus)' : memoryText(g)}`)
+    .join('\n');
 }

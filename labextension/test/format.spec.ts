@@ -59,6 +59,19 @@ describe('statusText', () => {
   it('leaves out utilisation when no GPU reports it', () => {
     expect(statusText(snapshot({ gpus: [MIG_GPU] }), null)).toBe('GPU · 1.0/9.8 GiB');
   });
+  it('says a lost GPU is lost and counts only the others', () => {
+    const lost = gpu({
+      lost: true,
+      utilization: null,
+      memory: { used: null, total: 80 * GIB, reserved: null }
+    });
+    expect(statusText(snapshot({ gpus: [lost] }), null)).toBe('GPU lost');
+    expect(statusText(snapshot({ gpus: [lost, lost] }), null)).toBe('2 GPUs lost');
+    expect(statusText(snapshot({ gpus: [gpu(), lost] }), null)).toBe(
+      '2 GPUs 37% · 12.1/79.6 GiB · 1 lost'
+    );
+    expect(statusTitle(snapshot({ gpus: [lost] }), null)).toMatch(/: lost \(fallen off the bus\)$/);
+  });
 });
 
 describe('statusTitle', () => {

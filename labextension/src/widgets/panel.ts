@@ -118,10 +118,14 @@ export class GpuPanel extends Widget {
         ? gpu.name
         : `MIG ${gpu.name}`;
     card.setAttribute('aria-label', label);
-    card.appendChild(h('h3', 'jp-gpuspawner-card-title', label));
+    card.appendChild(h('h3', 'jp-gpuspawner-card-title', gpu.lost ? `${label} – lost` : label));
     card.appendChild(h('div', 'jp-gpuspawner-uuid', gpu.uuid));
     if (gpu.lost) {
+      // nothing can be read from it: its history until then, and what happened
       card.classList.add('jp-mod-lost');
+      card.appendChild(historyChart(this._model.history(gpu.uuid), label));
+      card.appendChild(this._errors(gpu));
+      return card;
     }
 
     const util = gpu.utilization;
@@ -154,17 +158,19 @@ export class GpuPanel extends Widget {
 
     card.appendChild(historyChart(this._model.history(gpu.uuid), label));
     card.appendChild(this._processes(gpu));
-
-    const errors = Object.entries(gpu.errors);
-    if (errors.length > 0) {
-      const list = h('ul', 'jp-gpuspawner-errors');
-      list.setAttribute('role', 'alert');
-      for (const [field, message] of errors) {
-        list.appendChild(h('li', '', field === 'gpu' ? message : `${field}: ${message}`));
-      }
-      card.appendChild(list);
+    if (Object.keys(gpu.errors).length > 0) {
+      card.appendChild(this._errors(gpu));
     }
     return card;
+  }
+
+  private _errors(gpu: IGpu): HTMLElement {
+    const list = h('ul', 'jp-gpuspawner-errors');
+    list.setAttribute('role', 'alert');
+    for (const [field, message] of Object.entries(gpu.errors)) {
+      list.appendChild(h('li', '', field === 'gpu' ? message : `${field}: ${message}`));
+    }
+    return list;
   }
 
   private _processes(gpu: IGpu): HTMLElement {

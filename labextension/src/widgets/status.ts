@@ -41,7 +41,8 @@ export class GpuStatusItem extends Widget {
     this.node.title = title;
     this.node.setAttribute('aria-label', `${text}. Show the GPU panel.`);
     this.toggleClass('jp-mod-nogpu', statusText(snapshot, error) === 'No GPU');
-    this.toggleClass('jp-mod-warning', Boolean(deadline?.near));
+    const lost = snapshot?.gpus.some(g => g.lost) ?? false;
+    this.toggleClass('jp-mod-warning', Boolean(deadline?.near) || lost);
   }
 
   private _model: GpuModel;
