@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import simstate
+from hubprocess import RUN_ID
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output")) / "gpuhost"
@@ -26,6 +27,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run"]
 SERVICE = "/services/gpu-admin/"
 GIB = simstate.GIB
+
+
+def user_names(*names: str) -> list[str]:
+    """Names of this test run's own: a hub counts every container on the engine (others' too)."""
+    return ["%s-%s" % (name, RUN_ID) for name in names]
 
 
 def make_host(mig_index: int | None = 7) -> simstate.SimHost:
@@ -45,12 +51,20 @@ def start_gpu_hub(hub_factory, host: simstate.SimHost, monkeypatch, **settings):
         return hub_factory(**settings)
 
 
-def held_gpus(docker_client, user: str, server: str = "") -> list[str]:
+def held_gpus(docker_client, hub, user: str, server: str = "") -> list[str]:
+    """The GPUs named by the labels of ``user``'s container (this hub's: runs share the engine)."""
     (container,) = [
-        c for c in docker_client.containers.list(filters={"label": "gpuspawner.user=" + user})
+        c for c in docker_client.containers.list(
+            filters={"label": "gpuspawner.user=" + user, "name": hub.settings["prefix"]})
         if c.labels.get("gpuspawner.server") == server
     ]
     return [uuid for uuid in container.labels["gpuspawner.gpus"].split(",") if uuid]
+
+
+def wait_for_service(hub) -> None:
+    """Until the admin service answers behind the hub."""
+    url = hub.url + SERVICE + "api/inventory"
+    wait_for(lambda: hub.session.get(url, timeout=10).status_code == 200, what="the admin service")
 
 
 def wait_for(condition, timeout: float = 60, what: str = "condition", every: float = 0.5):

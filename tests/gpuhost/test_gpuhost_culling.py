@@ -10,10 +10,20 @@ from __future__ import annotations
 import time
 
 import pytest
-from gpuhost_lab_helpers import SERVICE, held_gpus, make_host, start_gpu_hub, wait_for
+from gpuhost_lab_helpers import (
+    SERVICE,
+    held_gpus,
+    make_host,
+    start_gpu_hub,
+    user_names,
+    wait_for,
+    wait_for_service,
+)
 from hubprocess import free_port
 
 from gpuspawner.usage.ledger import Ledger
+
+IDLE, BUSY = user_names("idle", "busy")
 
 pytestmark = pytest.mark.docker
 
@@ -30,46 +40,46 @@ def is_stopped(hub, user, server=""):
     return model is None or (not model.get("ready") and not model.get("pending"))
 
 
-def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_docker, host, monkeypatch,
-                                                       tmp_path):
+def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_docker, host,
+                                                       monkeypatch, tmp_path):
     hub = start_gpu_hub(
         hub_factory, host, monkeypatch,
         usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
         admin_service_port=free_port(), admin_users=["boss"], admin_check_interval=1,
         gpu_idle_timeout=4,  # gpu_utilisation_source: the default, nvml
     )
-    wait_for(lambda: hub.session.get(hub.url + SERVICE + "api/inventory", timeout=10).status_code == 200,
-             what="the admin service")
-    for user in ("idle", "busy"):
+    wait_for_service(hub)
+    for user in (IDLE, BUSY):
         hub.create_user(user)
     # every whole GPU is busy while the servers start (MIG instances have no utilisation)
     for gpu in host.gpus:
         if not gpu.migs:
             host.update(gpu.uuid, util_gpu=80)
-    for user in ("idle", "busy"):
+    for user in (IDLE, BUSY):
         assert hub.spawn(user, options={"gpus": 1}).status_code in (201, 202)
         hub.wait_ready(user, timeout=120)
-    (idle_gpu,) = held_gpus(nvidia_docker, "idle")
-    (busy_gpu,) = held_gpus(nvidia_docker, "busy")
+    (idle_gpu,) = held_gpus(nvidia_docker, hub, IDLE)
+    (busy_gpu,) = held_gpus(nvidia_docker, hub, BUSY)
     # the service reads the simulated values through NVML (its dashboard shows them)
-    inventory = {row["uuid"]: row for row in hub.session.get(hub.url + SERVICE + "api/inventory").json()}
+    rows = hub.session.get(hub.url + SERVICE + "api/inventory", timeout=30).json()
+    inventory = {row["uuid"]: row for row in rows}
     assert set(inventory) == set(host.allocatable())
     assert "80%" in hub.session.get(hub.url + SERVICE, timeout=30).text
 
     host.update(idle_gpu, util_gpu=1)
     host.update(busy_gpu, util_gpu=90)
     started = time.monotonic()
-    wait_for(lambda: is_stopped(hub, "idle"), timeout=60, what="the idle GPU server to be culled")
+    wait_for(lambda: is_stopped(hub, IDLE), timeout=60, what="the idle GPU server to be culled")
     assert time.monotonic() - started >= 3  # not before the timeout
     time.sleep(3)
-    assert hub.server_model("busy")["ready"]
+    assert hub.server_model(BUSY)["ready"]
     ledger = Ledger(hub.settings["usage_db_url"])
     (notice,) = ledger.notices(kind="gpu-idle")
-    assert notice["user"] == "idle" and "below 5% utilisation for 4 s" in notice["message"]
-    assert [r.end_reason for r in ledger.rows(user="idle")] == ["gpu-idle"]
-    assert [r.end_reason for r in ledger.rows(user="busy")] == [None]
+    assert notice["user"] == IDLE and "below 5% utilisation for 4 s" in notice["message"]
+    assert [r.end_reason for r in ledger.rows(user=IDLE)] == ["gpu-idle"]
+    assert [r.end_reason for r in ledger.rows(user=BUSY)] == [None]
     ledger.dispose()
     metrics = hub.session.get(hub.url + SERVICE + "metrics", timeout=30).text
     lines = [line for line in metrics.splitlines() if busy_gpu in line]
-    assert lines == ['gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",server="",user="busy"} 90.0'
+    assert lines == ['gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",server="",user=BUSY} 90.0'
                      % busy_gpu], lines

@@ -11,11 +11,19 @@ from __future__ import annotations
 import re
 
 import pytest
-from gpuhost_lab_helpers import SERVICE, make_host, start_gpu_hub, wait_for
+from gpuhost_lab_helpers import (
+    SERVICE,
+    held_gpus,
+    make_host,
+    start_gpu_hub,
+    user_names,
+    wait_for_service,
+)
 from hubprocess import free_port
 
 pytestmark = pytest.mark.docker
 
+DEE = user_names("dee")
 NAME = "NVIDIA A100-SXM4-80GB"
 
 
@@ -43,8 +51,7 @@ def test_the_hub_discovers_the_inventory_and_the_drivers_cuda_with_nvml(hub_fact
     hub = start_gpu_hub(hub_factory, host, monkeypatch, images=images,
                         usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
                         admin_service_port=free_port(), admin_users=["boss"])
-    wait_for(lambda: hub.session.get(hub.url + SERVICE + "api/inventory", timeout=10).status_code == 200,
-             what="the admin service")
+    wait_for_service(hub)
     state = host.read()
     mig_gpu = state.gpus[7]
 
@@ -55,13 +62,13 @@ def test_the_hub_discovers_the_inventory_and_the_drivers_cuda_with_nvml(hub_fact
         "%s MIG %s" % (NAME, profile) for profile in ("3g.40gb", "2g.20gb", "1g.10gb")]
     assert mig_gpu.uuid not in {row["uuid"] for row in inventory}
 
-    hub.create_user("dee")
-    browser = hub.login("dee")
-    form = hub.spawn_form(browser, "dee")
+    hub.create_user(DEE)
+    browser = hub.login(DEE)
+    form = hub.spawn_form(browser, DEE)
     assert "10 of 10 GPUs free on this hub" in form
     # the driver's CUDA version (12.4, driver 550.54.15) decides the images
     assert 'value="fits"' in form and 'value="next"' not in form
-    refused = hub.spawn("dee", options={"image": "next", "gpus": 1})
+    refused = hub.spawn(DEE, options={"image": "next", "gpus": 1})
     assert refused.status_code == 400
     assert refused.json()["message"] == (
         "This server's driver 550.54.15 supports CUDA up to 12.4; image 'next' needs CUDA 13.0."
@@ -69,10 +76,9 @@ def test_the_hub_discovers_the_inventory_and_the_drivers_cuda_with_nvml(hub_fact
     assert "NVIDIA driver 550.54.15 supports CUDA up to 12.4" in hub.log_path.read_text()
 
     # a GPU of the discovered inventory is handed out by its UUID
-    assert hub.spawn("dee", options={"image": "fits", "gpus": 1}).status_code in (201, 202)
-    hub.wait_ready("dee", timeout=120)
-    (container,) = nvidia_docker.containers.list(filters={"label": "gpuspawner.user=dee"})
-    assert container.labels["gpuspawner.gpus"] == state.allocatable()[0]
+    assert hub.spawn(DEE, options={"image": "fits", "gpus": 1}).status_code in (201, 202)
+    hub.wait_ready(DEE, timeout=120)
+    assert held_gpus(nvidia_docker, hub, DEE) == state.allocatable()[:1]
     counts = gpu_counts(hub)
     assert counts[(NAME, "allocated")] == 1 and counts[(NAME, "free")] == 6
     assert counts[("%s MIG 3g.40gb" % NAME, "free")] == 1

@@ -21,11 +21,13 @@ from gpuhost_lab_helpers import (
     screenshot,
     start_gpu_hub,
     status_item,
+    user_names,
 )
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
+ADA, BOB, CYD = user_names("ada", "bob", "cyd")
 NAME = "NVIDIA A100-SXM4-80GB"
 
 
@@ -46,17 +48,17 @@ def util_points(card) -> list[tuple[float, float]]:
 def test_status_bar_panel_history_and_a_mig_card(hub_factory, nvidia_docker, lab_host, monkeypatch):
     hub = start_gpu_hub(hub_factory, lab_host, monkeypatch)
     whole, mig = lab_host.allocatable()[:2]
-    for user in ("ada", "bob"):
+    for user in (ADA, BOB):
         hub.create_user(user)
         assert hub.spawn(user, options={"gpus": 1}).status_code in (201, 202)
         hub.wait_ready(user, timeout=120)
-    assert held_gpus(nvidia_docker, "ada") == [whole]
-    assert held_gpus(nvidia_docker, "bob") == [mig]
+    assert held_gpus(nvidia_docker, hub, ADA) == [whole]
+    assert held_gpus(nvidia_docker, hub, BOB) == [mig]
     lab_host.update(whole, util_gpu=37, memory_used=12 * GIB, temperature=51, power=203_000)
     lab_host.update(mig, memory_used=5 * GIB)
 
     with chromium() as browser:
-        page = open_lab(browser, hub, "ada")
+        page = open_lab(browser, hub, ADA)
         expect(status_item(page)).to_have_text("GPU 37% · 12.0/80.0 GiB", timeout=60_000)
         panel = open_panel(page)
         cards = panel.locator("section.jp-gpuspawner-card")
@@ -68,7 +70,8 @@ def test_status_bar_panel_history_and_a_mig_card(hub_factory, nvidia_docker, lab
         expect(card).to_contain_text("51 °C")
         expect(card).to_contain_text(re.compile(r"203 / \d+ W"))
         expect(card.get_by_role("img", name=re.compile("utilisation and memory"))).to_be_visible()
-        expect(page.locator(".jp-gpuspawner-driver")).to_have_text(re.compile(r"NVIDIA driver 550\.54\.15"))
+        driver = page.locator(".jp-gpuspawner-driver")
+        expect(driver).to_have_text(re.compile(r"NVIDIA driver 550\.54\.15"))
         page.wait_for_function(
             "() => (document.querySelector('polyline.jp-gpuspawner-chart-util')"
             "?.getAttribute('points') || '').trim().split(' ').length >= 2")
@@ -90,7 +93,7 @@ def test_status_bar_panel_history_and_a_mig_card(hub_factory, nvidia_docker, lab
         page.context.close()
 
         # the MIG server: the instance's own card, utilisation n/a, temperature of the whole GPU
-        page = open_lab(browser, hub, "bob")
+        page = open_lab(browser, hub, BOB)
         expect(status_item(page)).to_have_text("GPU · 5.0/39.3 GiB", timeout=60_000)
         panel = open_panel(page)
         card = panel.get_by_role("region", name="%s MIG 3g.40gb" % NAME)
@@ -103,14 +106,15 @@ def test_status_bar_panel_history_and_a_mig_card(hub_factory, nvidia_docker, lab
         page.context.close()
 
 
-def test_verify_cuda_without_torch_says_nvml_sees_the_gpu(hub_factory, nvidia_docker, lab_host, monkeypatch):
+def test_verify_cuda_without_torch_says_nvml_sees_the_gpu(hub_factory, nvidia_docker, lab_host,
+                                                          monkeypatch):
     hub = start_gpu_hub(hub_factory, lab_host, monkeypatch)
-    hub.create_user("cyd")
-    assert hub.spawn("cyd", options={"gpus": 1}).status_code in (201, 202)
-    hub.wait_ready("cyd", timeout=120)
-    (uuid,) = held_gpus(nvidia_docker, "cyd")
+    hub.create_user(CYD)
+    assert hub.spawn(CYD, options={"gpus": 1}).status_code in (201, 202)
+    hub.wait_ready(CYD, timeout=120)
+    (uuid,) = held_gpus(nvidia_docker, hub, CYD)
     with chromium() as browser:
-        page = open_lab(browser, hub, "cyd")
+        page = open_lab(browser, hub, CYD)
         panel = open_panel(page)
         panel.get_by_role("button", name="Verify CUDA").click()
         output = page.locator(".jp-OutputArea-output").filter(has_text="VERDICT:")
