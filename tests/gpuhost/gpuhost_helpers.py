@@ -44,7 +44,10 @@ def cli_records(container) -> list[dict]:
     """What the stand-in nvidia-container-cli was asked for this container (by its id)."""
     if not CLI_LOG.exists():
         return []
-    records = [json.loads(line) for line in CLI_LOG.read_text().splitlines() if line.strip()]
+    records = []
+    for line in CLI_LOG.read_text().splitlines():
+        if container.id in line:  # other runs append too; only this container's lines matter
+            records.append(json.loads(line))
     return [r for r in records if r.get("container") == container.id]
 
 
