@@ -188,3 +188,121 @@ def test_the_dockerfile_passes_hadolint():
         [linter, str(IMAGES / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- torch.compile's compilers ----------------------------------------------------------
+
+# The Triton that torch 2.9.1 (the real image's PyTorch) requires; its build code compiles
+# the launcher torch.compile needs on a GPU. A CPU torch wheel does not fit the test image:
+# PyPI's torch for Linux is the CUDA build (a 900 MB wheel plus several GB of nvidia-*).
+TRITON = "triton==3.5.1"
+CACHE = Path(os.environ.get("GPUSPAWNER_CACHE", Path.home() / ".cache" / "gpuspawner"))
+
+PROBE = r'''
+import os, shutil, sys, sysconfig
+from triton.runtime.build import compile_module_from_src
+SOURCE = """
+#include <Python.h>
+static PyObject *add(PyObject *self, PyObject *args) {
+    long a, b;
+    if (!PyArg_ParseTuple(args, "ll", &a, &b)) return NULL;
+    return PyLong_FromLong(a + b);
+}
+static PyMethodDef methods[] = {{"add", add, METH_VARARGS, "a + b"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "gpst_probe", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_gpst_probe(void) { return PyModule_Create(&module); }
+"""
+assert "CC" not in os.environ
+module = compile_module_from_src(SOURCE, "gpst_probe")
+print(os.getuid(), shutil.which("gcc"), module.add(40, 2), module.__file__)
+'''
+
+CXX_PROBE = r'''
+set -e
+cd "$(mktemp -d)"
+cat > probe.cpp <<'SRC'
+#include <Python.h>
+#include <vector>
+#include <numeric>
+static PyObject *total(PyObject *, PyObject *) {
+    std::vector<long> v{1, 2, 3, 36};
+    return PyLong_FromLong(std::accumulate(v.begin(), v.end(), 0L));
+}
+static PyMethodDef methods[] = {{"total", total, METH_NOARGS, ""}, {nullptr, nullptr, 0, nullptr}};
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "cxxprobe", nullptr, -1, methods};
+PyMODINIT_FUNC PyInit_cxxprobe() { return PyModule_Create(&module); }
+SRC
+include=$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$(python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+g++ -O2 -shared -fPIC -std=c++17 -I"$include" probe.cpp -o "cxxprobe$suffix"
+python -c 'import cxxprobe; print(cxxprobe.total())'
+'''
+
+
+@pytest.fixture(scope="session")
+def triton_tree(tmp_path_factory) -> Path:
+    """Triton's Python package unpacked on the host (cached), to mount into a container."""
+    target = CACHE / ("triton-" + TRITON.split("==")[1])
+    if (target / "triton" / "runtime" / "build.py").exists():
+        return target
+    download = tmp_path_factory.mktemp("triton")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PIP_FIND_LINKS", "PIP_NO_INDEX")}
+    fetched = subprocess.run(
+        [*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
+         "--implementation", "cp", "--platform", "manylinux_2_27_x86_64",
+         "--platform", "manylinux_2_28_x86_64", "-d", str(download), TRITON],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    if fetched.returncode != 0:
+        reason = "could not download %s: %s" % (TRITON, fetched.stderr[-2000:])
+        if REQUIRE_DOCKER:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    (wheel,) = download.glob("triton-*.whl")
+    partial = target.with_name(target.name + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(partial), str(wheel)],
+        check=True, timeout=900, env=env,
+    )
+    partial.rename(target)
+    return target
+
+
+@pytest.mark.docker
+def test_compilers_and_python_headers_are_there_for_uid_1000(built_image):
+    found = run_in(
+        built_image["image"], "sh", "-c",
+        "id -u; for c in cc gcc g++; do command -v $c || echo missing-$c; done; echo \"$CC\"; "
+        "python -c 'import sysconfig; print(sysconfig.get_paths()[\"include\"])'",
+    )
+    assert found.returncode == 0, found.stderr
+    uid, cc, gcc, gxx, cc_env, include = found.stdout.split("\n")[:6]
+    assert (uid, cc, gcc, gxx) == ("1000", "/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/g++")
+    assert cc_env == ""  # Triton takes $CC first; the image leaves it to gcc
+    headers = run_in(built_image["image"], "test", "-f", include + "/Python.h")
+    assert headers.returncode == 0, "no Python.h in %s" % include
+
+
+@pytest.mark.docker
+def test_triton_builds_its_launcher_in_the_test_image(docker_client, test_image, triton_tree):
+    """Triton's own compile_module_from_src (what torch.compile runs on a GPU before the first
+    kernel) finds gcc and Python.h, builds a C extension and imports it, as uid 1000."""
+    image = test_image["demo"]["image"]
+    output = docker_client.containers.run(
+        image, ["python", "-c", PROBE], remove=True,
+        environment={"PYTHONPATH": "/opt/triton", "TRITON_CACHE_DIR": "/tmp/triton-cache"},
+        volumes={str(triton_tree): {"bind": "/opt/triton", "mode": "ro"}},
+    ).decode()
+    uid, gcc, total, path = output.split()
+    assert (uid, gcc, total) == ("1000", "/usr/bin/gcc", "42"), output
+    assert path.startswith("/tmp/triton-cache/") and path.endswith(".so"), output
+
+
+@pytest.mark.docker
+def test_a_cxx_extension_builds_with_gxx_in_the_test_image(test_image):
+    """TorchInductor's CPU backend compiles C++ with g++ against the Python headers."""
+    result = run_in(test_image["demo"]["image"], "bash", "-c", CXX_PROBE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split()[-1] == "42"
