@@ -5,6 +5,7 @@ is the truth: the pool is rebuilt from running containers on the first spawn or 
 after a hub start, and again every ``gpu_resync_interval`` seconds.
 """
 
+import asyncio
 import inspect
 import time
 from collections import Counter
@@ -228,7 +229,28 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         return await super().reserve_gpus(count)
 
     async def refresh_lost_gpus(self) -> None:
-        """Mark the inventory GPUs NVML reports lost, so they are not handed out."""
+        """Mark the inventory GPUs NVML reports lost, so they are not handed out.
+
+        Only for an inventory discovered with NVML: a declared one may name GPUs that
+        this host cannot see. A GPU that answers again is handed out again.
+        """
+        if self.gpus is not None:
+            return
+        from .. import nvml
+
+        pool = self.pool
+        uuids = [gpu.uuid for gpu in pool.inventory or ()]
+        try:
+            lost = frozenset(await asyncio.to_thread(nvml.lost_gpus, uuids))
+        except nvml.NvmlUnavailable as e:
+            self.log.warning("Cannot check the GPUs for lost ones: %s", e)
+            return
+        for gpu in pool.gpus(sorted(lost - pool.lost)):
+            self.log.error("GPU %s is lost (fallen off the bus); it is not handed out",
+                           gpu.describe())
+        for gpu in pool.gpus(sorted(pool.lost - lost)):
+            self.log.warning("GPU %s answers again; it is handed out again", gpu.describe())
+        pool.lost = lost
 
     async def gpu_totals(self) -> dict[str, int]:
         return dict(Counter(gpu.name for gpu in self.pool.inventory))
