@@ -104,8 +104,8 @@ def watch_gpu_creates(docker_client, users: list, seen: list, stop: threading.Ev
 def driver_not_loaded():
     """The declared GPUs on a simulated host whose NVIDIA driver is not loaded: the toolkit's
     CLI refuses to attach them, as on a real host in that state."""
-    state = simstate.State(init_error=simstate.DRIVER_NOT_LOADED,
-                           gpus=[simstate.Gpu(index=i, uuid=g["uuid"]) for i, g in enumerate(FAKE_GPUS)])
+    gpus = [simstate.Gpu(index=i, uuid=g["uuid"]) for i, g in enumerate(FAKE_GPUS)]
+    state = simstate.State(init_error=simstate.DRIVER_NOT_LOADED, gpus=gpus)
     try:
         host = simstate.SimHost.create("no-driver-" + RUN_ID, state)
     except PermissionError as e:
