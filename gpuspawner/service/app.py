@@ -43,7 +43,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         plotted_from = now - timedelta(days=DAYS_PLOTTED + 1)
         recent = await asyncio.to_thread(state.ledger.intervals, plotted_from, now)
         return {
-            "inventory": inventory_report(state.settings.inventory, open_),
+            "inventory": inventory_report(state.settings.inventory, open_, state.watcher.lost),
             "usage": usage_report(state.settings, period, groups, now),
             "daily": daily_report(state.settings, recent, groups, now, DAYS_PLOTTED),
             "utilisation": state.watcher.utilisation,
@@ -128,6 +128,14 @@ def since_text(iso: str | None, now: datetime) -> str:
     return "%s (%s ago)" % (moment.strftime("%d %b %H:%M UTC"), ago)
 
 
+def holder_cell(gpu: dict) -> str:
+    """Who holds an inventory GPU, 'free', or 'lost' (and who still holds it)."""
+    holder = html.escape(gpu["user"]) if gpu["user"] else ""
+    if gpu["lost"]:
+        return ('<span class="lost">lost</span> ' + holder).strip()
+    return holder or '<span class="free">free</span>'
+
+
 def bar(fraction: float) -> str:
     width = max(0.0, min(fraction, 1.0)) * 100
     level = "over" if fraction >= 1 else "warn" if fraction >= 0.8 else "ok"
@@ -187,7 +195,7 @@ def render_page(data, notices, settings, viewer: str, prefix: str, now: datetime
     gpu_rows = "".join(
         "<tr><td><code>%s</code></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
             esc(gpu["uuid"]), esc(gpu["name"]),
-            esc(gpu["user"]) if gpu["user"] else '<span class="free">free</span>',
+            holder_cell(gpu),
             esc(gpu["server"] or "default") if gpu["user"] else "",
             since_text(gpu["since"], now),
             "" if data["utilisation"].get(gpu["uuid"]) is None else "%.0f%%" % data["utilisation"][gpu["uuid"]],
@@ -238,7 +246,7 @@ h2{font-size:15px;margin:0 0 8px} p.note{color:#5b6475;margin:4px 0 8px}
 table{border-collapse:collapse;width:100%%} th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef1f5;vertical-align:middle}
 th{font-weight:600;color:#5b6475;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
 td.num{text-align:right;font-variant-numeric:tabular-nums} code{font-size:12px}
-.free{color:#3a9e6f;font-weight:600} tr.spent td{background:#fff1f0}
+.free{color:#3a9e6f;font-weight:600} .lost{color:#c0392b;font-weight:600} tr.spent td{background:#fff1f0}
 .bar{display:inline-block;width:120px;height:10px;background:#e6e9ef;border-radius:5px;overflow:hidden;vertical-align:middle}
 .fill{display:block;height:100%%} .fill.ok{background:#3a9e6f} .fill.warn{background:#d9822b} .fill.over{background:#c0392b}
 svg{width:100%%;height:auto} .grid{stroke:#eef1f5} .axis{font-size:11px;fill:#5b6475}

@@ -4,7 +4,7 @@ Inputs are plain data: intervals, the hub's users and their groups, the settings
 ``now``; outputs are dicts ready for JSON and for the HTML page.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from ..policy.budget import (
@@ -15,8 +15,10 @@ from ..policy.budget import (
 )
 
 
-def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Interval]) -> list[dict]:
-    """Per inventory GPU: who holds it, on which server, since when (None when free)."""
+def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Interval],
+                     lost: Collection[str] = ()) -> list[dict]:
+    """Per inventory GPU: who holds it, on which server, since when (None when free), and
+    whether NVML reports it lost (fallen off the bus)."""
     holder = {i.gpu_uuid: i for i in open_intervals}
     rows = []
     for gpu in inventory:
@@ -27,6 +29,7 @@ def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Inte
             "user": held.user if held else None,
             "server": held.server if held else None,
             "since": held.start.isoformat() if held else None,
+            "lost": gpu["uuid"] in lost,
         })
     return rows
 
