@@ -98,8 +98,8 @@ def chromium():
             browser.close()
 
 
-def open_lab(browser, hub, user: str):
-    """A page of ``user``, logged in to the hub, on their server's JupyterLab."""
+def open_page(browser, hub, user: str, path: str):
+    """A page of ``user``, logged in to the hub, at ``path``."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -108,7 +108,14 @@ def open_lab(browser, hub, user: str):
     page.fill("#password_input", "x")
     page.click("#login_submit")
     page.wait_for_load_state()
-    page.goto("%s/user/%s/lab/workspaces/gpuhost?reset" % (hub.url, quote(user, safe="")))
+    page.goto(hub.url + path)
+    return page
+
+
+def open_lab(browser, hub, user: str):
+    """A page of ``user``, logged in to the hub, on their server's JupyterLab."""
+    page = open_page(browser, hub, user, "/user/%s/lab/workspaces/gpuhost?reset"
+                     % quote(user, safe=""))
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=120_000)
     return page
 
@@ -125,7 +132,7 @@ def open_panel(page):
     return panel
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, full_page: bool = False) -> Path:
     path = SCREENSHOTS / name
-    page.screenshot(path=str(path))
+    page.screenshot(path=str(path), full_page=full_page)
     return path
