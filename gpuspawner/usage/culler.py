@@ -1,4 +1,4 @@
-"""GPU-idle culling: which GPU servers have had idle GPUs for too long, and where utilisation comes from.
+"""GPU-idle culling: which GPU servers have had idle GPUs too long, and where utilisation comes from.
 
 :class:`IdleTracker` is the policy, pure: fed samples of each server's GPUs, it says
 which servers have been idle (every GPU below the threshold) for the timeout. A GPU
@@ -30,7 +30,9 @@ class IdleTracker:
 
     def is_idle(self, readings: Mapping[str, float | None]) -> bool:
         """Idle: at least one GPU, and every one of them known and below the threshold."""
-        return bool(readings) and all(value is not None and value < self.threshold for value in readings.values())
+        return bool(readings) and all(
+            value is not None and value < self.threshold for value in readings.values()
+        )
 
     def observe(self, key: Hashable, readings: Mapping[str, float | None], now: datetime) -> None:
         if self.is_idle(readings):
@@ -47,11 +49,13 @@ class IdleTracker:
 
     def due(self, now: datetime) -> list[Hashable]:
         """Servers idle for at least the timeout."""
-        return sorted((k for k, since in self.idle_since.items() if now - since >= self.timeout), key=str)
+        return sorted(
+            (k for k, since in self.idle_since.items() if now - since >= self.timeout), key=str
+        )
 
 
 class FileUtilisation:
-    """Utilisation from a JSON file {"GPU-…": percent}; unknown GPUs and unreadable files give None."""
+    """Utilisation from a JSON file {"GPU-…": percent}; unknown GPUs, unreadable files: None."""
 
     def __init__(self, path: str):
         self.path = Path(path)
@@ -61,12 +65,18 @@ class FileUtilisation:
         try:
             values = json.loads(self.path.read_text())
         except (OSError, ValueError) as e:
-            log.warning("GPU utilisation file %s unreadable (%s): no GPU counts as idle", self.path, e)
+            log.warning(
+                "GPU utilisation file %s unreadable (%s): no GPU counts as idle", self.path, e
+            )
             values = {}
         result = {}
         for uuid in uuids:
             value = values.get(uuid) if isinstance(values, dict) else None
-            result[uuid] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            result[uuid] = (
+                float(value)
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+                else None
+            )
         return result
 
 
@@ -97,7 +107,9 @@ class NvmlUtilisation:
             self._unreadable.discard(uuid)
             if reading.lost:
                 lost.add(uuid)
-            result[uuid] = None if reading.utilization_gpu is None else float(reading.utilization_gpu)
+            result[uuid] = (
+                None if reading.utilization_gpu is None else float(reading.utilization_gpu)
+            )
         self.lost = lost
         return result
 
@@ -107,5 +119,5 @@ def utilisation_source(spec: str):
     if spec == "nvml":
         return NvmlUtilisation()
     if spec.startswith("file:"):
-        return FileUtilisation(spec[len("file:"):])
+        return FileUtilisation(spec.removeprefix("file:"))
     raise ValueError("gpu_utilisation_source must be 'nvml' or 'file:/path', not %r" % spec)
