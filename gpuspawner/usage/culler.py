@@ -1,4 +1,4 @@
-"""GPU-idle culling: which GPU servers have had idle GPUs too long, and where utilisation comes from.
+"""GPU-idle culling: which GPU servers had idle GPUs too long, and where utilisation comes from.
 
 :class:`IdleTracker` is the policy, pure: fed samples of each server's GPUs, it says
 which servers have been idle (every GPU below the threshold) for the timeout. A GPU
