@@ -68,7 +68,7 @@ c.GPUDockerSpawner.gpu_quota_groups = {"staff": 4}
 c.GPUDockerSpawner.gpu_hour_budget_groups = {"students": 10, "staff": None}
 c.GPUDockerSpawner.budget_period = "week"
 if os.environ.get("GPUSPAWNER_GPUS"):
-    c.GPUDockerSpawner.gpus = [{"uuid": uuid.strip()} for uuid in os.environ["GPUSPAWNER_GPUS"].split(",")]
+    c.GPUDockerSpawner.inventory = [{"uuid": uuid.strip()} for uuid in os.environ["GPUSPAWNER_GPUS"].split(",")]
 
 # PyTorch needs: shared memory for DataLoader workers, limits per server
 c.GPUDockerSpawner.shm_size = "2g"

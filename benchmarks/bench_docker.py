@@ -86,7 +86,7 @@ async def storm(requests_count: int) -> dict:
 
     config = Config()
     config.GPUDockerSpawner.images = {"demo": {"image": IMAGE}}
-    config.GPUDockerSpawner.gpus = GPUS
+    config.GPUDockerSpawner.inventory = GPUS
     config.GPUDockerSpawner.gpu_quota = 2
     reset_shared_state()  # a fresh hub process
     spawners = [

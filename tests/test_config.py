@@ -13,7 +13,7 @@ from gpuspawner.errors import ConfigError
 def config(**settings):
     c = Config()
     c.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1.0"}}
-    c.GPUDockerSpawner.gpus = [{"uuid": "GPU-1"}]
+    c.GPUDockerSpawner.inventory = [{"uuid": "GPU-1"}]
     for key, value in settings.items():
         setattr(c.GPUDockerSpawner, key, value)
     return c
@@ -55,7 +55,7 @@ def test_hub_refuses_to_start_with_an_unpinned_image(tmp_path):
     bad.write_text(
         "c = get_config()\n"
         "c.GPUDockerSpawner.images = {'demo': {'image': 'org/demo:latest'}}\n"
-        "c.GPUDockerSpawner.gpus = []\n"
+        "c.GPUDockerSpawner.inventory = []\n"
         "from gpuspawner.config import check_config\n"
         "check_config(c)\n"
     )
@@ -65,3 +65,17 @@ def test_hub_refuses_to_start_with_an_unpinned_image(tmp_path):
     )
     assert result.returncode != 0
     assert "image 'org/demo:latest' is not pinned" in result.stderr + result.stdout
+
+
+def test_the_inventory_under_its_old_name_still_works_and_warns(caplog):
+    from gpuspawner.docker import GPUDockerSpawner
+
+    c = Config()
+    c.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1.0"}}
+    c.GPUDockerSpawner.gpus = [{"uuid": "GPU-old", "name": "Old name"}]
+    with caplog.at_level("WARNING"):
+        spawner = GPUDockerSpawner(config=c)
+    assert [gpu.uuid for gpu in spawner.gpu_inventory()] == ["GPU-old"]
+    assert "GPUDockerSpawner.gpus is deprecated in gpuspawner 0.x, use GPUDockerSpawner.inventory" in caplog.text
+    with pytest.raises(ConfigError, match=r"gpus\[1\]: GPU GPU-old is listed twice"):
+        check_config(config(gpus=[{"uuid": "GPU-old"}, {"uuid": "GPU-old"}]))

@@ -160,7 +160,7 @@ def make_spawner(**settings):
 
     config = Config()
     config.GPUDockerSpawner.images = CATALOG
-    config.GPUDockerSpawner.gpus = []
+    config.GPUDockerSpawner.inventory = []
     for key, value in settings.items():
         setattr(config.GPUDockerSpawner, key, value)
     return GPUDockerSpawner(

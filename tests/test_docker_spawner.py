@@ -20,7 +20,7 @@ def make_spawner(image: str, user: str, server: str = "", **settings) -> GPUDock
     """A spawner as the hub builds it, with the hub's objects reduced to what it reads."""
     config = Config()
     config.GPUDockerSpawner.images = {"demo": {"image": image}}
-    config.GPUDockerSpawner.gpus = GPUS
+    config.GPUDockerSpawner.inventory = GPUS
     config.GPUDockerSpawner.prefix = "gpstunit"
     for key, value in settings.items():
         setattr(config.GPUDockerSpawner, key, value)

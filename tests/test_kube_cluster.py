@@ -19,6 +19,7 @@ import pytest
 
 from gpuspawner.lifecycle.base import apply_gpu_options
 from gpuspawner.lifecycle.refusal import SpawnRefused
+from gpuspawner.lifecycle.shared import reset_shared_state
 
 pytestmark = pytest.mark.kubernetes
 
@@ -124,11 +125,7 @@ async def reset_hub_process():
     from gpuspawner.kube import KubeGPUSpawner
 
     await KubeGPUSpawner._stop_all_reflectors()
-    KubeGPUSpawner._reserved.clear()
-    KubeGPUSpawner._rebuilt_reflectors.clear()
-    KubeGPUSpawner._nodes = None
-    KubeGPUSpawner._nodes_forbidden = False
-    KubeGPUSpawner._nodes_listing = None
+    reset_shared_state()
 
 
 async def spawn(spawner, **options):
@@ -406,7 +403,6 @@ def l4_nodes(cluster):
 
     The scheduler prefers the emptier node, so only the affinity keeps servers off l4-old.
     """
-    from gpuspawner.kube import KubeGPUSpawner
 
     names = ("l4-old", "l4-new")
     cluster.add_node("l4-old", gpus=8, product="NVIDIA-L4", taints=[kube_cluster.GPU_TAINT],
@@ -414,10 +410,10 @@ def l4_nodes(cluster):
     cluster.add_node("l4-new", gpus=2, product="NVIDIA-L4", taints=[kube_cluster.GPU_TAINT],
                      labels=driver_labels("12.8", "570.124.06"))  # fmt: skip
     cluster.wait_for(lambda: kube_cluster.nodes_ready(cluster) == 6, "the L4 nodes Ready", 90)
-    KubeGPUSpawner._nodes = None  # the hub's cached node list predates them
+    reset_shared_state()  # the hub's cached node list predates them
     yield names
     cluster.kubectl("delete", "node", *names, "--wait=false")
-    KubeGPUSpawner._nodes = None
+    reset_shared_state()
 
 
 async def test_cuda_image_is_steered_to_nodes_whose_driver_runs_it(cluster, l4_nodes, make_spawner):

@@ -73,7 +73,7 @@ def test_any_input_gives_a_choice_or_an_options_error(options):
     except OptionsError as e:
         assert str(e).endswith(".")
     else:
-        assert 0 <= choice.gpus <= 4 and choice.image in CATALOG
+        assert 0 <= choice.gpu_count <= 4 and choice.image in CATALOG
 
 
 def test_options_from_form():

@@ -247,7 +247,7 @@ def test_pull_timeout_is_added_to_start_timeout_when_the_spawner_may_pull(policy
 
     config = Config()
     config.GPUDockerSpawner.images = {"demo": {"image": "org/x:1"}}
-    config.GPUDockerSpawner.gpus = []
+    config.GPUDockerSpawner.inventory = []
     config.GPUDockerSpawner.pull_policy = policy
     config.GPUDockerSpawner.pull_timeout = 300
     config.Spawner.start_timeout = 120

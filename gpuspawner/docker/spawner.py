@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
-from traitlets import Enum, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Enum, Float, Integer, List, TraitError, Unicode, default, observe, validate
 
 from ..lifecycle.base import GPUSpawnerMixin
 from ..lifecycle.refusal import SpawnRefused
@@ -82,7 +82,7 @@ def gpu_attach_cause(text: str) -> str:
 class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
     """One container per server with its own GPUs, a quota and a persistent workspace."""
 
-    gpus = List(
+    inventory = List(
         None,
         allow_none=True,
         help="""The GPUs this hub hands out, when it cannot discover them with NVML
@@ -93,6 +93,25 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         the hub hands out no GPU.
         """,
     ).tag(config=True)
+
+    gpus = List(
+        None,
+        allow_none=True,
+        help="Deprecated in gpuspawner 0.x: use ``inventory`` (same value).",
+    ).tag(config=True)
+
+    # old name -> (new name, version it was renamed in); the old one still works, with a warning
+    _deprecated_aliases = {"gpus": ("inventory", "0.x")}
+
+    @observe(*_deprecated_aliases)
+    def _deprecated_trait(self, change):
+        new_name, version = self._deprecated_aliases[change.name]
+        if getattr(self, new_name) != change.new:
+            self.log.warning(
+                "%s.%s is deprecated in gpuspawner %s, use %s.%s instead",
+                type(self).__name__, change.name, version, type(self).__name__, new_name,
+            )  # fmt: skip
+            setattr(self, new_name, change.new)
 
     gpu_mode = Enum(
         GPU_MODES,
@@ -204,8 +223,8 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     def gpu_inventory(self) -> tuple[Gpu, ...]:
         """The allocatable GPUs: declared, or discovered with NVML."""
-        if self.gpus is not None:
-            return parse_inventory(self.gpus)
+        if self.inventory is not None:
+            return parse_inventory(self.inventory)
         from .. import nvml
 
         try:
@@ -234,7 +253,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         Only for an inventory discovered with NVML: a declared one may name GPUs that
         this host cannot see. A GPU that answers again is handed out again.
         """
-        if self.gpus is not None:
+        if self.inventory is not None:
             return
         from .. import nvml
 
@@ -245,10 +264,10 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         except nvml.NvmlUnavailable as e:
             self.log.warning("Cannot check the GPUs for lost ones: %s", e)
             return
-        for gpu in pool.gpus(sorted(lost - pool.lost)):
+        for gpu in pool.lookup(sorted(lost - pool.lost)):
             self.log.error("GPU %s is lost (fallen off the bus); it is not handed out",
                            gpu.describe())
-        for gpu in pool.gpus(sorted(pool.lost - lost)):
+        for gpu in pool.lookup(sorted(pool.lost - lost)):
             self.log.warning("GPU %s answers again; it is handed out again", gpu.describe())
         pool.lost = lost
 

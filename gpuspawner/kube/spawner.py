@@ -456,7 +456,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
     async def _start_and_watch(self) -> str:
         """KubeSpawner's start, watched: scheduler verdicts become progress, a long wait a failure."""
         self._gpu_wait_refusal = None
-        start = super().start()
+        start = KubeSpawner.start(self)  # the engine's start (self.start is the lifecycle)
         watcher = asyncio.ensure_future(self._watch_pending(start))
         try:
             return await start

@@ -329,10 +329,10 @@ class GPUSpawnerMixin(UsageSettings):
         self.clear_progress()
         self._accounting = None
         choice = self.spawn_choice()
-        refusal = await self.accounting.refusal(choice.gpus)
+        refusal = await self.accounting.refusal(choice.gpu_count)
         if refusal is not None:
             raise SpawnRefused(refusal, reason="budget", status_code=403)
-        await self.reserve_gpus(choice.gpus)
+        await self.reserve_gpus(choice.gpu_count)
         try:
             await self.check_startable()
             url = await self.start_engine()

@@ -170,7 +170,7 @@ class GpuPool:
         entry = self._entries.get((user, server))
         return entry.holding if entry else None
 
-    def gpus(self, uuids: Iterable[str]) -> tuple[Gpu, ...]:
+    def lookup(self, uuids: Iterable[str]) -> tuple[Gpu, ...]:
         """The inventory entries of ``uuids`` (a bare Gpu for one no longer in the inventory)."""
         by_uuid = {gpu.uuid: gpu for gpu in self.inventory or ()}
         return tuple(by_uuid.get(uuid, Gpu(uuid)) for uuid in uuids)

@@ -21,7 +21,7 @@ class SpawnChoice:
     """What one spawn will start: a catalog image and a number of GPUs."""
 
     image: CatalogImage
-    gpus: int
+    gpu_count: int  # the user option "gpus"
 
 
 def parse_user_options(
@@ -48,7 +48,7 @@ def parse_user_options(
         raise OptionsError("No image in this hub's catalog is available to you; ask an admin.")
     return SpawnChoice(
         image=_pick_image(user_options.get("image"), catalog, choices, default_image),
-        gpus=_gpu_count(user_options.get("gpus", 0), max_gpus),
+        gpu_count=_gpu_count(user_options.get("gpus", 0), max_gpus),
     )
 
 
