@@ -22,6 +22,7 @@ from ..lifecycle.shared import SharedState
 from ..policy import cuda
 from ..policy.allocation import Holding
 from ..policy.inventory import Gpu, from_nvml, parse_inventory
+from ..policy.names import DOCKER_NAME_MAX, fit_name
 from . import pull
 from .spec import GPU_MODES, ContainerRequest, container_spec
 
@@ -30,6 +31,7 @@ LABEL_SERVER = "gpuspawner.server"
 LABEL_GPUS = "gpuspawner.gpus"
 LABEL_IMAGE = "gpuspawner.image"
 HOLDING_STATES = {"running", "restarting", "paused"}
+ENDED_STATES = {"exited", "dead"}  # killed from outside (docker kill, OOM) or crashed
 NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
 PULLING_POLICIES = ("ifnotpresent", "always")
 
@@ -47,6 +49,26 @@ def holdings_from_containers(containers, inventory: Sequence[Gpu] = ()) -> list[
         gpus = tuple(known.get(uuid, Gpu(uuid)) for uuid in uuids)
         holdings.append(Holding(labels[LABEL_USER], labels.get(LABEL_SERVER, ""), gpus))
     return holdings
+
+
+def leftover_containers(
+    containers, prefix: str, now: float, created_grace: float, in_flight=frozenset()
+) -> list[str]:
+    """IDs of this hub's containers that hold nothing and will never run again (``docker ps``
+    output): ended ones, and ones left "Created" by a start that failed more than
+    ``created_grace`` seconds ago, unless a spawn of that server is in flight."""
+    leftovers = []
+    for container in containers:
+        labels = container.get("Labels") or {}
+        names = [name.lstrip("/") for name in container.get("Names") or ()]
+        if LABEL_USER not in labels or not any(n.startswith(prefix + "-") for n in names):
+            continue
+        state = container.get("State")
+        key = (labels[LABEL_USER], labels.get(LABEL_SERVER, ""))
+        stale = state == "created" and now - container.get("Created", now) > created_grace
+        if (state in ENDED_STATES or stale) and key not in in_flight:
+            leftovers.append(container["Id"])
+    return leftovers
 
 
 @dataclass
@@ -240,7 +262,22 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
     async def engine_holdings(self) -> list[Holding]:
         containers = await self.docker("containers", all=True, filters={"label": LABEL_USER})
         await self.refresh_lost_gpus()
+        if self.remove:
+            await self.remove_leftovers(containers)
         return holdings_from_containers(containers, self.pool.inventory)
+
+    async def remove_leftovers(self, containers) -> None:
+        """Remove this hub's containers that ended or never started (never a volume)."""
+        leftovers = leftover_containers(
+            containers, self.prefix, time.time(), self.start_timeout, self.pool.in_flight()
+        )
+        for container_id in leftovers:
+            self.log.info("Removing container %s: it ended or never started", container_id[:12])
+            try:
+                await self.docker("remove_container", container_id, force=True)
+            except APIError as e:
+                if e.status_code not in (404, 409):
+                    raise
 
     async def reserve_gpus(self, count: int):
         if count:
@@ -280,7 +317,17 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
             "create_volume", self.workspace_volume, labels={LABEL_USER: self.user.name}
         )
         self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
-        address = await DockerSpawner.start(self)
+        try:
+            address = await DockerSpawner.start(self)
+        except BaseException:
+            if self.remove and self.object_id:
+                # the start failed: the container stays "Created" and would never run
+                try:
+                    await self.remove_object()
+                except Exception as e:  # the start's own error is the one to report
+                    self.log.warning("Could not remove %s: %s", self.object_name, e)
+                self.object_id = ""
+            raise
         self.emit_progress(90, "Container started; waiting for JupyterLab to answer")
         return address
 
@@ -373,7 +420,15 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     @property
     def workspace_volume(self) -> str:
-        return self.format_volume_name(self.workspace_volume_template, self)
+        """The workspace volume's name, within the engine's limit for any user name."""
+        return fit_name(
+            self.format_volume_name(self.workspace_volume_template, self), DOCKER_NAME_MAX
+        )
+
+    @default("object_name")
+    def _object_name_default(self):
+        # the container's name, within the engine's limit for any user and server name
+        return fit_name(super()._object_name_default(), DOCKER_NAME_MAX)
 
     async def create_object(self):
         spec = container_spec(await self.container_request())

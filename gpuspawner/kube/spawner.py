@@ -23,6 +23,7 @@ from ..lifecycle.shared import SharedState
 from ..policy.allocation import Holding
 from ..policy import cuda
 from ..policy.inventory import Gpu
+from ..policy.names import KUBE_NAME_MAX, fit_name
 from ..policy.wording import plural
 from .holdings import (
     ANNOTATION_IMAGE,
@@ -154,6 +155,24 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         "gpuspawner-gpus" in each user's namespace capping ``requests.<GPU resource>`` at
         the user's GPU quota, so the cluster enforces the limit too.""",
     ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fit_object_names()
+
+    def fit_object_names(self) -> None:
+        """Pod, PVC and namespace names within Kubernetes' 63 characters for any user name
+        (kubespawner's slugs fit, the templates around them may not)."""
+        if getattr(self, "user", None) is None or not self.pod_name:
+            return
+        self.pod_name = fit_name(self.pod_name, KUBE_NAME_MAX)
+        self.pvc_name = fit_name(self.pvc_name, KUBE_NAME_MAX)
+        self.namespace = fit_name(self.namespace, KUBE_NAME_MAX)
+        self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
+
+    def clear_state(self):
+        super().clear_state()
+        self.fit_object_names()
 
     @default("start_timeout")
     def _default_start_timeout(self):

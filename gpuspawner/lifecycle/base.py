@@ -24,12 +24,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from traitlets import Bool, Dict, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Int, List, TraitError, Unicode, default, validate
 
 from ..errors import ConfigError, OptionsError
 from ..policy.allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
 from ..policy.catalog import CatalogImage, images_for, parse_catalog
 from ..policy.inventory import Gpu
+from ..policy.names import unservable_reason
 from ..policy.options import SpawnChoice, options_from_form, parse_user_options
 from ..policy.quota import GpuLimit, check_limits, gpu_limit
 from ..policy.wording import plural
@@ -145,6 +146,13 @@ class GPUSpawnerMixin(UsageSettings):
         key_trait=Unicode(),
         value_trait=Dict(),
         help="Extra environment for members of a group, e.g. {\"staff\": {\"WANDB_MODE\": \"online\"}}.",
+    ).tag(config=True)
+
+    template_paths = List(
+        Unicode(),
+        help="""Directories searched for gpuspawner's templates before the packaged ones
+        (gpuspawner/templates/): spawn_form.html for the spawn form, admin.html for the
+        admin service's dashboard. Copy one there to change it.""",
     ).tag(config=True)
 
     def __init__(self, **kwargs):
@@ -328,6 +336,7 @@ class GPUSpawnerMixin(UsageSettings):
     async def start(self):
         self.clear_progress()
         self._accounting = None
+        self.refuse_unservable_names()
         choice = self.spawn_choice()
         refusal = await self.accounting.refusal(choice.gpu_count)
         if refusal is not None:
@@ -347,6 +356,13 @@ class GPUSpawnerMixin(UsageSettings):
         await self.confirm_gpus()
         return url
 
+    def refuse_unservable_names(self) -> None:
+        """A user or server name the engines cannot carry is a 400 with the reason."""
+        for what, name in (("user name", self.user.name), ("server name", self.server_name)):
+            reason = unservable_reason(what, name)
+            if reason is not None:
+                raise SpawnRefused(reason, reason="name", status_code=400)
+
     def spawn_choice(self) -> SpawnChoice:
         """The choice ``apply_user_options`` made; made here when an admin replaced that hook."""
         if self.choice is None:
@@ -360,8 +376,9 @@ class GPUSpawnerMixin(UsageSettings):
         devices = self.requested_gpus(count) if self.engine_picks_devices else None
         request = GpuRequest(self.user.name, self.server_name, count, self.user_quota, devices)
         outcome = self.pool.allocate(request)
-        if not isinstance(outcome, Grant) and outcome.reason == "capacity":
-            # refuse on the engine's word, not on a view that may be a minute old
+        if not isinstance(outcome, Grant):
+            # refuse on the engine's word, not on a view that may be a minute old (a server
+            # killed from outside, OOM or docker kill, holds nothing any more)
             await self.sync_holdings(max_age=REFUSAL_RESYNC_SECONDS)
             outcome = self.pool.allocate(request)
         if not isinstance(outcome, Grant):

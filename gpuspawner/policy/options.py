@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import OptionsError
 from .catalog import CatalogImage, images_for
+from .names import quote_input
 
 OPTION_KEYS = ("gpus", "image")
 
@@ -39,9 +40,9 @@ def parse_user_options(
         raise OptionsError("Spawn options must be a JSON object such as {\"image\": ..., \"gpus\": 1}.")
     unknown = sorted(str(key) for key in user_options if key not in OPTION_KEYS)
     if unknown:
+        named = ", ".join(map(quote_input, unknown[:3])) + (", …" if len(unknown) > 3 else "")
         raise OptionsError(
-            "Unknown spawn option(s) %s; the options are: %s."
-            % (", ".join(map(repr, unknown)), ", ".join(OPTION_KEYS))
+            "Unknown spawn option(s) %s; the options are: %s." % (named, ", ".join(OPTION_KEYS))
         )
     choices = images_for(catalog, user_groups)
     if not choices:
@@ -61,17 +62,20 @@ def _pick_image(key, catalog, choices, default_image) -> CatalogImage:
     for image in catalog:
         if image.key == key:
             if image not in choices:
-                raise OptionsError("The image %r is not available to your groups." % key)
+                raise OptionsError("The image %s is not available to your groups." % quote_input(key))
             return image
     raise OptionsError(
-        "There is no image %r in this hub's catalog; choose one of: %s."
-        % (key, ", ".join(image.key for image in choices))
+        "There is no image %s in this hub's catalog; choose one of: %s."
+        % (quote_input(key), ", ".join(image.key for image in choices))
     )
 
 
 def _gpu_count(value, max_gpus: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionsError("The number of GPUs must be a whole number from 0 to %d, not %r." % (max_gpus, value))
+        raise OptionsError(
+            "The number of GPUs must be a whole number from 0 to %d, not %s."
+            % (max_gpus, quote_input(value))
+        )
     if value < 0 or value > max_gpus:
         raise OptionsError("The number of GPUs must be from 0 to %d per server, not %d." % (max_gpus, value))
     return value
@@ -91,7 +95,7 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict:
         if key == "gpus":
             text = str(value).strip()
             if not re.fullmatch(r"[0-9]{1,9}", text):
-                raise OptionsError("The number of GPUs must be a whole number, not %r." % text)
+                raise OptionsError("The number of GPUs must be a whole number, not %s." % quote_input(text))
             value = int(text)
         options[key] = value
     return options

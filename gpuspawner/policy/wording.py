@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+from .names import quote_input
+
 
 def plural(count: int, noun: str = "GPU") -> str:
     """'1 GPU', '2 GPUs'."""
@@ -10,7 +12,7 @@ def plural(count: int, noun: str = "GPU") -> str:
 
 def server_label(server: str) -> str:
     """How a server is named in messages."""
-    return "server %r" % server if server else "the default server"
+    return "server %s" % quote_input(server) if server else "the default server"
 
 
 def join_phrases(phrases: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
 from ..policy.budget import hours_text
+from ..policy.names import quote_input
 from ..usage.ledger import now_utc
 from .report import daily_report, inventory_report, usage_report
 
@@ -30,6 +31,13 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def check_xsrf_cookie(self):
         pass  # read-only GET handlers only
+
+    def write_error(self, status_code, **kwargs):
+        """The sentence of a refusal (HTTPError's message), never a traceback."""
+        error = (kwargs.get("exc_info") or (None, None, None))[1]
+        said = isinstance(error, web.HTTPError) and error.log_message and status_code < 500
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("%d %s%s\n" % (status_code, self._reason, ": " + error.log_message if said else ""))
 
     async def data(self, now: datetime):
         state = self.state
@@ -79,11 +87,24 @@ class NoticesAPI(BaseHandler):
         self.write_json(notices)
 
 
+# the dates the ledger export takes (the end day is included, so the day after it must exist)
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9999, 12, 30)
+
+
 def parse_day(text: str, name: str) -> datetime:
     try:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), timezone.utc)
+        day = date.fromisoformat(text)
     except (TypeError, ValueError):
-        raise web.HTTPError(400, "%s must be a date such as 2026-11-23, not %r." % (name, text)) from None
+        raise web.HTTPError(
+            400, "%s must be a date such as 2026-11-23, not %s." % (name, quote_input(text))
+        ) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise web.HTTPError(
+            400, "%s must be a date from %s to %s, not %s."
+            % (name, FIRST_DAY.isoformat(), LAST_DAY.isoformat(), day.isoformat()),
+        )  # fmt: skip
+    return datetime.combine(day, datetime.min.time(), timezone.utc)
 
 
 class LedgerCSV(BaseHandler):

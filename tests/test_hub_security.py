@@ -1,0 +1,145 @@
+"""Hostile names, outside changes and admin operations against a real hub and Docker engine.
+
+Every test here drives a real JupyterHub process (tests/hubprocess.py) whose servers are real
+containers; the GPUs are declared and held by label ("runtime-env" mode), as in
+tests/test_docker_hub.py.
+"""
+
+import random
+import time
+from urllib.parse import quote
+
+import pytest
+from test_docker_hub import driver_not_loaded  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.docker
+
+# names the README promises to serve; each escaped volume name passed 255 bytes before
+LONG_NAMES = ["学" * 27, "😀" * 20, "ж" * 40, "a" * 255, "tab\tand\x07bell-" + "é" * 60]
+
+
+def our_containers(docker_client, prefix):
+    return docker_client.containers.list(all=True, filters={"name": prefix})
+
+
+def created_name(hub, wanted: str) -> str:
+    """Create a user; the hub's name for it (the authenticator may normalise it)."""
+    response = hub.api("POST", "/users/" + quote(wanted, safe=""))
+    assert response.status_code < 500, response.text[:500]
+    if response.status_code == 201:
+        return response.json()["name"]
+    return ""
+
+
+def spawn_and_settle(hub, name: str, timeout: float = 120) -> str:
+    """Spawn a 0-GPU server; 'ready', or the refusal's status (never a 5xx)."""
+    response = hub.spawn(name, options={"image": "demo", "gpus": 0})
+    assert response.status_code < 500, (repr(name[:40]), response.status_code, response.text[:500])
+    if response.status_code >= 400:
+        return str(response.status_code)
+    hub.wait_ready(name, timeout=timeout)
+    return "ready"
+
+
+def test_long_unicode_and_control_character_names_get_servers(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env")
+    names = [created_name(hub, wanted) for wanted in LONG_NAMES]
+    assert all(names)
+    for name in names:
+        assert spawn_and_settle(hub, name) == "ready"
+    containers = our_containers(docker_client, hub.settings["prefix"])
+    by_user = {c.labels["gpuspawner.user"]: c for c in containers}
+    assert set(by_user) == set(names)
+    volumes = set()
+    for name, container in by_user.items():
+        (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+        assert len(volume.encode()) <= 255 and len(container.name.encode()) <= 255
+        volumes.add(volume)
+    assert len(volumes) == len(names)  # nobody shares a workspace
+    # a short name keeps the volume name it always had
+    assert created_name(hub, "plain") and spawn_and_settle(hub, "plain") == "ready"
+    plain = [c for c in our_containers(docker_client, hub.settings["prefix"])
+             if c.labels["gpuspawner.user"] == "plain"][0]
+    assert hub.settings["prefix"] + "-workspace-plain" in [m["Name"] for m in plain.attrs["Mounts"]]
+
+
+def test_nul_name_and_huge_input_get_a_short_sentence(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env")
+    name = created_name(hub, "nul\x00name")
+    assert name == "nul\x00name"  # the hub accepts it ...
+    refused = hub.spawn(name, options={"image": "demo", "gpus": 0})
+    assert refused.status_code == 400, refused.text[:500]  # ... and its spawn is a sentence
+    assert "cannot be served: it contains a NUL character" in refused.json()["message"]
+    hub.create_user("mallory")
+    for options in ({"image": "x" * 300_000}, {"x" * 300_000: 1}, {"gpus": "9" * 300_000}):
+        refused = hub.spawn("mallory", options=options)
+        assert refused.status_code == 400, refused.text[:500]
+        assert len(refused.content) < 2000, len(refused.content)
+        assert "characters)" in refused.json()["message"]
+
+
+def test_fuzzed_user_names_never_5xx_and_never_share_a_name(hub_factory, docker_client):
+    """A bounded sample of random names up to JupyterHub's 255 characters on the real hub
+    (tests/test_names.py fuzzes the naming itself with hypothesis)."""
+    rng = random.Random(14)
+    alphabet = [chr(c) for c in range(1, 0x80)] + list("éßжЖ学生😀🚀\u200b\u00a0") + ["\x00"]
+    hub = hub_factory(gpu_mode="runtime-env")
+    outcomes = {}
+    for _ in range(8):
+        wanted = "".join(rng.choice(alphabet) for _ in range(rng.choice([1, 30, 120, 255])))
+        name = created_name(hub, wanted)
+        if name:
+            outcomes[name] = spawn_and_settle(hub, name)
+    assert "ready" in outcomes.values()
+    assert set(outcomes.values()) <= {"ready", "400"}
+    assert all(outcome == "400" for name, outcome in outcomes.items() if "\x00" in name)
+    containers = our_containers(docker_client, hub.settings["prefix"])
+    assert len({c.name for c in containers}) == len(containers) == sum(
+        1 for outcome in outcomes.values() if outcome == "ready"
+    )
+
+
+def test_killed_container_frees_its_gpu_at_once_and_is_removed(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", gpu_quota=1)
+    hub.create_user("kim")
+    assert hub.spawn("kim", "a", options={"image": "demo", "gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("kim", "a")
+    (first,) = [c for c in our_containers(docker_client, hub.settings["prefix"])]
+    first.kill()  # what the OOM killer or `docker kill` does
+    again = hub.spawn("kim", "b", options={"image": "demo", "gpus": 1})
+    assert again.status_code in (201, 202), again.text  # not "you already hold 1 GPU"
+    hub.wait_ready("kim", "b")
+    names = [c.name for c in our_containers(docker_client, hub.settings["prefix"])]
+    assert first.name not in names  # the killed container was removed ...
+    docker_client.volumes.get(hub.settings["prefix"] + "-workspace-kim")  # ... never the workspace
+
+
+def test_failed_start_leaves_no_created_container(hub_factory, docker_client, driver_not_loaded):
+    hub = hub_factory(gpu_mode="device-request")
+    hub.create_user("fay")
+    refused = hub.spawn("fay", options={"image": "demo", "gpus": 1})
+    assert refused.status_code == 503, refused.text
+    deadline = time.monotonic() + 10
+    while our_containers(docker_client, hub.settings["prefix"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert our_containers(docker_client, hub.settings["prefix"]) == []
+    docker_client.volumes.get(hub.settings["prefix"] + "-workspace-fay")
+
+
+def test_ledger_export_refuses_dates_out_of_range_with_the_range(hub_factory, docker_client, tmp_path):
+    from test_usage_hub import SERVICE, service_hub
+
+    hub = service_hub(hub_factory, tmp_path)
+
+    def export(**params):
+        return hub.session.get(hub.url + SERVICE + "api/ledger.csv", params=params, timeout=30)
+
+    for params in ({"start": "0001-01-01", "end": "9999-12-31"}, {"end": "9999-12-31"},
+                   {"start": "0001-01-01"}):
+        refused = export(**params)
+        assert refused.status_code == 400, (params, refused.status_code, refused.text[:300])
+        assert "from 1970-01-01 to 9999-12-30" in refused.text, refused.text
+    widest = export(start="1970-01-01", end="9999-12-30")
+    assert widest.status_code == 200 and widest.text.startswith("user,server,gpu_uuid")
+    bad = export(start="x" * 3000)  # (the proxy refuses much longer URLs itself)
+    assert bad.status_code == 400 and len(bad.content) < 500
