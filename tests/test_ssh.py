@@ -108,6 +108,10 @@ def test_a_token_opens_the_users_own_container_default_and_named(ssh_hub, docker
     shouted = ssh("sshuser", token, "tr a-z A-Z", stdin="line one\nline two\n")
     assert shouted.returncode == 0 and shouted.stdout == "LINE ONE\nLINE TWO\n", shouted
 
+    # a script on stdin to a shell, as VS Code Remote-SSH starts its server
+    script = ssh("sshuser", token, "bash", stdin="cd /tmp\necho in-$(pwd)\nexit 3\n")
+    assert (script.returncode, script.stdout) == (3, "in-/tmp\n"), script
+
     # the named server: its own container
     result = ssh("sshuser/train", token, "echo $JUPYTERHUB_SERVER_NAME; hostname")
     assert result.returncode == 0, result.stderr
@@ -156,12 +160,19 @@ def test_nothing_runs_on_the_hub_host(ssh_hub, tmp_path):
     result = ssh("dave", token, "test -e %s && echo HUB-HOST || echo container" % marker)
     assert result.stdout.strip() == "container", result
     assert socket.gethostname() not in ssh("dave", token, "hostname").stdout.split()
-    # no port forwarding (a way to the hub host's network), no SFTP, no subsystems
-    forward = ssh("dave", token, options=("-W", "127.0.0.1:%d" % hub.settings["port"]))
-    assert forward.returncode == 255 and "open failed" in forward.stderr, forward
+    # forwarding (ssh -W/-L/-D, as VS Code Remote-SSH uses) leaves from inside the container:
+    # its loopback has the user's own server on 8888, and not the hub's port
+    request = "GET /user/dave/api HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    forward = ssh("dave", token, options=("-W", "127.0.0.1:8888"), stdin=request)
+    assert forward.stdout.startswith("HTTP/1.1 200"), forward
+    headers, body = forward.stdout.split("\n\n", 1)  # text mode reads \r\n as \n
+    assert '"version"' in body, forward
+    hub_port = ssh("dave", token, options=("-W", "127.0.0.1:%d" % hub.settings["port"]),
+                   stdin=request)
+    assert hub_port.stdout == "", hub_port  # nothing listens there inside the container
     sftp = ssh("dave", token, "sftp", options=("-s",))
     assert sftp.returncode == 255 and "subsystem request failed" in sftp.stderr, sftp
-    # and no login without a token at all
+    # no SFTP or other subsystems, and no login without a token at all
     empty = ssh("dave", "", "id")
     assert empty.returncode == 255 and "Permission denied" in empty.stderr
 

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gpuspawner.ssh.forward import Base64Lines, relay_command
 from gpuspawner.ssh.login import Refused, Target, requested_server, running_target, token_owner
 from gpuspawner.ssh.terminal import ExecOutput, exec_line
 
@@ -84,3 +85,21 @@ def test_exec_output_ignores_other_nonces_and_the_echoed_line():
     assert reader.feed(terminal_text("bbbb", "not mine", 3)) == ""
     assert reader.exit_status is None and not reader.started
     assert "\x1e" not in exec_line("echo hi", "aaaa", echo=False)  # its echo never matches
+
+
+@given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 8000), max_size=6))
+def test_forwarded_bytes_survive_any_chunking(data, cuts):
+    import base64
+
+    from gpuspawner.ssh.forward import CHUNK
+
+    text = "".join(base64.b64encode(data[i:i + CHUNK]).decode() + "\n"
+                   for i in range(0, len(data), CHUNK))
+    lines = Base64Lines()
+    bounds = [0, *sorted(c % (len(text) + 1) for c in cuts), len(text)]
+    assert b"".join(lines.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) == data
+
+
+def test_relay_command_quotes_the_destination():
+    command = relay_command("host; rm -rf ~", 22)
+    assert command.startswith("exec python3 -c '") and command.endswith(" 'host; rm -rf ~' 22")

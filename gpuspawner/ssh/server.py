@@ -16,15 +16,9 @@ import asyncssh
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from . import SSHSettings
+from .forward import forward_connection
 from .login import Refused, requested_server, running_target, token_owner
-from .terminal import (
-    MAX_COMMAND_BYTES,
-    ExecOutput,
-    ServerTerminal,
-    TerminalError,
-    exec_line,
-    new_nonce,
-)
+from .terminal import MAX_COMMAND_BYTES, ServerTerminal, TerminalError, run_in_terminal
 
 log = logging.getLogger("gpuspawner.ssh")
 
@@ -59,6 +53,7 @@ class HubAuthServer(asyncssh.SSHServer):
         self.settings = settings
         self.hub = hub
         self.connection = None
+        self.target = self.token = None
 
     def connection_made(self, connection):
         self.connection = connection
@@ -82,8 +77,20 @@ class HubAuthServer(asyncssh.SSHServer):
             self.connection.send_auth_banner(refusal.message + "\r\n")
             return False
         log.info("SSH login to %s", target.describe())
+        self.target, self.token = target, password
         self.connection.set_extra_info(gpuspawner_target=target, gpuspawner_token=password)
         return True
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
+        """``ssh -L``/``-D``/``-W``: the connection is made from inside the user's server (a
+        relay in one of its terminals), never from the hub host."""
+        log.info("SSH forwarding from %s to %s:%d", self.target.describe(), dest_host, dest_port)
+
+        async def handler(reader, writer):
+            await forward_connection(reader, writer, self.settings.hub_url, self.target,
+                                     self.token, dest_host, dest_port)
+
+        return handler
 
 
 async def _pump_stdin(process, terminal: ServerTerminal, started: asyncio.Event) -> None:
@@ -110,7 +117,6 @@ async def _pump_stdin(process, terminal: ServerTerminal, started: asyncio.Event)
 async def run_session(process, settings: SSHSettings) -> None:
     """One SSH channel: a shell (``ssh host``) or one command (``ssh host CMD``)."""
     target = process.get_extra_info("gpuspawner_target")
-    token = process.get_extra_info("gpuspawner_token")
     command = process.command
     if command is not None and len(command.encode()) > MAX_COMMAND_BYTES:
         process.stderr.write(b"The command is longer than %d bytes; put it in a script in your "
@@ -118,36 +124,15 @@ async def run_session(process, settings: SSHSettings) -> None:
         process.exit(2)
         return
     cols, rows, _, _ = process.get_terminal_size()
-    pty = process.get_terminal_type() is not None
+    token = process.get_extra_info("gpuspawner_token")
     terminal = ServerTerminal(settings.hub_url, target.path, token)
-    started = asyncio.Event()
-    status = 0
     try:
         await terminal.open(rows or 24, cols or 80)
-        exec_output = None
-        if command is None:
-            started.set()
-        else:
-            nonce = new_nonce()
-            exec_output = ExecOutput(nonce)
-            await terminal.send(exec_line(command, nonce, echo=pty))
-        pump = asyncio.ensure_future(_pump_stdin(process, terminal, started))
-        try:
-            async for text in terminal.output():
-                if exec_output is not None:
-                    text = exec_output.feed(text)
-                    if exec_output.started:
-                        started.set()
-                if text:
-                    process.stdout.write(text.encode())
-                if exec_output is not None and exec_output.exit_status is not None:
-                    status = exec_output.exit_status
-                    break
-            else:
-                if exec_output is not None:  # the shell ended before the command reported
-                    status = 255
-        finally:
-            pump.cancel()
+        status = await run_in_terminal(
+            terminal, command, echo=process.get_terminal_type() is not None,
+            write=lambda text: process.stdout.write(text.encode()),
+            pump=lambda started: _pump_stdin(process, terminal, started),
+        )
     except TerminalError as error:
         process.stderr.write(str(error).encode() + b"\r\n")
         status = 1

@@ -10,6 +10,7 @@ One command (``ssh host CMD``) runs in a fresh terminal between two markers that
 nonce and the exit status; ExecOutput finds them in the terminal's output.
 """
 
+import asyncio
 import base64
 import json
 import re
@@ -31,12 +32,13 @@ def exec_line(command: str, nonce: str, echo: bool) -> str:
     """The line typed into a fresh bash terminal to run ``command`` once and report its exit
     status. The markers are written with printf's octal escapes, so the line's own echo
     never matches them. Without ``echo`` (no pty asked for) the tty stops echoing input and
-    translating newlines, so the client gets the command's bytes as they are."""
+    translating newlines, and the command reads its input from a pipe, not the tty (so
+    ``ssh host bash < script`` runs a script, not an interactive shell)."""
     encoded = base64.b64encode(command.encode()).decode()
-    setup = "" if echo else "stty -echo -onlcr 2>/dev/null; "
+    setup, stdin = ("", "") if echo else ("stty -echo -onlcr 2>/dev/null; ", " < <(exec cat)")
     return (
-        " %sprintf '\\036gpst-%s-b\\036'; bash -c \"$(printf %%s %s | base64 -d)\"; "
-        "printf '\\036gpst-%s-e%%d\\036' $?; exit\r" % (setup, nonce, encoded, nonce)
+        " %sprintf '\\036gpst-%s-b\\036'; bash -c \"$(printf %%s %s | base64 -d)\"%s; "
+        "printf '\\036gpst-%s-e%%d\\036' $?; exit\r" % (setup, nonce, encoded, stdin, nonce)
     )
 
 
@@ -147,3 +149,32 @@ class ServerTerminal:
                 await self._request("DELETE", "api/terminals/" + name)
             except Exception:  # the server may be gone already; the terminal went with it
                 pass
+
+
+async def run_in_terminal(terminal: ServerTerminal, command: str | None, echo: bool, write, pump):
+    """Relay one opened terminal: a shell (``command`` None) until it ends, or one command
+    until its end marker; ``write(text)`` takes the output, ``pump(started)`` feeds input once
+    ``started`` is set. Returns the exit status (0 for a shell, 255 if a command's terminal
+    ended before it reported one)."""
+    started = asyncio.Event()
+    exec_output = None
+    if command is None:
+        started.set()
+    else:
+        nonce = new_nonce()
+        exec_output = ExecOutput(nonce)
+        await terminal.send(exec_line(command, nonce, echo=echo))
+    feeding = asyncio.ensure_future(pump(started))
+    try:
+        async for text in terminal.output():
+            if exec_output is not None:
+                text = exec_output.feed(text)
+                if exec_output.started:
+                    started.set()
+            if text:
+                write(text)
+            if exec_output is not None and exec_output.exit_status is not None:
+                return exec_output.exit_status
+        return 0 if exec_output is None else 255
+    finally:
+        feeding.cancel()
