@@ -86,13 +86,24 @@ def test_tensorboard_from_the_launcher_through_the_hub_and_403_for_others(
         # TensorBoard's own data API answers through the same path, with the same login
         runs = tensorboard.request.get(hub.url + "/user/tbuser/tensorboard/data/runs")
         assert runs.status == 200 and runs.json() == ["first-run"], runs.text()
+        # any other web tool the user starts on a port is at /user/<name>/proxy/<port>/
+        container.exec_run(["tensorboard", "--logdir", "/home/jovyan/work/runs", "--port",
+                            "6007", "--host", "127.0.0.1"], user="1000", detach=True)
+        other = hub.url + "/user/tbuser/proxy/6007/data/runs"
+        for _ in range(60):
+            runs = tensorboard.request.get(other)
+            if runs.status == 200:
+                break
+            tensorboard.wait_for_timeout(1000)
+        assert runs.status == 200 and runs.json() == ["first-run"], runs.text()
     finally:
         context.close()
 
     # another user's session reaches the hub's refusal, not tbuser's TensorBoard
     context, page = logged_in_page(browser, hub, "tbother")
     try:
-        for path in ("/user/tbuser/tensorboard/", "/user/tbuser/tensorboard/data/runs"):
+        for path in ("/user/tbuser/tensorboard/", "/user/tbuser/tensorboard/data/runs",
+                     "/user/tbuser/proxy/6007/data/runs"):
             response = page.goto(hub.url + path)
             assert response.status == 403, (path, response.status)
             assert "first-run" not in page.content()

@@ -11,8 +11,9 @@ host: every session is a terminal of the user's own container or pod, on any bac
 
 The login name picks the server: ``alice`` for the default server, ``alice/train`` for the
 named server ``train``. ``ssh alice@hub`` opens a shell; ``ssh alice@hub 'python x.py'``
-runs one command and returns its exit status. Port forwarding, SFTP and agent forwarding
-are refused.
+runs one command and returns its exit status; ``ssh -L``/``-D``/``-W`` connect from inside
+the server (gpuspawner.ssh.forward). SFTP/scp, remote forwarding (-R), agent and X11
+forwarding are refused.
 """
 
 import json
