@@ -8,7 +8,7 @@ source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 started=$SECONDS
 
-ensure_commands debootstrap:debootstrap
+ensure_commands debootstrap:debootstrap ssh:openssh-client
 ensure_venv test
 # a GPU host as far as software can make one (NVIDIA's toolkit over a simulated driver); it
 # starts dockerd with the toolkit's hook on its PATH, or restarts one that lacks it
