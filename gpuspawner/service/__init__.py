@@ -32,11 +32,12 @@ class AdminSettings(UsageSettings):
     gpu_quota_groups = Dict(help="The spawner's gpu_quota_groups (they name accounting groups).")
     inventory = List(help='The GPUs the hub hands out: [{"uuid": ..., "name": ...}].')
     check_interval = Float(30, help="Seconds between the service's enforcement passes.")
+    template_paths = List(help="The spawner's template_paths (admin.html may be overridden).")
 
     @classmethod
     def names(cls) -> list[str]:
         return sorted(cls.class_trait_names(config=True)) + [
-            "check_interval", "gpu_quota_groups", "inventory",
+            "check_interval", "gpu_quota_groups", "inventory", "template_paths",
         ]  # fmt: skip
 
     def to_json(self) -> str:
@@ -69,6 +70,7 @@ def settings_from_config(config, spawner_class=None, check_interval: float = 30)
         gpu_quota_groups=dict(spawner.gpu_quota_groups),
         inventory=[{"uuid": gpu.uuid, "name": gpu.name} for gpu in inventory],
         check_interval=check_interval,
+        template_paths=list(spawner.template_paths),
     )
 
 
