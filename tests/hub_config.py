@@ -73,3 +73,8 @@ if "ssh_port" in settings:
 
     add_ssh_service(c, port=settings["ssh_port"], listen_host="127.0.0.1",
                     host_key_path=os.path.join(settings["workdir"], "ssh_host_key"))
+# admin extras for the locks tests (tests/test_hub_security.py); "callable": evaluated per spawn
+if "extra_host_config" in settings:
+    extra = settings["extra_host_config"]
+    c.GPUDockerSpawner.extra_host_config = (lambda spawner: extra) if settings.get("callable") else extra
+c.GPUDockerSpawner.allow_unsafe_host_config = settings.get("allow_unsafe_host_config", False)

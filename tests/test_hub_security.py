@@ -143,3 +143,54 @@ def test_ledger_export_refuses_dates_out_of_range_with_the_range(hub_factory, do
     assert widest.status_code == 200 and widest.text.startswith("user,server,gpu_uuid")
     bad = export(start="x" * 3000)  # (the proxy refuses much longer URLs itself)
     assert bad.status_code == 400 and len(bad.content) < 500
+
+
+UNSAFE_HOST_CONFIG = {"cap_add": ["SYS_ADMIN", "NET_ADMIN"], "pid_mode": "host",
+                      "devices": ["/dev/null:/dev/nvidia0:rwm"]}
+
+
+def test_unsafe_host_config_stops_the_hub_at_start_with_the_keys(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "unsafe_config.py"
+    config.write_text(
+        "c = get_config()\n"
+        "c.GPUDockerSpawner.images = {'demo': {'image': 'org/demo:1.0'}}\n"
+        "c.GPUDockerSpawner.inventory = []\n"
+        "c.GPUDockerSpawner.extra_host_config = %r\n"
+        "from gpuspawner.config import check_config\n"
+        "check_config(c)\n" % UNSAFE_HOST_CONFIG
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "-f", str(config), "--JupyterHub.port=0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    said = result.stderr + result.stdout
+    assert result.returncode != 0, said[-2000:]
+    for key in ("cap_add ['SYS_ADMIN', 'NET_ADMIN']", "pid_mode 'host'", "devices ['/dev/null:/dev/nvidia0:rwm']",
+                "allow_unsafe_host_config = True"):
+        assert key in said, said[-2000:]
+
+
+def test_unsafe_host_config_from_a_callable_refuses_the_spawn(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", extra_host_config=UNSAFE_HOST_CONFIG, callable=True)
+    hub.create_user("ivy")
+    refused = hub.spawn("ivy", options={"image": "demo", "gpus": 0})
+    assert refused.status_code == 503, refused.text[:500]
+    assert "cap_add" in refused.json()["message"] and "allow_unsafe_host_config" in refused.json()["message"]
+    assert our_containers(docker_client, hub.settings["prefix"]) == []
+
+
+def test_opting_out_passes_the_keys_but_keeps_the_locks(hub_factory, docker_client):
+    hub = hub_factory(gpu_mode="runtime-env", extra_host_config={"cap_add": ["NET_ADMIN"], "pid_mode": "host",
+                                                                  "privileged": True},
+                      allow_unsafe_host_config=True)
+    hub.create_user("ola")
+    assert hub.spawn("ola", options={"image": "demo", "gpus": 0}).status_code in (201, 202)
+    hub.wait_ready("ola")
+    (container,) = our_containers(docker_client, hub.settings["prefix"])
+    host = container.attrs["HostConfig"]
+    assert host["CapAdd"] == ["NET_ADMIN"] and host["PidMode"] == "host"
+    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"]  # enforced either way
+    assert "no-new-privileges" in host["SecurityOpt"]

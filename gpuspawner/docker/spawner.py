@@ -14,14 +14,18 @@ from dataclasses import dataclass
 
 from docker.errors import APIError, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
-from traitlets import Enum, Float, Integer, List, TraitError, Unicode, default, observe, validate
+from traitlets import (
+    Bool, Enum, Float, Integer, List, TraitError, Unicode, default, observe, validate,
+)  # fmt: skip
 
+from ..errors import ConfigError
 from ..lifecycle.base import GPUSpawnerMixin
 from ..lifecycle.refusal import SpawnRefused
 from ..lifecycle.shared import SharedState
 from ..policy import cuda
 from ..policy.allocation import Holding
 from ..policy.inventory import Gpu, from_nvml, parse_inventory
+from ..policy.locks import host_config_violations, refusal
 from ..policy.names import DOCKER_NAME_MAX, fit_name
 from . import pull
 from .spec import GPU_MODES, ContainerRequest, container_spec
@@ -239,9 +243,34 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     shared_state_class = DockerState
 
+    allow_unsafe_host_config = Bool(
+        False,
+        help="""Pass the keys of ``extra_host_config`` that are refused by default: NVIDIA
+        device nodes in ``devices``, ``cap_add``, host or container namespaces (``pid_mode``,
+        ``ipc_mode``, ``network_mode``, ``userns_mode``, ``uts_mode``, ``cgroupns``),
+        ``device_requests``, ``device_cgroup_rules``, ``runtime``, ``security_opt`` entries
+        that undo no-new-privileges, seccomp or AppArmor, ``volumes_from``. UNSAFE: servers
+        may then reach GPUs outside the allocation, the host, or other users' servers.
+        Privileged mode, dropped capabilities, no-new-privileges and the allocator's
+        DeviceRequest stay enforced either way.""",
+    ).tag(config=True)
+
     def check_config(self):
         super().check_config()
         self.gpu_inventory()
+        if not callable(self.extra_host_config):
+            problem = self.host_config_problem(self.extra_host_config)
+            if problem:
+                raise ConfigError(problem)
+
+    def host_config_problem(self, extra_host_config) -> str | None:
+        """Why ``extra_host_config`` is refused (see allow_unsafe_host_config), or None."""
+        if self.allow_unsafe_host_config:
+            return None
+        violations = host_config_violations(extra_host_config or {})
+        if not violations:
+            return None
+        return refusal("extra_host_config", "allow_unsafe_host_config", violations)
 
     def gpu_inventory(self) -> tuple[Gpu, ...]:
         """The allocatable GPUs: declared, or discovered with NVML."""
@@ -431,7 +460,16 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         return fit_name(super()._object_name_default(), DOCKER_NAME_MAX)
 
     async def create_object(self):
-        spec = container_spec(await self.container_request())
+        request = await self.container_request()
+        problem = self.host_config_problem(request.extra_host_config)
+        if problem:
+            self.log.error("%s: %s", self._log_name, problem)
+            raise SpawnRefused(
+                "This hub's settings for servers are refused (ask an admin): " + problem,
+                reason="config",
+                status_code=503,
+            )
+        spec = container_spec(request)
         host_config = self.client.create_host_config(**spec.pop("host_config"))
         return await self.docker("create_container", host_config=host_config, **spec)
 

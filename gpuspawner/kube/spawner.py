@@ -23,6 +23,7 @@ from ..lifecycle.shared import SharedState
 from ..policy.allocation import Holding
 from ..policy import cuda
 from ..policy.inventory import Gpu
+from ..policy.locks import pod_violations, refusal
 from ..policy.names import KUBE_NAME_MAX, fit_name
 from ..policy.wording import plural
 from .holdings import (
@@ -232,8 +233,36 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
                 raise TraitError("gpu_profiles[%r]: %r is not a GPU resource name." % (key, resource))
         return proposal.value
 
+    allow_unsafe_pod_config = Bool(
+        False,
+        help="""Pass the keys of ``extra_container_config``, ``extra_pod_config``,
+        ``extra_containers`` and ``init_containers`` that are refused by default: hostPID,
+        hostIPC, hostNetwork, hostPath volumes, privileged, allowPrivilegeEscalation,
+        capabilities.add, running as root (runAsUser 0, runAsNonRoot false), GPU resources
+        (nvidia.com/*, amd.com/*, gpu.intel.com/*) and the GPU environment variables
+        (NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES). UNSAFE:
+        servers may then reach GPUs outside the quota, the node, or other users' pods. The
+        server container's own locks (not privileged, no privilege escalation, non-root, all
+        capabilities dropped, the spawner's GPU resources) stay enforced either way.""",
+    ).tag(config=True)
+
+    def pod_config_problem(self, extra_container_config, extra_pod_config) -> str | None:
+        """Why the admin's pod extras are refused (see allow_unsafe_pod_config), or None."""
+        if self.allow_unsafe_pod_config:
+            return None
+        violations = pod_violations(
+            extra_container_config, extra_pod_config, self.extra_containers, self.init_containers
+        )
+        if not violations:
+            return None
+        settings = "extra_container_config, extra_pod_config and the extra containers"
+        return refusal(settings, "allow_unsafe_pod_config", violations)
+
     def check_config(self):
         super().check_config()
+        problem = self.pod_config_problem(self.extra_container_config, self.extra_pod_config)
+        if problem:
+            raise TraitError(problem)
         unknown = sorted(set(self.gpu_profiles) - {image.key for image in self.catalog})
         if unknown:
             raise TraitError("gpu_profiles has key(s) %s that are not catalog images." % ", ".join(unknown))
@@ -427,7 +456,15 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         return self.api.api_client.deserialize(_Json(data), kind)
 
     async def get_pod_manifest(self):
-        return self._model(pod_spec(await self.pod_request()), "V1Pod")
+        request = await self.pod_request()
+        problem = self.pod_config_problem(request.extra_container_config, request.extra_pod_config)
+        if problem:
+            raise SpawnRefused(
+                "This hub's settings for servers are refused (ask an admin): " + problem,
+                reason="config",
+                status_code=503,
+            )
+        return self._model(pod_spec(request), "V1Pod")
 
     def pvc_request(self) -> PvcRequest:
         labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
