@@ -81,5 +81,5 @@ def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_dock
     ledger.dispose()
     metrics = hub.session.get(hub.url + SERVICE + "metrics", timeout=30).text
     lines = [line for line in metrics.splitlines() if busy_gpu in line]
-    assert lines == ['gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",server="",user=BUSY} 90.0'
-                     % busy_gpu], lines
+    assert lines == ['gpuspawner_gpu_utilisation_percent{gpu_uuid="%s",server="",user="%s"} 90.0'
+                     % (busy_gpu, BUSY)], lines

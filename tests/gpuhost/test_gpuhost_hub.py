@@ -23,7 +23,7 @@ from hubprocess import free_port
 
 pytestmark = pytest.mark.docker
 
-DEE = user_names("dee")
+(DEE,) = user_names("dee")
 NAME = "NVIDIA A100-SXM4-80GB"
 
 
