@@ -212,17 +212,7 @@ def test_without_nvml_or_configuration_nothing_is_hidden(monkeypatch, fresh_hub_
     assert [i.key for i in make_spawner().offered_images()] == ["pytorch-2.9", "next", "cpu"]
 
 
-def test_nvml_driver_is_the_authority_when_nothing_is_configured(monkeypatch, fresh_hub_process):
-    from gpuspawner import nvml
-
-    monkeypatch.setattr(nvml, "driver_info", lambda: ("470.82.01", (11, 4)))
-    assert [i.key for i in make_spawner().offered_images()] == ["cpu"]
-    # the configured version wins over NVML
-    assert [i.key for i in make_spawner(driver_cuda_version="13.0").offered_images()] == [
-        "pytorch-2.9",
-        "next",
-        "cpu",
-    ]
+# With a driver to ask (the simulated NVML, no monkeypatching): tests/gpuhost/test_gpuhost_cuda.py.
 
 
 @pytest.mark.parametrize(
