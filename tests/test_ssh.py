@@ -36,6 +36,16 @@ class SSH:
         self.askpass.chmod(0o700)
 
     def __call__(self, login, token, *command, options=(), stdin="", timeout=90):
+        args, env = self.command(login, token, command, options)
+        return subprocess.run(args, input=stdin, capture_output=True, text=True, env=env,
+                              timeout=timeout)
+
+    def popen(self, login, token, *command, options=()):
+        args, env = self.command(login, token, command, options)
+        return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+
+    def command(self, login, token, command, options):
         args = [
             ssh_client(), "-F", "/dev/null", "-p", str(self.port),
             "-o", "UserKnownHostsFile=%s" % self.known_hosts,
@@ -47,8 +57,7 @@ class SSH:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.known_hosts.parent),
                "SSH_ASKPASS": str(self.askpass), "SSH_ASKPASS_REQUIRE": "force",
                "GPST_SSH_PASSWORD": token}
-        return subprocess.run(args, input=stdin, capture_output=True, text=True, env=env,
-                              timeout=timeout)
+        return args, env
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -175,6 +184,48 @@ def test_nothing_runs_on_the_hub_host(ssh_hub, tmp_path):
     # no SFTP or other subsystems, and no login without a token at all
     empty = ssh("dave", "", "id")
     assert empty.returncode == 255 and "Permission denied" in empty.stderr
+
+
+COUNT_SLEEPERS = """
+import glob
+count = 0
+for path in glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        count += open(path, "rb").read() == b"sleep\\x004321\\x00"
+    except OSError:
+        pass
+print(count)
+"""
+
+
+def test_a_dropped_connection_ends_its_terminal(ssh_hub, docker_client):
+    hub, ssh = ssh_hub
+    hub.create_user("erin")
+    assert hub.spawn("erin").status_code in (201, 202)
+    hub.wait_ready("erin")
+    token = hub.user_token("erin")
+    container = container_of(docker_client, "erin")
+
+    def sleepers():
+        found = container.exec_run(["python", "-c", COUNT_SLEEPERS])
+        assert found.exit_code == 0, found.output
+        return int(found.output)
+
+    client = ssh.popen("erin", token, options=("-tt",))
+    client.stdin.write(b"sleep 4321\n")
+    client.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not sleepers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sleepers(), "the shell did not start the command"
+    client.kill()  # the laptop goes away mid-command
+    client.wait()
+    deadline = time.monotonic() + 30
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not sleepers(), "the terminal outlived its SSH connection"
+    terminals = hub.through_proxy("GET", "erin", "api/terminals", token)
+    assert terminals.status_code == 200 and terminals.json() == [], terminals.text
 
 
 def test_add_ssh_service_reads_the_hubs_public_address():

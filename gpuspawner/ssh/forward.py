@@ -9,6 +9,8 @@ import binascii
 import logging
 import shlex
 
+from tornado.websocket import WebSocketClosedError
+
 from .login import Target
 from .terminal import ServerTerminal, TerminalError, run_in_terminal
 
@@ -84,11 +86,12 @@ async def forward_connection(reader, writer, hub_url: str, target: Target, token
     try:
         await terminal.open(24, 200)
         status = await run_in_terminal(terminal, relay_command(host, port), echo=False,
-                                       write=write, pump=pump)
+                                       write=write, pump=pump,
+                                       closed=writer.channel.wait_closed())
         if status:
             log.info("forwarding from %s to %s:%d ended with status %d",
                      target.describe(), host, port, status)
-    except (TerminalError, OSError) as error:
+    except (TerminalError, OSError, WebSocketClosedError) as error:
         log.warning("forwarding from %s to %s:%d: %s", target.describe(), host, port, error)
     finally:
         await terminal.close()

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import asyncssh
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import WebSocketClosedError
 
 from . import SSHSettings
 from .forward import forward_connection
@@ -132,11 +133,12 @@ async def run_session(process, settings: SSHSettings) -> None:
             terminal, command, echo=process.get_terminal_type() is not None,
             write=lambda text: process.stdout.write(text.encode()),
             pump=lambda started: _pump_stdin(process, terminal, started),
+            closed=process.channel.wait_closed(),
         )
     except TerminalError as error:
         process.stderr.write(str(error).encode() + b"\r\n")
         status = 1
-    except (OSError, asyncio.TimeoutError) as error:
+    except (OSError, asyncio.TimeoutError, WebSocketClosedError) as error:
         log.warning("terminal of %s: %s", target.describe(), error)
         process.stderr.write(b"The connection to your server was lost.\r\n")
         status = 255

@@ -151,11 +151,13 @@ class ServerTerminal:
                 pass
 
 
-async def run_in_terminal(terminal: ServerTerminal, command: str | None, echo: bool, write, pump):
+async def run_in_terminal(terminal: ServerTerminal, command: str | None, echo: bool, write, pump,
+                          closed):
     """Relay one opened terminal: a shell (``command`` None) until it ends, or one command
     until its end marker; ``write(text)`` takes the output, ``pump(started)`` feeds input once
-    ``started`` is set. Returns the exit status (0 for a shell, 255 if a command's terminal
-    ended before it reported one)."""
+    ``started`` is set, and the client's channel closing (``closed``, awaitable) ends it early.
+    Returns the exit status (0 for a shell; 255 if the terminal or the client went away
+    before a command reported one)."""
     started = asyncio.Event()
     exec_output = None
     if command is None:
@@ -164,8 +166,8 @@ async def run_in_terminal(terminal: ServerTerminal, command: str | None, echo: b
         nonce = new_nonce()
         exec_output = ExecOutput(nonce)
         await terminal.send(exec_line(command, nonce, echo=echo))
-    feeding = asyncio.ensure_future(pump(started))
-    try:
+
+    async def relay_output() -> int:
         async for text in terminal.output():
             if exec_output is not None:
                 text = exec_output.feed(text)
@@ -176,5 +178,19 @@ async def run_in_terminal(terminal: ServerTerminal, command: str | None, echo: b
             if exec_output is not None and exec_output.exit_status is not None:
                 return exec_output.exit_status
         return 0 if exec_output is None else 255
+
+    output = asyncio.ensure_future(relay_output())
+    feeding = asyncio.ensure_future(pump(started))
+    gone = asyncio.ensure_future(closed)
+    waiting = {output, feeding, gone}
+    try:
+        while True:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if output in done:
+                return output.result()
+            if gone in done:
+                return 255
+            feeding.result()  # the input ended (or failed: raise it); wait for the output
     finally:
-        feeding.cancel()
+        for task in (output, feeding, gone):
+            task.cancel()
