@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+import zlib
 from types import SimpleNamespace
 
 import kube_cluster
@@ -61,7 +62,7 @@ def cluster(tmp_path_factory):
                     "hostPath": {"path": "/tmp/gpuspawner-disk-%02d" % i},
                 },
             }
-            for i in range(12)
+            for i in range(24)
         ]
     )
     # the client read $KUBECONFIG when it was imported; point it at this cluster
@@ -104,7 +105,7 @@ async def make_spawner(cluster, namespace, tmp_path):
         settings.update(config)
         orm = SimpleNamespace(user_options={}, server=None, name=server)
         person = SimpleNamespace(
-            name=user, id=1, url="/user/%s/" % user, escaped_name=user,
+            name=user, id=zlib.crc32(user.encode()), url="/user/%s/" % user, escaped_name=user,
             groups=[SimpleNamespace(name=g) for g in groups],
         )  # fmt: skip
         spawner = KubeGPUSpawner(_mock=True, user=person, orm_spawner=orm, **settings)
@@ -460,3 +461,85 @@ async def test_cuda_image_is_refused_when_no_node_can_run_it(cluster, l4_nodes, 
     cpu = make_spawner(user="cudaold", server="cpu")
     await spawn(cpu, image="demo-cuda", gpus=0)
     assert pod_of(cluster, cpu)["spec"]["nodeName"] == "cpu-0"
+
+
+# --- hostile names, renames and the admin's extras (issue 14) ---
+
+
+def gpus_allocated() -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "gpuspawner_gpus"
+        for sample in metric.samples
+        if sample.labels.get("state") == "allocated"
+    )
+
+
+async def test_renamed_user_keeps_the_quota_and_leaves_no_open_interval(cluster, make_spawner, tmp_path):
+    from gpuspawner.usage.ledger import Ledger
+
+    first = make_spawner(user="rita", server="a")
+    await spawn(first, image="demo", gpus=1)
+    assert pod_of(cluster, first)["metadata"]["labels"]["gpuspawner.io/user-id"] == str(first.user.id)
+    first.user.name = "rita-renamed"  # PATCH /hub/api/users/rita {"name": ...}: the same user
+    second = make_spawner(user="rita-renamed", server="b")
+    second.user = first.user
+    with pytest.raises(SpawnRefused) as refused:
+        await spawn(second, image="demo", gpus=1)
+    assert refused.value.status_code == 403 and "already hold 1 GPU on server 'a'" in str(refused.value)
+    await reset_hub_process()  # a restarted hub still counts the renamed user's pod as theirs
+    third = make_spawner(user="rita-renamed", server="b")
+    third.user = first.user
+    with pytest.raises(SpawnRefused, match="already hold 1 GPU on server 'a'"):
+        await spawn(third, image="demo", gpus=1)
+    await first.stop(now=True)
+    ledger = Ledger("sqlite:///%s" % (tmp_path / "usage.sqlite"))
+    assert [i for i in ledger.open_intervals() if i.user in ("rita", "rita-renamed")] == []
+    assert {i.user for i in ledger.intervals()} <= {"rita", "rita-renamed"}
+    assert gpus_allocated() == 0
+    await spawn(third, image="demo", gpus=1)  # the GPU is free for the renamed user now
+
+
+async def test_long_user_names_get_valid_pod_and_pvc_names(cluster, make_spawner):
+    names = ["学" * 100, "a" * 255, "A.B--c_" * 30]
+    spawners = [make_spawner(user=name, server="x" * 200) for name in names]
+    for spawner in spawners:
+        await spawn(spawner, image="demo", gpus=0)
+        pod = pod_of(cluster, spawner)
+        assert pod["status"]["phase"] == "Running"
+        claim = pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        assert len(claim) <= 63 and len(spawner.pod_name) <= 63
+    assert len({s.pvc_name for s in spawners}) == len({s.pod_name for s in spawners}) == len(names)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"extra_pod_config": {"hostPID": True}},
+        {"extra_pod_config": {"hostIPC": True}},
+        {"extra_pod_config": {"hostNetwork": True}},
+        {"extra_container_config": {"securityContext": {"privileged": True}}},
+        {"extra_container_config": {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}},
+        {"extra_container_config": {"securityContext": {"allowPrivilegeEscalation": True}}},
+        {"extra_container_config": {"securityContext": {"runAsUser": 0}}},
+        {"extra_container_config": {"resources": {"limits": {"nvidia.com/gpu": "8"}}}},
+    ],
+    ids=lambda e: json.dumps(e)[:60],
+)
+async def test_unsafe_pod_extras_are_refused_unless_opted_out(cluster, make_spawner, extra):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match="allow_unsafe_pod_config"):
+        make_spawner(user="pat", **extra)
+    spawner = make_spawner(user="pat", allow_unsafe_pod_config=True, storage_pvc_ensure=False, **extra)
+    await spawn(spawner, image="demo", gpus=0)
+    spec = pod_of(cluster, spawner)["spec"]
+    container = spec["containers"][0]
+    for key, value in extra.get("extra_pod_config", {}).items():
+        assert spec[key] == value  # passed on when opted out ...
+    security = container["securityContext"]
+    assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+    assert security["runAsNonRoot"] is True and "nvidia.com/gpu" not in str(container["resources"])

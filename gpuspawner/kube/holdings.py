@@ -14,6 +14,7 @@ from ..policy.inventory import Gpu
 from .nodes import GPU_RESOURCE, PRODUCT_LABEL, is_gpu_resource, parse_quantity
 
 LABEL_GPUS = "gpuspawner.io/gpus"
+LABEL_USER_ID = "gpuspawner.io/user-id"  # the hub's user id: survives a rename
 ANNOTATION_RESOURCE = "gpuspawner.io/gpu-resource"
 ANNOTATION_PRODUCT = "gpuspawner.io/gpu-product"
 ANNOTATION_IMAGE = "gpuspawner.io/image"
@@ -84,9 +85,11 @@ def holdings_from_pods(
             (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT) or resource
         )
         where = "on node %s" % node if node else "waiting for a node"
+        user_id = labels.get(LABEL_USER_ID)
         holdings.append(
             Holding(
-                user=annotations[ANNOTATION_USER],
+                user="#" + user_id if user_id else annotations[ANNOTATION_USER],
+                owner=annotations[ANNOTATION_USER] if user_id else "",
                 server=annotations.get(ANNOTATION_SERVER, ""),
                 gpus=pod_gpus(name, resource, count, gpu_type),
                 detail="pod %s, %s" % (name, where),

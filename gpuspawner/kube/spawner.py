@@ -31,6 +31,7 @@ from .holdings import (
     ANNOTATION_PRODUCT,
     ANNOTATION_RESOURCE,
     LABEL_GPUS,
+    LABEL_USER_ID,
     gpu_totals,
     holdings_from_pods,
     node_products,
@@ -396,6 +397,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             cuda_terms = cuda_affinity_terms(self.choice.image.cuda, self.cuda_compatibility)
         labels = self._build_pod_labels(self._expand_all(self.extra_labels))
         labels[LABEL_GPUS] = str(self.gpu_count)
+        labels[LABEL_USER_ID] = str(self.user.id)
         annotations = self._build_common_annotations(self._expand_all(self.extra_annotations))
         annotations[ANNOTATION_RESOURCE] = placement.resource
         if placement.product:

@@ -22,7 +22,7 @@ probed or required (docs/backends.md walks through a new backend).
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from traitlets import Bool, Dict, Int, List, TraitError, Unicode, default, validate
 
@@ -356,6 +356,45 @@ class GPUSpawnerMixin(UsageSettings):
         await self.confirm_gpus()
         return url
 
+    #: What keeps one hub's holder keys apart from another's on a shared engine (Docker: the
+    #: container prefix); the hub user id does the rest.
+    holder_scope: str = ""
+
+    @property
+    def holder(self) -> str:
+        """Who holds this server's GPUs in the pool and the engine's labels: the hub's user id,
+        which a rename does not change (a user name would let a renamed user exceed the quota)."""
+        user_id = getattr(self.user, "id", None)
+        return self.user.name if user_id is None else holder_key(self.holder_scope, user_id)
+
+    def by_holder(self, holdings: list[Holding]) -> list[Holding]:
+        """The engine's holdings keyed by holder, with each user's current name as ``owner``:
+        labels written before user ids were recorded name the user, labels since then name
+        the id; the hub's database tells which user has which id now."""
+        db = getattr(self.user, "db", None)
+        if db is None or not holdings:
+            return holdings
+        from jupyterhub import orm
+
+        prefix = holder_key(self.holder_scope, "")
+        ids = {h.user[len(prefix):] for h in holdings if h.user.startswith(prefix)}
+        legacy = {h.user for h in holdings if not h.user.startswith(prefix)}
+        names = dict(db.query(orm.User.id, orm.User.name).filter(orm.User.id.in_(
+            [int(i) for i in ids if i.isdigit()])).all()) if ids else {}  # fmt: skip
+        legacy_ids = dict(db.query(orm.User.name, orm.User.id).filter(
+            orm.User.name.in_(legacy)).all()) if legacy else {}  # fmt: skip
+        keyed = []
+        for h in holdings:
+            if h.user.startswith(prefix):
+                user_id = h.user[len(prefix):]
+                keyed.append(replace(h, owner=names.get(int(user_id), h.owner) if user_id.isdigit()
+                                     else h.owner))  # fmt: skip
+            elif h.user in legacy_ids:
+                keyed.append(replace(h, user=prefix + str(legacy_ids[h.user]), owner=h.user))
+            else:
+                keyed.append(h)
+        return keyed
+
     def refuse_unservable_names(self) -> None:
         """A user or server name the engines cannot carry is a 400 with the reason."""
         for what, name in (("user name", self.user.name), ("server name", self.server_name)):
@@ -374,7 +413,7 @@ class GPUSpawnerMixin(UsageSettings):
         """Distinct GPUs for this server within the user's quota, or a SpawnRefused saying why."""
         await self.sync_holdings()
         devices = self.requested_gpus(count) if self.engine_picks_devices else None
-        request = GpuRequest(self.user.name, self.server_name, count, self.user_quota, devices)
+        request = GpuRequest(self.holder, self.server_name, count, self.user_quota, devices)
         outcome = self.pool.allocate(request)
         if not isinstance(outcome, Grant):
             # refuse on the engine's word, not on a view that may be a minute old (a server
@@ -394,15 +433,15 @@ class GPUSpawnerMixin(UsageSettings):
 
     async def confirm_gpus(self) -> None:
         """The server started: the engine records its GPUs; open their ledger intervals."""
-        self.pool.confirm(self.user.name, self.server_name, await self.placed_holding())
-        holding = self.pool.holding(self.user.name, self.server_name)
+        self.pool.confirm(self.holder, self.server_name, await self.placed_holding())
+        holding = self.pool.holding(self.holder, self.server_name)
         self.held_gpus = holding.gpus if holding is not None else ()
         await self.accounting.opened(self.held_gpus)
         await self.publish_gpu_counts()
 
     async def release_gpus(self) -> None:
         """The server stopped, failed to start or died: its GPUs are free again."""
-        released = self.pool.release(self.user.name, self.server_name) or self.held_gpus
+        released = self.pool.release(self.holder, self.server_name) or self.held_gpus
         self.held_gpus = ()
         if released:
             self.log.info(
@@ -410,6 +449,10 @@ class GPUSpawnerMixin(UsageSettings):
                 plural(len(released)), ", ".join(g.uuid for g in released), self._log_name,
             )  # fmt: skip
             await self.accounting.closed(released)
+            if self.accounting.user != self.user.name:
+                # renamed while running: the ledger followed the rename at its last reconcile
+                self.accounting.user = self.user.name
+                await self.accounting.closed(released)
         await self.publish_gpu_counts()
 
     async def sync_holdings(self, max_age: float | None = None) -> None:
@@ -429,14 +472,14 @@ class GPUSpawnerMixin(UsageSettings):
     async def _rebuild_from_engine(self) -> None:
         pool, shared = self.pool, self.shared
         in_flight = pool.in_flight()
-        holdings = await self.engine_holdings()
+        holdings = self.by_holder(await self.engine_holdings())
         pool.rebuild(holdings, in_flight)
         shared.rebuilt_at = time.monotonic()
         self.log.debug("GPU holdings rebuilt from the engine: %d servers", len(holdings))
         every = max(self.holdings_max_age, MIN_RECONCILE_SECONDS)
         if shared.reconciled_at is None or shared.rebuilt_at - shared.reconciled_at >= every:
             shared.reconciled_at = shared.rebuilt_at
-            await self.accounting.reconciled(holdings)
+            await self.accounting.reconciled([replace(h, user=h.owner or h.user) for h in holdings])
         await self.publish_gpu_counts()
 
     async def publish_gpu_counts(self) -> None:
@@ -448,7 +491,7 @@ class GPUSpawnerMixin(UsageSettings):
     async def gpu_availability(self) -> Availability | None:
         """Free/total GPUs and the user's holdings, for the form; None when unknown."""
         await self.sync_holdings()
-        mine = self.pool.held_by(self.user.name)
+        mine = self.pool.held_by(self.holder)
         if self.engine_picks_devices:
             totals = await self.gpu_totals()
             if not totals:
@@ -546,6 +589,11 @@ class GPUSpawnerMixin(UsageSettings):
         )
         env.update(self.accounting.deadline_env(self.held_gpus))
         return env
+
+
+def holder_key(scope: str, user_id) -> str:
+    """The pool's key for a hub user: '<scope>#<user id>'."""
+    return "%s#%s" % (scope, user_id)
 
 
 def apply_gpu_options(spawner, user_options):

@@ -25,10 +25,11 @@ class Holding:
     ``detail`` says where, for messages (a pod and its node); empty: the GPUs' UUIDs.
     """
 
-    user: str
+    user: str  # who holds it: the spawner's holder key (survives renames), or a user name
     server: str
     gpus: tuple[Gpu, ...]
     detail: str = ""
+    owner: str = ""  # the user's name, for the ledger and messages (empty: ``user``)
 
     @property
     def key(self) -> tuple[str, str]:

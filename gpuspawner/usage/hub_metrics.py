@@ -65,5 +65,13 @@ def gpu_counts(
 def set_gpu_counts(
     totals: Mapping[str, int] | None, holdings: Iterable[Holding], lost: Iterable[Gpu] = ()
 ) -> None:
-    for (gpu_type, state), count in gpu_counts(totals, holdings, lost).items():
+    counts = gpu_counts(totals, holdings, lost)
+    # a type no longer held or known (e.g. a reservation's type before the node named it) is 0
+    for gpu_type, state in _published - set(counts):
+        GPUS.labels(gpu_type=gpu_type, state=state).set(0)
+    for (gpu_type, state), count in counts.items():
         GPUS.labels(gpu_type=gpu_type, state=state).set(count)
+    _published.update(counts)
+
+
+_published: set[tuple[str, str]] = set()  # the label pairs set so far
