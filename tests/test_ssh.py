@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+import zlib
 
 import pytest
 from hubprocess import free_port
@@ -46,14 +47,17 @@ class SSH:
                                 stderr=subprocess.DEVNULL, env=env)
 
     def command(self, login, token, command, options):
-        args = [
-            ssh_client(), "-F", "/dev/null", "-p", str(self.port),
-            "-o", "UserKnownHostsFile=%s" % self.known_hosts,
-            "-o", "StrictHostKeyChecking=accept-new",
-            "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
-            "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=20",
-            *options, "%s@127.0.0.1" % login, *command,
-        ]
+        """The client reads an ~/.ssh/config like the README's (the login name quoted, as a
+        name with spaces or quotes needs; on the command line OpenSSH refuses such names)."""
+        config = self.known_hosts.with_name("config-%d" % zlib.crc32(login.encode()))
+        config.write_text(
+            "Host gpuhub\n  HostName 127.0.0.1\n  Port %d\n  User \"%s\"\n"
+            "  PreferredAuthentications password\n  PubkeyAuthentication no\n"
+            "  UserKnownHostsFile %s\n  StrictHostKeyChecking accept-new\n"
+            "  NumberOfPasswordPrompts 1\n  ConnectTimeout 20\n"
+            % (self.port, login, self.known_hosts)
+        )
+        args = [ssh_client(), "-F", str(config), *options, "gpuhub", *command]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.known_hosts.parent),
                "SSH_ASKPASS": str(self.askpass), "SSH_ASKPASS_REQUIRE": "force",
                "GPST_SSH_PASSWORD": token}
@@ -131,6 +135,18 @@ def test_a_token_opens_the_users_own_container_default_and_named(ssh_hub, docker
     # an interactive shell on a pty
     shell = ssh("sshuser/train", token, options=("-tt",), stdin="echo $((6*7))-$(id -un)\nexit\n")
     assert "42-jovyan" in shell.stdout, shell
+
+
+def test_a_user_name_with_any_characters(ssh_hub):
+    hub, ssh = ssh_hub
+    name = "émile o'k+1"
+    hub.create_user(name)
+    assert hub.spawn(name, "gpu-run").status_code in (201, 202)
+    hub.wait_ready(name, "gpu-run")
+    result = ssh(name + "/gpu-run", hub.user_token(name),
+                 "echo \"$JUPYTERHUB_USER|$JUPYTERHUB_SERVER_NAME\"")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "%s|gpu-run\n" % name
 
 
 def test_wrong_token_other_users_token_and_no_server_are_refused(ssh_hub):
