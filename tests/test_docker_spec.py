@@ -1,97 +1,97 @@
-"""The container spec built from a dataclass: checked by equality (pure)."""
+"""This server's part added to the container DockerSpawner builds: checked by equality (pure)."""
 
-from gpuspawner.docker.spec import ContainerRequest, container_spec
+from dataclasses import replace
+
+from gpuspawner.docker.spec import ContainerRequest, extend_create_kwargs
 from gpuspawner.policy.merge import deep_merge
 
+GPU_ENV = {"GPU_LIMIT": "2", "GPUSPAWNER_GPU_UUIDS": "GPU-1,GPU-2", "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2",
+           "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}  # fmt: skip
 BASE = ContainerRequest(
-    name="gpuspawner-alice",
-    image="org/pt:2.9",
-    command=["jupyterhub-singleuser"],
-    env={"NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2", "GPU_LIMIT": "2"},
     labels={"gpuspawner.user": "alice", "gpuspawner.gpus": "GPU-1,GPU-2"},
-    port=8888,
+    gpu_env=GPU_ENV,
     workspace_volume="gpuspawner-workspace-alice",
     workspace_path="/home/jovyan/work",
     gpu_uuids=("GPU-1", "GPU-2"),
-    mem_limit=8 * 1024**3,
-    cpu_limit=2.5,
 )
+# what DockerSpawner.create_object hands to create_container (its HostConfig in API names)
+PARENT = {
+    "image": "org/pt:2.9",
+    "environment": {"JUPYTERHUB_API_TOKEN": "t", **GPU_ENV},
+    "volumes": [],
+    "name": "gpuspawner-alice",
+    "command": ["jupyterhub-singleuser"],
+    "ports": {"8888/tcp": None},
+    "host_config": {"AutoRemove": True, "Binds": [], "Links": [], "Mounts": [],
+                    "PortBindings": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+                    "NetworkMode": "bridge", "Memory": 8 * 1024**3, "CpuPeriod": 100_000, "CpuQuota": 250_000},
+}  # fmt: skip
 
 
-def test_full_spec():
-    assert container_spec(BASE) == {
+def test_this_servers_part_is_added_to_what_dockerspawner_built():
+    assert extend_create_kwargs(PARENT, BASE) == {
         "image": "org/pt:2.9",
+        "environment": {"JUPYTERHUB_API_TOKEN": "t", **GPU_ENV},
+        "volumes": ["/home/jovyan/work"],
         "name": "gpuspawner-alice",
         "command": ["jupyterhub-singleuser"],
-        "environment": {"NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2", "GPU_LIMIT": "2"},
+        "ports": {"8888/tcp": None},
         "labels": {"gpuspawner.user": "alice", "gpuspawner.gpus": "GPU-1,GPU-2"},
-        "ports": ["8888/tcp"],
-        "volumes": ["/home/jovyan/work"],
         "user": "1000",
         "host_config": {
-            "binds": {"gpuspawner-workspace-alice": {"bind": "/home/jovyan/work", "mode": "rw"}},
-            "mounts": [],
-            "shm_size": "2g",
-            "network_mode": "bridge",
-            "auto_remove": False,
-            "device_requests": [
-                {"Driver": "nvidia", "DeviceIDs": ["GPU-1", "GPU-2"], "Capabilities": [["gpu"]]}
-            ],
-            "port_bindings": {8888: ("127.0.0.1",)},
-            "mem_limit": 8 * 1024**3,
-            "cpu_period": 100_000,
-            "cpu_quota": 250_000,
-            "privileged": False,
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
+            "Binds": ["gpuspawner-workspace-alice:/home/jovyan/work:rw"],
+            "Links": [],
+            "Mounts": [],
+            "PortBindings": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+            "NetworkMode": "bridge",
+            "Memory": 8 * 1024**3,
+            "CpuPeriod": 100_000,
+            "CpuQuota": 250_000,
+            "ShmSize": 2 * 1024**3,
+            "DeviceRequests": [{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["GPU-1", "GPU-2"],
+                                "Capabilities": [["gpu"]], "Options": {}}],
+            "Privileged": False,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "AutoRemove": False,
         },
-    }
+    }  # fmt: skip
 
 
-def replace(**changes):
-    from dataclasses import replace as dc_replace
-
-    return container_spec(dc_replace(BASE, **changes))
-
-
-def test_no_gpu_no_device_request():
-    assert replace(gpu_uuids=())["host_config"]["device_requests"] == []
+def test_no_gpu_or_runtime_env_mode_has_no_device_request():
+    assert extend_create_kwargs(PARENT, replace(BASE, gpu_uuids=()))["host_config"]["DeviceRequests"] == []
+    spec = extend_create_kwargs(PARENT, replace(BASE, gpu_mode="runtime-env"))
+    assert spec["host_config"]["DeviceRequests"] == []
 
 
-def test_runtime_env_mode_has_no_device_request():
-    assert replace(gpu_mode="runtime-env")["host_config"]["device_requests"] == []
-
-
-def test_internal_ip_has_no_port_binding_and_limits_are_optional():
-    host = replace(use_internal_ip=True, mem_limit=None, cpu_limit=None, network_name="hubnet")["host_config"]
-    assert "port_bindings" not in host and "mem_limit" not in host and "cpu_quota" not in host
-    assert host["network_mode"] == "hubnet"
-
-
-def test_admin_extras_merge_but_cannot_unlock_security_or_gpus():
-    spec = replace(
-        extra_host_config={
-            "privileged": True,
-            "cap_drop": [],
-            "device_requests": [{"Driver": "nvidia", "Count": -1}],
-            "ulimits": [{"Name": "memlock", "Soft": -1, "Hard": -1}],
-            "shm_size": "8g",
-        },
-        extra_create_kwargs={"user": "0", "environment": {"X": "1"}, "labels": {"evil": "1"}, "hostname": "box"},
-    )
+def test_admin_extras_are_kept_but_cannot_unlock_security_or_gpus():
+    parent = deep_merge(PARENT, {
+        "labels": {"team": "vision", "gpuspawner.user": "mallory"},
+        "environment": {"X": "1", "NVIDIA_VISIBLE_DEVICES": "all", "GPU_LIMIT": "8"},
+        "user": "0",
+        "hostname": "box",
+        "host_config": {"Privileged": True, "CapDrop": [], "Links": ["db:db"],
+                        "DeviceRequests": [{"Driver": "nvidia", "Count": -1}],
+                        "Ulimits": [{"Name": "memlock", "Soft": -1, "Hard": -1}], "ShmSize": 8 * 1024**3},
+    })  # fmt: skip
+    spec = extend_create_kwargs(parent, BASE)
     host = spec["host_config"]
-    assert host["privileged"] is False and host["cap_drop"] == ["ALL"]
-    assert host["device_requests"][0]["DeviceIDs"] == ["GPU-1", "GPU-2"]
-    assert host["ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}]
-    assert host["shm_size"] == "8g"
+    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"] and host["AutoRemove"] is False
+    assert host["DeviceRequests"][0]["DeviceIDs"] == ["GPU-1", "GPU-2"] and len(host["DeviceRequests"]) == 1
+    assert host["Links"] == ["db:db"] and host["Ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}]
+    assert host["ShmSize"] == 8 * 1024**3  # the admin's /dev/shm size wins over the default
     assert spec["user"] == "1000" and spec["hostname"] == "box"
-    assert spec["environment"] == BASE.env and spec["labels"] == BASE.labels
+    assert spec["labels"] == {"team": "vision", "gpuspawner.user": "alice", "gpuspawner.gpus": "GPU-1,GPU-2"}
+    assert spec["environment"] == {"JUPYTERHUB_API_TOKEN": "t", "X": "1", **GPU_ENV}
 
 
-def test_extra_binds_kept_beside_workspace():
-    spec = replace(binds={"/data": {"bind": "/data", "mode": "ro"}})
+def test_extra_binds_kept_beside_workspace_and_environment_lines_read():
+    parent = deep_merge(PARENT, {"volumes": ["/data"], "host_config": {"Binds": ["/data:/data:ro"]}})
+    parent["environment"] = ["A=1", "B=x=y"]
+    spec = extend_create_kwargs(parent, BASE)
     assert spec["volumes"] == ["/data", "/home/jovyan/work"]
-    assert spec["host_config"]["binds"]["/data"] == {"bind": "/data", "mode": "ro"}
+    assert spec["host_config"]["Binds"] == ["/data:/data:ro", "gpuspawner-workspace-alice:/home/jovyan/work:rw"]
+    assert spec["environment"] == {"A": "1", "B": "x=y", **GPU_ENV}
 
 
 def test_deep_merge():

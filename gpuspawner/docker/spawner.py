@@ -20,6 +20,7 @@ from traitlets import (
 
 from ..errors import ConfigError
 from ..lifecycle.base import GPUSpawnerMixin
+from ..lifecycle.env import gpu_env
 from ..lifecycle.refusal import SpawnRefused
 from ..lifecycle.shared import SharedState
 from ..policy import cuda
@@ -28,7 +29,7 @@ from ..policy.inventory import Gpu, from_nvml, parse_inventory
 from ..policy.locks import host_config_violations, refusal
 from ..policy.names import DOCKER_NAME_MAX, fit_name
 from . import pull
-from .spec import GPU_MODES, ContainerRequest, container_spec
+from .spec import GPU_MODES, ContainerRequest, extend_create_kwargs
 
 LABEL_USER = "gpuspawner.user"
 LABEL_SERVER = "gpuspawner.server"
@@ -460,8 +461,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         return fit_name(super()._object_name_default(), DOCKER_NAME_MAX)
 
     async def create_object(self):
-        request = await self.container_request()
-        problem = self.host_config_problem(request.extra_host_config)
+        problem = self.host_config_problem(await self._evaluated(self.extra_host_config))
         if problem:
             self.log.error("%s: %s", self._log_name, problem)
             raise SpawnRefused(
@@ -469,39 +469,34 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
                 reason="config",
                 status_code=503,
             )
-        spec = container_spec(request)
-        host_config = self.client.create_host_config(**spec.pop("host_config"))
-        return await self.docker("create_container", host_config=host_config, **spec)
+        # DockerSpawner builds the container from its settings and the admin's extras;
+        # docker("create_container") below adds this server's part to what it built
+        return await DockerSpawner.create_object(self)
 
-    async def container_request(self) -> ContainerRequest:
-        """Gather this server's settings for the pure container spec builder."""
+    def docker(self, method, *args, **kwargs):
+        """DockerSpawner's calls to the engine. The container DockerSpawner creates gets this
+        server's workspace, GPUs, labels, user and locks added (docker/spec.py)."""
+        if method == "create_container":
+            kwargs = extend_create_kwargs(kwargs, self.container_request())
+        return super().docker(method, *args, **kwargs)
+
+    def container_request(self) -> ContainerRequest:
+        """This server's part of its container, for the pure builder."""
+        gpu_uuids = tuple(gpu.uuid for gpu in self.held_gpus)
         return ContainerRequest(
-            name=self.container_name,
-            image=self.image,
-            command=await self.get_command(),
-            env=self.get_env(),
             labels={
                 LABEL_USER: self.user.name,
                 LABEL_SERVER: self.server_name,
-                LABEL_GPUS: ",".join(gpu.uuid for gpu in self.held_gpus),
+                LABEL_GPUS: ",".join(gpu_uuids),
                 LABEL_IMAGE: self.choice.image.key,
             },
-            port=self.port,
+            gpu_env=gpu_env(self.held_gpus, self.no_gpu_reason()),
             workspace_volume=self.workspace_volume,
             workspace_path=self.workspace_path,
             user=self.container_user,
-            gpu_uuids=tuple(gpu.uuid for gpu in self.held_gpus),
+            gpu_uuids=gpu_uuids,
             gpu_mode=self.gpu_mode,
             shm_size=self.shm_size,
-            mem_limit=self.mem_limit,
-            cpu_limit=self.cpu_limit,
-            host_ip=self.host_ip,
-            use_internal_ip=self.use_internal_ip,
-            network_name=self.network_name,
-            binds=self.volume_binds,
-            mounts=self.mount_binds,
-            extra_create_kwargs=await self._evaluated(self.extra_create_kwargs),
-            extra_host_config=await self._evaluated(self.extra_host_config),
         )
 
     async def _evaluated(self, setting) -> dict:

@@ -1,34 +1,35 @@
-"""The Docker container for one server, built from a dataclass with no I/O.
+"""What this server adds to the container DockerSpawner builds (pure, no I/O).
 
-:func:`container_spec` returns the keyword arguments of docker-py's
-``APIClient.create_container`` with ``host_config`` as a plain dict (the keyword
-arguments of ``create_host_config``), so a test compares dicts and the spawner
-passes them through.
+DockerSpawner's ``create_object`` builds the ``create_container`` keyword arguments from
+its own settings (image, command, ``volume_binds``, ``links``, memory and CPU limits with
+the admin's ``cpu_period``, ports, network) merged with the admin's
+``extra_create_kwargs`` / ``extra_host_config``. :func:`extend_create_kwargs` takes those
+as they are and adds this server's part: the workspace volume, the GPUs, the labels that
+record who holds them, the unprivileged user and the GPU environment. Last it applies
+:data:`LOCKED_HOST_CONFIG` (in the engine API's names), so no admin extra can undo it.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..policy.merge import deep_merge
+from docker.utils import parse_bytes
 
-# what every GPU server gets, whatever the admin's extra_host_config says
+# what every GPU server gets, whatever DockerSpawner or the admin's extras say (API names)
 LOCKED_HOST_CONFIG = {
-    "privileged": False,
-    "cap_drop": ["ALL"],
-    "security_opt": ["no-new-privileges"],
+    "Privileged": False,
+    "CapDrop": ["ALL"],
+    "SecurityOpt": ["no-new-privileges"],
+    "AutoRemove": False,  # the spawner removes a stopped container itself, after reading it
 }
 GPU_MODES = ("device-request", "runtime-env")
 
 
 @dataclass(frozen=True)
 class ContainerRequest:
-    """Everything the container of one server depends on."""
+    """This server's part of its container."""
 
-    name: str
-    image: str
-    command: list[str]
-    env: dict[str, str]
-    labels: dict[str, str]
-    port: int
+    labels: Mapping[str, str]
+    gpu_env: Mapping[str, str]  # the GPU variables (lifecycle/env.py), over any admin extra
     workspace_volume: str
     workspace_path: str
     user: str = "1000"
@@ -37,61 +38,45 @@ class ContainerRequest:
     # Container Toolkit); "runtime-env": only NVIDIA_VISIBLE_DEVICES, for hosts whose
     # default runtime is nvidia.
     gpu_mode: str = "device-request"
-    shm_size: str = "2g"
-    mem_limit: int | None = None
-    cpu_limit: float | None = None
-    host_ip: str = "127.0.0.1"
-    use_internal_ip: bool = False
-    network_name: str = "bridge"
-    binds: dict[str, dict] = field(default_factory=dict)  # DockerSpawner.volume_binds
-    mounts: list = field(default_factory=list)  # DockerSpawner.mount_binds
-    extra_create_kwargs: dict = field(default_factory=dict)
-    extra_host_config: dict = field(default_factory=dict)
-
+    shm_size: str = "2g"  # unless the admin's extra_host_config sets shm_size
+    locked_host_config: Mapping = field(default_factory=lambda: dict(LOCKED_HOST_CONFIG))
 
 
 def device_requests(gpu_uuids: tuple[str, ...], gpu_mode: str) -> list[dict]:
-    """The DeviceRequest that hands exactly these GPUs to the container."""
+    """The DeviceRequest (API form) that hands exactly these GPUs to the container."""
     if not gpu_uuids or gpu_mode != "device-request":
         return []
-    return [{"Driver": "nvidia", "DeviceIDs": list(gpu_uuids), "Capabilities": [["gpu"]]}]
+    return [
+        {
+            "Driver": "nvidia",
+            "Count": 0,
+            "DeviceIDs": list(gpu_uuids),
+            "Capabilities": [["gpu"]],
+            "Options": {},
+        }
+    ]
 
 
-def container_spec(request: ContainerRequest) -> dict:
-    """``create_container`` kwargs for one server's container."""
-    binds = dict(request.binds)
-    binds[request.workspace_volume] = {"bind": request.workspace_path, "mode": "rw"}
-    host_config = {
-        "binds": binds,
-        "mounts": list(request.mounts),
-        "shm_size": request.shm_size,
-        "network_mode": request.network_name,
-        "auto_remove": False,
-        "device_requests": device_requests(request.gpu_uuids, request.gpu_mode),
-    }
-    if not request.use_internal_ip:
-        host_config["port_bindings"] = {request.port: (request.host_ip,)}
-    if request.mem_limit is not None:
-        host_config["mem_limit"] = request.mem_limit
-    if request.cpu_limit is not None:
-        host_config["cpu_period"] = 100_000
-        host_config["cpu_quota"] = int(request.cpu_limit * 100_000)
-    host_config = deep_merge(deep_merge(host_config, request.extra_host_config), LOCKED_HOST_CONFIG)
-    # the GPUs are the allocator's to give, never the admin's extras
-    host_config["device_requests"] = device_requests(request.gpu_uuids, request.gpu_mode)
+def _environment(value) -> dict:
+    """``environment`` as a dict, whether DockerSpawner/the admin gave a dict or "K=V" lines."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    return dict(line.split("=", 1) if "=" in line else (line, "") for line in value or ())
 
-    create = {
-        "image": request.image,
-        "name": request.name,
-        "command": list(request.command),
-        "environment": dict(request.env),
-        "labels": dict(request.labels),
-        "ports": ["%d/tcp" % request.port],
-        "volumes": sorted(bind["bind"] for bind in binds.values()),
-    }
-    create = deep_merge(create, request.extra_create_kwargs)
+
+def extend_create_kwargs(parent: Mapping, request: ContainerRequest) -> dict:
+    """DockerSpawner's ``create_container`` kwargs with this server's part added."""
+    create = dict(parent)
+    create["environment"] = {**_environment(parent.get("environment")), **request.gpu_env}
+    create["labels"] = {**dict(parent.get("labels") or {}), **request.labels}
     create["user"] = request.user
-    create["environment"] = dict(request.env)
-    create["labels"] = dict(request.labels)
-    create["host_config"] = host_config
+    create["volumes"] = sorted(set(parent.get("volumes") or ()) | {request.workspace_path})
+    host = dict(parent.get("host_config") or {})
+    workspace = "%s:%s:rw" % (request.workspace_volume, request.workspace_path)
+    host["Binds"] = [b for b in host.get("Binds") or () if b != workspace] + [workspace]
+    host.setdefault("ShmSize", parse_bytes(request.shm_size))
+    # the GPUs are the allocator's to give, never DockerSpawner's or the admin's extras
+    host["DeviceRequests"] = device_requests(request.gpu_uuids, request.gpu_mode)
+    host.update({key: value for key, value in request.locked_host_config.items()})
+    create["host_config"] = host
     return create
