@@ -2,7 +2,9 @@
 
 from dataclasses import replace
 
-from gpuspawner.docker.spec import ContainerRequest, extend_create_kwargs
+import pytest
+
+from gpuspawner.docker.spec import ContainerRequest, extend_create_kwargs, size_bytes
 from gpuspawner.policy.merge import deep_merge
 
 GPU_ENV = {"GPU_LIMIT": "2", "GPUSPAWNER_GPU_UUIDS": "GPU-1,GPU-2", "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2",
@@ -96,3 +98,12 @@ def test_extra_binds_kept_beside_workspace_and_environment_lines_read():
 
 def test_deep_merge():
     assert deep_merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 3}, "e": 4}) == {"a": {"b": 3, "c": 2}, "d": 1, "e": 4}
+
+
+def test_sizes_as_docker_reads_them():
+    from docker.utils import parse_bytes
+
+    for size in ("2g", "512m", "1024k", "1000000", "64M", "1.5g", "3b"):
+        assert size_bytes(size) == parse_bytes(size), size
+    with pytest.raises(ValueError):
+        size_bytes("two gigs")

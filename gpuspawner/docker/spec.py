@@ -9,10 +9,9 @@ record who holds them, the unprivileged user and the GPU environment. Last it ap
 :data:`LOCKED_HOST_CONFIG` (in the engine API's names), so no admin extra can undo it.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-from docker.utils import parse_bytes
 
 # what every GPU server gets, whatever DockerSpawner or the admin's extras say (API names)
 LOCKED_HOST_CONFIG = {
@@ -57,6 +56,17 @@ def device_requests(gpu_uuids: tuple[str, ...], gpu_mode: str) -> list[dict]:
     ]
 
 
+def size_bytes(size: str | int) -> int:
+    """Docker's sizes ('2g', '512m', '1024k', '1000000') in bytes; the suffixes are binary."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", str(size), re.IGNORECASE)
+    if match is None:
+        raise ValueError("%r is not a size such as '2g'." % (size,))
+    power = "bkmg".index(match.group(2).lower() or "b")
+    return int(float(match.group(1)) * 1024**power)
+
+
 def _environment(value) -> dict:
     """``environment`` as a dict, whether DockerSpawner/the admin gave a dict or "K=V" lines."""
     if isinstance(value, Mapping):
@@ -74,7 +84,7 @@ def extend_create_kwargs(parent: Mapping, request: ContainerRequest) -> dict:
     host = dict(parent.get("host_config") or {})
     workspace = "%s:%s:rw" % (request.workspace_volume, request.workspace_path)
     host["Binds"] = [b for b in host.get("Binds") or () if b != workspace] + [workspace]
-    host.setdefault("ShmSize", parse_bytes(request.shm_size))
+    host.setdefault("ShmSize", size_bytes(request.shm_size))
     # the GPUs are the allocator's to give, never DockerSpawner's or the admin's extras
     host["DeviceRequests"] = device_requests(request.gpu_uuids, request.gpu_mode)
     host.update({key: value for key, value in request.locked_host_config.items()})
