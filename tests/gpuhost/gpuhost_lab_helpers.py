@@ -117,6 +117,7 @@ def open_lab(browser, hub, user: str):
     page = open_page(browser, hub, user, "/user/%s/lab/workspaces/gpuhost?reset"
                      % quote(user, safe=""))
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=120_000)
+    page.locator(".jp-Launcher").first.wait_for()  # the page a person sees, fully drawn
     return page
 
 
