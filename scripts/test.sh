@@ -26,4 +26,6 @@ say "single-user image: $image (set up in $((SECONDS - started)) s)"
 
 export GPUSPAWNER_TEST_REGISTRY; GPUSPAWNER_TEST_REGISTRY=$(bash scripts/setup-registry.sh | tail -n 1)
 export GPUSPAWNER_TEST_IMAGE=$image GPUSPAWNER_REQUIRE_DOCKER=1
+# the Docker/Kubernetes spec and spawner tests against the lowest supported spawner versions
+bash scripts/lower-bounds.sh "$VENV/bin/python"
 "$VENV/bin/python" -m pytest "$@"

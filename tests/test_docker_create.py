@@ -30,6 +30,9 @@ def engine_calls(monkeypatch):
         return future
 
     monkeypatch.setattr(DockerSpawner, "docker", docker)
+    # DockerSpawner keeps one client per class: this test's, asked for no engine version,
+    # must not outlive it
+    monkeypatch.setattr(GPUDockerSpawner, "_client", None)
     reset_shared_state()
     yield calls
     reset_shared_state()
@@ -40,11 +43,11 @@ def make_spawner(**settings) -> GPUDockerSpawner:
     config.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1.0"}}
     config.GPUDockerSpawner.inventory = GPUS
     config.GPUDockerSpawner.cmd = ["jupyterhub-singleuser"]
-    config.GPUDockerSpawner.client_kwargs = {"version": "1.44"}  # no engine asked for its version
+    config.GPUDockerSpawner.client_kwargs = {"version": "1.41"}  # no engine asked for its version
     for key, value in settings.items():
         setattr(config.GPUDockerSpawner, key, value)
     return GPUDockerSpawner(
-        user=types.SimpleNamespace(name="cleo", groups=[], url="/user/cleo/"),
+        user=types.SimpleNamespace(name="cleo", id=7, groups=[], url="/user/cleo/"),
         orm_spawner=types.SimpleNamespace(name="", user_options={}, server=None),
         hub=types.SimpleNamespace(public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"),
         config=config,

@@ -1,6 +1,7 @@
 """The spawner's own calls against the real Docker engine, without a hub process."""
 
 import types
+import zlib
 
 import docker
 import pytest
@@ -27,7 +28,7 @@ def make_spawner(image: str, user: str, server: str = "", **settings) -> GPUDock
         setattr(config.GPUDockerSpawner, key, value)
     reset_shared_state()  # each test is a fresh hub process
     return GPUDockerSpawner(
-        user=types.SimpleNamespace(name=user, groups=[], url="/user/%s/" % user),
+        user=types.SimpleNamespace(name=user, id=zlib.crc32(user.encode()), groups=[], url="/user/%s/" % user),
         orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
         hub=types.SimpleNamespace(public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"),
         config=config,
