@@ -1,0 +1,3 @@
+module gpuspawner/tools/kube-pause
+
+go 1.24
