@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import simstate
-from hubprocess import RUN_ID
+from hubprocess import RUN_ID, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output")) / "gpuhost"
@@ -49,6 +49,17 @@ def start_gpu_hub(hub_factory, host: simstate.SimHost, monkeypatch, **settings):
         for key, value in host.env().items():
             patch.setenv(key, value)
         return hub_factory(**settings)
+
+
+def start_service_hub(hub_factory, host: simstate.SimHost, monkeypatch, tmp_path, **settings):
+    """A hub on ``host`` with its usage ledger and the admin service (checking every second),
+    once the service answers."""
+    settings = dict(usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
+                    admin_service_port=free_port(), admin_users=["boss"],
+                    admin_check_interval=1, **settings)
+    hub = start_gpu_hub(hub_factory, host, monkeypatch, **settings)
+    wait_for_service(hub)
+    return hub
 
 
 def held_gpus(docker_client, hub, user: str, server: str = "") -> list[str]:

@@ -13,13 +13,10 @@ import pytest
 from gpuhost_lab_helpers import (
     SERVICE,
     held_gpus,
-    make_host,
-    start_gpu_hub,
+    start_service_hub,
     user_names,
     wait_for,
-    wait_for_service,
 )
-from hubprocess import free_port
 
 from gpuspawner.usage.ledger import Ledger
 
@@ -28,33 +25,21 @@ IDLE, BUSY = user_names("idle", "busy")
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def host(sim_lib_dir):
-    host = make_host()
-    yield host
-    host.remove()
-
-
 def is_stopped(hub, user, server=""):
     model = hub.server_model(user, server)
     return model is None or (not model.get("ready") and not model.get("pending"))
 
 
-def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_docker, host,
+def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_docker, sim_host,
                                                        monkeypatch, tmp_path):
-    hub = start_gpu_hub(
-        hub_factory, host, monkeypatch,
-        usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
-        admin_service_port=free_port(), admin_users=["boss"], admin_check_interval=1,
-        gpu_idle_timeout=4,  # gpu_utilisation_source: the default, nvml
-    )
-    wait_for_service(hub)
+    # gpu_utilisation_source: the default, nvml
+    hub = start_service_hub(hub_factory, sim_host, monkeypatch, tmp_path, gpu_idle_timeout=4)
     for user in (IDLE, BUSY):
         hub.create_user(user)
     # every whole GPU is busy while the servers start (MIG instances have no utilisation)
-    for gpu in host.gpus:
+    for gpu in sim_host.gpus:
         if not gpu.migs:
-            host.update(gpu.uuid, util_gpu=80)
+            sim_host.update(gpu.uuid, util_gpu=80)
     for user in (IDLE, BUSY):
         assert hub.spawn(user, options={"gpus": 1}).status_code in (201, 202)
         hub.wait_ready(user, timeout=120)
@@ -63,11 +48,11 @@ def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_dock
     # the service reads the simulated values through NVML (its dashboard shows them)
     rows = hub.session.get(hub.url + SERVICE + "api/inventory", timeout=30).json()
     inventory = {row["uuid"]: row for row in rows}
-    assert set(inventory) == set(host.allocatable())
+    assert set(inventory) == set(sim_host.allocatable())
     assert "80%" in hub.session.get(hub.url + SERVICE, timeout=30).text
 
-    host.update(idle_gpu, util_gpu=1)
-    host.update(busy_gpu, util_gpu=90)
+    sim_host.update(idle_gpu, util_gpu=1)
+    sim_host.update(busy_gpu, util_gpu=90)
     started = time.monotonic()
     wait_for(lambda: is_stopped(hub, IDLE), timeout=60, what="the idle GPU server to be culled")
     assert time.monotonic() - started >= 3  # not before the timeout

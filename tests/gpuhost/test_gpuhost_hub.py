@@ -14,24 +14,14 @@ import pytest
 from gpuhost_lab_helpers import (
     SERVICE,
     held_gpus,
-    make_host,
-    start_gpu_hub,
+    start_service_hub,
     user_names,
-    wait_for_service,
 )
-from hubprocess import free_port
 
 pytestmark = pytest.mark.docker
 
 (DEE,) = user_names("dee")
 NAME = "NVIDIA A100-SXM4-80GB"
-
-
-@pytest.fixture
-def host(sim_lib_dir):
-    host = make_host()
-    yield host
-    host.remove()
 
 
 def gpu_counts(hub) -> dict[tuple[str, str], float]:
@@ -40,19 +30,15 @@ def gpu_counts(hub) -> dict[tuple[str, str], float]:
         r'gpuspawner_gpus\{gpu_type="([^"]+)",state="(\w+)"\} ([0-9.]+)', text)}
 
 
-def test_the_hub_discovers_the_inventory_and_the_drivers_cuda_with_nvml(hub_factory, nvidia_docker,
-                                                                       host, monkeypatch, tmp_path,
-                                                                       test_image):
+def test_the_hub_discovers_the_inventory_and_the_drivers_cuda_with_nvml(
+        hub_factory, nvidia_docker, sim_host, monkeypatch, tmp_path, test_image):
     images = dict(
         test_image,
         fits={"image": test_image["demo"]["image"], "display_name": "CUDA 12.8", "cuda": "12.8"},
         next={"image": test_image["demo"]["image"], "display_name": "CUDA 13.0", "cuda": "13.0"},
     )
-    hub = start_gpu_hub(hub_factory, host, monkeypatch, images=images,
-                        usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
-                        admin_service_port=free_port(), admin_users=["boss"])
-    wait_for_service(hub)
-    state = host.read()
+    hub = start_service_hub(hub_factory, sim_host, monkeypatch, tmp_path, images=images)
+    state = sim_host.read()
     mig_gpu = state.gpus[7]
 
     # the inventory: 7 whole GPUs and the 3 MIG instances of the 8th, in NVML order

@@ -15,18 +15,15 @@ from gpuhost_lab_helpers import (
     SERVICE,
     chromium,
     held_gpus,
-    make_host,
     open_lab,
     open_page,
     open_panel,
     screenshot,
-    start_gpu_hub,
+    start_service_hub,
     status_item,
     user_names,
     wait_for,
-    wait_for_service,
 )
-from hubprocess import free_port
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
@@ -36,13 +33,6 @@ NAME = "NVIDIA A100-SXM4-80GB"
 LOST_SENTENCE = "The GPU has fallen off the bus (NVML: GPU is lost); the machine needs attention."
 
 
-@pytest.fixture
-def host(sim_lib_dir):
-    host = make_host()
-    yield host
-    host.remove()
-
-
 def lost_count(hub) -> float:
     text = hub.session.get(hub.url + "/hub/metrics", timeout=30).text
     pattern = r'gpuspawner_gpus\{gpu_type="%s",state="lost"\} ([0-9.]+)' % re.escape(NAME)
@@ -50,16 +40,10 @@ def lost_count(hub) -> float:
     return float(match.group(1)) if match else -1.0
 
 
-def test_a_lost_gpu_is_shown_as_lost_and_not_handed_out(hub_factory, nvidia_docker, host,
+def test_a_lost_gpu_is_shown_as_lost_and_not_handed_out(hub_factory, nvidia_docker, sim_host,
                                                         monkeypatch, tmp_path):
-    hub = start_gpu_hub(
-        hub_factory, host, monkeypatch,
-        usage_db_url="sqlite:///%s" % (tmp_path / "usage.sqlite"),
-        admin_service_port=free_port(), admin_users=["boss"], admin_check_interval=1,
-        gpu_resync_interval=1,
-    )
-    wait_for_service(hub)
-    first, second, third = host.allocatable()[:3]
+    hub = start_service_hub(hub_factory, sim_host, monkeypatch, tmp_path, gpu_resync_interval=1)
+    first, second, third = sim_host.allocatable()[:3]
     for user in (ANN, BEA, CAT):
         hub.create_user(user)
     assert hub.spawn(ANN, options={"gpus": 1}).status_code in (201, 202)
@@ -71,8 +55,8 @@ def test_a_lost_gpu_is_shown_as_lost_and_not_handed_out(hub_factory, nvidia_dock
     assert [(g["uuid"], g["lost"]) for g in seen["gpus"]] == [(first, False)]
 
     # ann's GPU and the next free one fall off the bus
-    host.lose(first)
-    host.lose(second)
+    sim_host.lose(first)
+    sim_host.lose(second)
 
     # the panel's data: the card of ann's GPU says it is lost; the server keeps answering
     def lost_card():
@@ -119,7 +103,7 @@ def test_a_lost_gpu_is_shown_as_lost_and_not_handed_out(hub_factory, nvidia_dock
     assert "GPU %s (%s) is lost" % (NAME, second) in hub.log_tail(400)
 
     # the second GPU answers again and is handed out again; ann's server never went down
-    host.lose(second, False)
+    sim_host.lose(second, False)
     assert hub.spawn(CAT, options={"gpus": 1}).status_code in (201, 202)
     hub.wait_ready(CAT, timeout=120)
     assert held_gpus(nvidia_docker, hub, CAT) == [second]
