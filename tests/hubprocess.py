@@ -33,8 +33,9 @@ def free_port() -> int:
 class Hub:
     """One hub: start, kill -9, restart on the same database, call its API."""
 
-    def __init__(self, workdir: Path, settings: dict):
+    def __init__(self, workdir: Path, settings: dict, config: Path = CONFIG):
         self.workdir = workdir
+        self.config = config
         self.settings = settings
         self.url = "http://127.0.0.1:%d" % settings["port"]
         self.process: subprocess.Popen | None = None
@@ -46,7 +47,7 @@ class Hub:
         env = dict(os.environ, GPUSPAWNER_TEST_SETTINGS=json.dumps(self.settings))
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config)],
             cwd=self.workdir,
             env=env,
             stdout=log,
