@@ -201,8 +201,9 @@ chmod 0644 /etc/gpuspawner/singleuser.env /etc/profile.d/gpuspawner-singleuser.s
 # --- web tools through the hub, terminals -------------------------------------------
 # jupyter-server-proxy starts TensorBoard on the first visit of /user/<name>/tensorboard/
 # (behind the server's own login) and puts a TensorBoard card in the JupyterLab launcher.
-# Terminals (in JupyterLab, and over SSH through the hub: gpuspawner.ssh) run a bash login
-# shell, so they get /etc/profile.d/gpuspawner-singleuser.sh (the default is $SHELL or sh).
+# Terminals (in JupyterLab, and over SSH through the hub: gpuspawner.ssh) run bash with the
+# server's environment (the default is "$SHELL or sh" as a login shell, whose /etc/profile
+# resets PATH and so loses the venv and, in the PyTorch images, conda).
 # Settings go in jupyter_server_config.json: the server reads jupyter_server_config.d/
 # only for which extensions are enabled.
 mkdir -p "$VENV/etc/jupyter" "$VENV/share/gpuspawner"
@@ -223,11 +224,21 @@ config.setdefault("ServerProxy", {}).setdefault("servers", {})["tensorboard"] = 
                        "icon_path": venv + "/share/gpuspawner/tensorboard.svg"},
 }
 config.setdefault("ServerApp", {}).setdefault("terminado_settings", {})["shell_command"] = [
-    "/bin/bash", "-l"]
+    "/bin/bash"]
 with open(path, "w") as f:
     json.dump(config, f, indent=2)
+# JupyterLab asks no outside site for news or updates (its "Would you like to get notified
+# about official Jupyter news?" toast): users' settings still win over these defaults
+path = os.path.join(venv, "share", "jupyter", "lab", "settings", "overrides.json")
+os.makedirs(os.path.dirname(path), exist_ok=True)
+overrides = json.load(open(path)) if os.path.exists(path) else {}
+overrides.setdefault("@jupyterlab/apputils-extension:notification", {}).update(
+    {"fetchNews": "false", "checkForUpdates": False})
+with open(path, "w") as f:
+    json.dump(overrides, f, indent=2)
 EOF
-chmod 0644 "$VENV/etc/jupyter/jupyter_server_config.json" "$VENV/share/gpuspawner/tensorboard.svg"
+chmod 0644 "$VENV/etc/jupyter/jupyter_server_config.json" "$VENV/share/gpuspawner/tensorboard.svg" \
+    "$VENV/share/jupyter/lab/settings/overrides.json"
 
 # --- health check -------------------------------------------------------------------
 # Asks the server's unauthenticated /api endpoint under the prefix the hub gave it.

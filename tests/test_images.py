@@ -6,6 +6,7 @@ stand-in for it and the Dockerfile's own instructions run on top: nothing is pul
 """
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -306,3 +307,12 @@ def test_a_cxx_extension_builds_with_gxx_in_the_test_image(test_image):
     result = run_in(test_image["demo"]["image"], "bash", "-c", CXX_PROBE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split()[-1] == "42"
+
+
+@pytest.mark.docker
+def test_jupyterlab_asks_no_outside_site_for_news(built_image):
+    overrides = "/opt/venv/share/jupyter/lab/settings/overrides.json"
+    shown = run_in(built_image["image"], "cat", overrides)
+    assert shown.returncode == 0, shown.stderr
+    notification = json.loads(shown.stdout)["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"fetchNews": "false", "checkForUpdates": False}
