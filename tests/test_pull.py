@@ -260,3 +260,24 @@ def test_pull_timeout_is_added_to_start_timeout_when_the_spawner_may_pull(policy
         config=config,
     )
     assert spawner.start_timeout == start_timeout
+
+
+def test_prepull_reads_the_hubs_settings_as_traitlets_does(tmp_path, capsys):
+    from traitlets.config import Config
+
+    from gpuspawner.docker.prepull import hub_spawner, main
+
+    config = Config()
+    config.Spawner.pull_timeout = 30  # a parent class's section applies ...
+    config.DockerSpawner.client_kwargs = {"version": "1.41"}
+    config.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1.0"}}
+    config.GPUDockerSpawner.inventory = []
+    spawner = hub_spawner(config)
+    assert [image.key for image in spawner.catalog] == ["demo"]
+    assert spawner.pull_timeout == 30 and spawner.client_kwargs == {"version": "1.41"}
+    config.GPUDockerSpawner.pull_timeout = 60  # ... and the spawner's own section wins
+    assert hub_spawner(config).pull_timeout == 60
+    bad = tmp_path / "jupyterhub_config.py"
+    bad.write_text("c = get_config()\nc.GPUDockerSpawner.images = {'demo': {'image': 'org/demo:latest'}}\n")
+    assert main(["-f", str(bad)]) == 2
+    assert "is not pinned" in capsys.readouterr().err

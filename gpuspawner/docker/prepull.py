@@ -15,11 +15,12 @@ import asyncio
 import os
 import sys
 import time
+from types import SimpleNamespace
 
+from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
 from ..errors import ConfigError
-from ..policy.catalog import parse_catalog
 from .pull import (
     PullFailed,
     PullProgress,
@@ -29,34 +30,20 @@ from .pull import (
     timeout_refusal,
 )
 
-SECTIONS = ("Spawner", "DockerSpawner", "GPUDockerSpawner")  # later ones win, as in the hub
-
 
 def load_config(path: str) -> Config:
     directory, name = os.path.split(os.path.abspath(path))
     return PyFileConfigLoader(name, path=directory).load_config()
 
 
-def setting(config: Config, name: str, default):
-    """A spawner setting as the hub sees it (GPUDockerSpawner > DockerSpawner > Spawner)."""
-    value = default
-    for section in SECTIONS:
-        if section in config and name in config[section]:
-            value = config[section][name]
-    return value
+def hub_spawner(config: Config):
+    """The GPUDockerSpawner the hub's config makes: traitlets applies ``c.Spawner``,
+    ``c.DockerSpawner`` and ``c.GPUDockerSpawner`` (and checks them) as in the hub."""
+    from .spawner import GPUDockerSpawner
 
-
-def docker_client(config: Config):
-    import docker
-    from docker.utils import kwargs_from_env
-
-    kwargs = {"version": "auto"}
-    tls_config = setting(config, "tls_config", {})
-    if tls_config:
-        kwargs["tls"] = docker.tls.TLSConfig(**tls_config)
-    kwargs.update(kwargs_from_env())
-    kwargs.update(setting(config, "client_kwargs", {}))
-    return docker.APIClient(**kwargs)
+    # a stand-in user: some spawner settings render templates with the user's name
+    user = SimpleNamespace(name="gpuspawner-prepull", id=0, groups=[])
+    return GPUDockerSpawner(config=config, user=user)
 
 
 async def prepull(
@@ -65,12 +52,10 @@ async def prepull(
     """Pull the catalog's images; return the keys of those that could not be pulled."""
     import docker
 
-    catalog = parse_catalog(
-        setting(config, "images", {}),
-        allow_unpinned=setting(config, "allow_unpinned_images", False),
-    )
-    timeout = timeout or setting(config, "pull_timeout", 900)
-    client = docker_client(config)
+    spawner = hub_spawner(config)
+    catalog = spawner.catalog
+    timeout = timeout or spawner.pull_timeout
+    client = spawner.client  # DockerSpawner's: tls_config, client_kwargs, DOCKER_HOST
     failed, done = [], {}
     for image in catalog:
         key, ref = image.key, image.image
@@ -150,7 +135,7 @@ def main(argv=None) -> int:
                 out=lambda line: print(line, flush=True),
             )
         )
-    except (ConfigError, OSError) as e:
+    except (ConfigError, TraitError, OSError) as e:
         print("prepull: %s" % e, file=sys.stderr)
         return 2
     return 1 if failed else 0
