@@ -101,6 +101,7 @@ class Cluster:
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-cluster-ip-range", "10.96.0.0/16",
             "--endpoint-reconciler-type", "none",  # the loopback address cannot be an endpoint
+            "--kubelet-preferred-address-types", "InternalIP,Hostname",  # the real node has no DNS name
             "--profiling=false",
         )  # fmt: skip
         self.wait_ready()
