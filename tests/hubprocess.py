@@ -19,7 +19,11 @@ CONFIG = Path(__file__).with_name("hub_config.py")
 # since a hub counts every container on the engine that holds one (another run's too)
 RUN_ID = secrets.token_hex(4)
 FAKE_GPUS = [
-    {"uuid": "GPU-%s-%04d-4000-8000-000000000000" % (RUN_ID, i), "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920}
+    {
+        "uuid": "GPU-%s-%04d-4000-8000-000000000000" % (RUN_ID, i),
+        "name": "NVIDIA A100-SXM4-80GB",
+        "memory_mib": 81920,
+    }
     for i in range(8)
 ]
 
@@ -91,7 +95,9 @@ class Hub:
         assert response.status_code in (201, 409), response.text
         for group in groups:
             self.api("POST", "/groups/" + quote(group, safe=""))
-            response = self.api("POST", "/groups/%s/users" % quote(group, safe=""), json={"users": [name]})
+            response = self.api(
+                "POST", "/groups/%s/users" % quote(group, safe=""), json={"users": [name]}
+            )
             assert response.status_code == 200, response.text
 
     def server_path(self, user: str, server: str = "") -> str:
@@ -134,22 +140,35 @@ class Hub:
         page = browser.get(self.url + "/hub/login", timeout=30)
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
         response = browser.post(
-            self.url + "/hub/login", data={"username": user, "password": "x", "_xsrf": xsrf}, timeout=30
+            self.url + "/hub/login",
+            data={"username": user, "password": "x", "_xsrf": xsrf},
+            timeout=30,
         )
         assert response.status_code == 200, response.status_code
         return browser
 
     def spawn_form(self, browser: requests.Session, user: str, server: str = "") -> str:
-        path = "/hub/spawn/" + quote(user, safe="") + ("/" + quote(server, safe="") if server else "")
+        path = (
+            "/hub/spawn/" + quote(user, safe="") + ("/" + quote(server, safe="") if server else "")
+        )
         return browser.get(self.url + path, timeout=60).text
 
     def user_token(self, user: str) -> str:
-        response = self.api("POST", "/users/%s/tokens" % quote(user, safe=""), json={"note": "tests"})
+        response = self.api(
+            "POST", "/users/%s/tokens" % quote(user, safe=""), json={"note": "tests"}
+        )
         assert response.status_code == 201, response.text
         return response.json()["token"]
 
-    def through_proxy(self, method: str, user: str, path: str, token: str, server: str = "", **kwargs):
+    def through_proxy(
+        self, method: str, user: str, path: str, token: str, server: str = "", **kwargs
+    ):
         """Call the user's server the way a browser does: through the hub's proxy."""
-        prefix = "/user/%s/%s" % (quote(user, safe=""), quote(server, safe="") + "/" if server else "")
+        prefix = "/user/%s/%s" % (
+            quote(user, safe=""),
+            quote(server, safe="") + "/" if server else "",
+        )
         headers = {"Authorization": "token " + token}
-        return requests.request(method, self.url + prefix + path.lstrip("/"), headers=headers, timeout=30, **kwargs)
+        return requests.request(
+            method, self.url + prefix + path.lstrip("/"), headers=headers, timeout=30, **kwargs
+        )
