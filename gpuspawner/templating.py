@@ -26,7 +26,9 @@ def environment(template_paths: tuple[str, ...] = ()) -> Environment:
     loader = ChoiceLoader(
         [FileSystemLoader(list(template_paths)), PackageLoader("gpuspawner", "templates")]
     )
-    return Environment(loader=loader, autoescape=False, finalize=_escaped, keep_trailing_newline=True)
+    return Environment(
+        loader=loader, autoescape=False, finalize=_escaped, keep_trailing_newline=True
+    )
 
 
 def render(name: str, template_paths=(), **context) -> str:

@@ -81,9 +81,7 @@ def holdings_from_pods(
         name = metadata.get("name", "")
         node = (pod.get("spec") or {}).get("nodeName") or ""
         resource = annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE)
-        gpu_type = (
-            (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT) or resource
-        )
+        gpu_type = (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT) or resource
         where = "on node %s" % node if node else "waiting for a node"
         user_id = labels.get(LABEL_USER_ID)
         holdings.append(

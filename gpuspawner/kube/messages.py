@@ -27,7 +27,9 @@ _REASONS = (
 def explain_unschedulable(message: str) -> str:
     """'0/8 nodes are available: 8 Insufficient nvidia.com/gpu. ...' in plain words.
 
-    >>> explain_unschedulable("0/8 nodes are available: 8 Insufficient nvidia.com/gpu. preemption: ...")
+    >>> explain_unschedulable(
+    ...     "0/8 nodes are available: 8 Insufficient nvidia.com/gpu. preemption: ..."
+    ... )
     'All GPUs of the cluster are in use: 8 of 8 nodes have no free nvidia.com/gpu.'
     """
     if "unbound immediate PersistentVolumeClaims" in message:
@@ -51,7 +53,11 @@ def explain_unschedulable(message: str) -> str:
                 break
         else:
             parts.append("%s of %d nodes: %s" % (count, total, reason))
-    head = "All GPUs of the cluster are in use" if gpu_short else "No node can take this server right now"
+    head = (
+        "All GPUs of the cluster are in use"
+        if gpu_short
+        else "No node can take this server right now"
+    )
     return "%s: %s." % (head, "; ".join(parts) if parts else match.group(0))
 
 
@@ -73,7 +79,10 @@ def explain_quota_rejection(message: str, namespace: str) -> str:
     """
     match = QUOTA_MESSAGE.search(message)
     if match is None:
-        return "The cluster refused this server because of a quota in namespace %s: %s" % (namespace, message)
+        return "The cluster refused this server because of a quota in namespace %s: %s" % (
+            namespace,
+            message,
+        )
     name = match.group(1)
 
     def values(text: str) -> dict[str, str]:
@@ -85,14 +94,22 @@ def explain_quota_rejection(message: str, namespace: str) -> str:
         resource = key.removeprefix("requests.")
         parts.append(
             "may use at most %s %s (ResourceQuota %r), %s %s in use and this server asks for %s"
-            % (limit, resource, name, used.get(key, "0"), "is" if used.get(key) == "1" else "are",
-               requested.get(key, "?"))
+            % (
+                limit,
+                resource,
+                name,
+                used.get(key, "0"),
+                "is" if used.get(key) == "1" else "are",
+                requested.get(key, "?"),
+            )
         )
     gpu = any(is_gpu_resource(k.split("requests.", 1)[-1]) for k in limited)
     return "The cluster refused this server: namespace %s %s. %s" % (
         namespace,
         "; ".join(parts),
-        "Stop a server holding GPUs, or ask an admin to raise the quota." if gpu else "Ask an admin to raise the quota.",
+        "Stop a server holding GPUs, or ask an admin to raise the quota."
+        if gpu
+        else "Ask an admin to raise the quota.",
     )
 
 

@@ -63,7 +63,10 @@ def _at_least(keys: Sequence[str], version: Sequence[int]) -> list[list[dict]]:
     """Terms (ORed) matching nodes whose integer labels ``keys`` read as >= ``version``."""
     terms = []
     for i, key in enumerate(keys):
-        equal = [{"key": k, "operator": "In", "values": [str(v)]} for k, v in zip(keys[:i], version, strict=False)]
+        equal = [
+            {"key": k, "operator": "In", "values": [str(v)]}
+            for k, v in zip(keys[:i], version, strict=False)
+        ]
         bound = version[i] if i < len(keys) - 1 else version[i] - 1
         terms.append(equal + [{"key": key, "operator": "Gt", "values": [str(bound)]}])
     return terms
@@ -88,7 +91,9 @@ def cuda_affinity_terms(image_cuda: str, mode: str = "minor-version") -> list[li
         terms += _at_least(cuda_keys, needed)
         if mode == "minor-version" and minimum:
             same_major = {"key": cuda_keys[0], "operator": "In", "values": [str(major)]}
-            terms += [[same_major] + t for t in _at_least(driver_keys, cuda_rule.driver_tuple(minimum))]
+            terms += [
+                [same_major] + t for t in _at_least(driver_keys, cuda_rule.driver_tuple(minimum))
+            ]
             terms.append([same_major, {"key": driver_keys[0], "operator": "DoesNotExist"}])
     return terms
 
@@ -133,7 +138,9 @@ def cuda_verdicts(
         offered = (node.get("status", {}).get("allocatable") or {}).get(resource)
         if node.get("spec", {}).get("unschedulable") or not offered or parse_quantity(offered) <= 0:
             continue
-        if (product and labels.get(PRODUCT_LABEL) != product) or any(labels.get(k) != v for k, v in selector.items()):
+        if (product and labels.get(PRODUCT_LABEL) != product) or any(
+            labels.get(k) != v for k, v in selector.items()
+        ):
             continue
         driver = node_driver_cuda(labels)
         if driver is None:
@@ -159,7 +166,18 @@ def cuda_refusal(key: str, image_cuda: str, verdicts: CudaVerdicts) -> str | Non
 # --- reading what the cluster says ---
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_DECIMAL = {
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
 
 
 def parse_quantity(value) -> float:
@@ -179,7 +197,9 @@ def _tolerates(tolerations: Iterable[Mapping], taint: Mapping) -> bool:
         if toleration.get("operator") == "Exists":
             if not toleration.get("key") or toleration.get("key") == taint.get("key"):
                 return True
-        elif toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get("value", ""):
+        elif toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get(
+            "value", ""
+        ):
             return True
     return False
 
@@ -205,7 +225,9 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
     memory, its labels (node selector, GPU product) and its NoSchedule taints.
     """
     requests = dict(needs.requests)
-    gpu = next(((name, int(count)) for name, count in requests.items() if is_gpu_resource(name)), None)
+    gpu = next(
+        ((name, int(count)) for name, count in requests.items() if is_gpu_resource(name)), None
+    )
     selector = needs.node_selector
     products = needs.products
     tolerations = needs.tolerations
@@ -227,7 +249,8 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
         taints = [
             t
             for t in node.get("spec", {}).get("taints") or []
-            if t.get("effect") in ("NoSchedule", "NoExecute") and not t.get("key", "").startswith(TRANSIENT_TAINTS)
+            if t.get("effect") in ("NoSchedule", "NoExecute")
+            and not t.get("key", "").startswith(TRANSIENT_TAINTS)
         ]
         return all(_tolerates(tolerations, taint) for taint in taints)
 
@@ -238,16 +261,24 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
         if not candidates:
             return (
                 "No node of this cluster offers %s, so a server asking for %s can never start."
-                " Ask for 0 GPUs, or ask an admin which GPUs this cluster has." % (name, plural(count))
+                " Ask for 0 GPUs, or ask an admin which GPUs this cluster has."
+                % (name, plural(count))
             )
     suitable = [n for n in candidates if fits_labels(n) and fits_taints(n)]
     if not suitable:
         if products and not any(fits_labels(n) for n in candidates):
-            offered = sorted({(n.get("metadata", {}).get("labels") or {}).get(PRODUCT_LABEL) for n in candidates} - {None})
-            return "No node of this cluster has the GPU type %s (label %s); the GPU types here are: %s." % (
-                " or ".join(products),
-                PRODUCT_LABEL,
-                ", ".join(offered) or "none",
+            offered = sorted(
+                {(n.get("metadata", {}).get("labels") or {}).get(PRODUCT_LABEL) for n in candidates}
+                - {None}
+            )
+            return (
+                "No node of this cluster has the GPU type %s (label %s);"
+                " the GPU types here are: %s."
+                % (
+                    " or ".join(products),
+                    PRODUCT_LABEL,
+                    ", ".join(offered) or "none",
+                )
             )
         return (
             "No node of this cluster that could run this server matches its node selector (%s) and"
@@ -266,9 +297,12 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
     for name, label in (("cpu", "CPU cores"), ("memory", "bytes of memory")):
         if name in requests and not any(allocatable(n, name) >= requests[name] for n in suitable):
             most = max(allocatable(n, name) for n in suitable)
-            return "No node of this cluster has %g %s for this server (the most is %g). Ask an admin." % (
-                requests[name],
-                label,
-                most,
+            return (
+                "No node of this cluster has %g %s for this server (the most is %g). Ask an admin."
+                % (
+                    requests[name],
+                    label,
+                    most,
+                )
             )
     return None

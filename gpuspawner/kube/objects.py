@@ -30,7 +30,6 @@ LOCKED_CONTAINER_SECURITY = {
 }
 
 
-
 @dataclass(frozen=True)
 class GpuPlacement:
     """Which GPUs a server asks for and which nodes may run it."""
@@ -87,7 +86,6 @@ class PvcRequest:
     storage: str = "10Gi"
     storage_class: str | None = None  # None: the cluster's default class
     access_modes: Sequence[str] = ("ReadWriteOnce",)
-
 
 
 def cpu_quantity(cores: float) -> str:
@@ -156,10 +154,17 @@ def pod_spec(request: PodRequest) -> dict:
     mounts = [dict(m) for m in request.extra_volume_mounts]
     volumes = [dict(v) for v in request.extra_volumes]
     if request.workspace_pvc:
-        volumes.append({"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": request.workspace_pvc}})
+        volumes.append(
+            {
+                "name": WORKSPACE_VOLUME,
+                "persistentVolumeClaim": {"claimName": request.workspace_pvc},
+            }
+        )
         mounts.append({"name": WORKSPACE_VOLUME, "mountPath": request.workspace_path})
     if request.shm_size:
-        volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": request.shm_size}})
+        volumes.append(
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": request.shm_size}}
+        )
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
 
     container: dict = {
@@ -206,7 +211,9 @@ def pod_spec(request: PodRequest) -> dict:
         spec["automountServiceAccountToken"] = True
     if request.priority_class_name:
         spec["priorityClassName"] = request.priority_class_name
-    spec = deep_merge(spec, {k: v for k, v in request.extra_pod_config.items() if k != "containers"})
+    spec = deep_merge(
+        spec, {k: v for k, v in request.extra_pod_config.items() if k != "containers"}
+    )
     spec["securityContext"] = deep_merge(spec.get("securityContext") or {}, {"runAsNonRoot": True})
     return {
         "apiVersion": "v1",
@@ -281,6 +288,10 @@ def pvc_spec(request: PvcRequest) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": request.name, "labels": dict(request.labels), "annotations": dict(request.annotations)},
+        "metadata": {
+            "name": request.name,
+            "labels": dict(request.labels),
+            "annotations": dict(request.annotations),
+        },
         "spec": spec,
     }

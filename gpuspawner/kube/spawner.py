@@ -98,7 +98,8 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
     gpu_node_selector = Dict(
         key_trait=Unicode(),
         value_trait=Unicode(),
-        help="Node labels GPU servers require, e.g. {\"pool\": \"gpu\"}. Per image with ``gpu_profiles``.",
+        help='Node labels GPU servers require, e.g. {"pool": "gpu"}.'
+        " Per image with ``gpu_profiles``.",
     ).tag(config=True)
 
     gpu_tolerations = List(
@@ -231,7 +232,9 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
                 )
             resource = profile.get("resource", GPU_RESOURCE)
             if not isinstance(resource, str) or not is_gpu_resource(resource):
-                raise TraitError("gpu_profiles[%r]: %r is not a GPU resource name." % (key, resource))
+                raise TraitError(
+                    "gpu_profiles[%r]: %r is not a GPU resource name." % (key, resource)
+                )
         return proposal.value
 
     allow_unsafe_pod_config = Bool(
@@ -266,7 +269,9 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             raise TraitError(problem)
         unknown = sorted(set(self.gpu_profiles) - {image.key for image in self.catalog})
         if unknown:
-            raise TraitError("gpu_profiles has key(s) %s that are not catalog images." % ", ".join(unknown))
+            raise TraitError(
+                "gpu_profiles has key(s) %s that are not catalog images." % ", ".join(unknown)
+            )
         if not is_gpu_resource(self.gpu_resource):
             raise TraitError("gpu_resource %r is not a GPU resource name." % self.gpu_resource)
         if self.gpu_wait_timeout >= self.start_timeout:
@@ -285,12 +290,16 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
 
     def requested_gpus(self, count: int) -> tuple[Gpu, ...]:
         placement = self.placement()
-        return pod_gpus(self.pod_name, placement.resource, count, placement.product or placement.resource)
+        return pod_gpus(
+            self.pod_name, placement.resource, count, placement.product or placement.resource
+        )
 
     async def engine_holdings(self) -> list[Holding]:
         await self._start_watching_pods()
         pods = self.pod_reflector.pods.values()
-        return [h for h in holdings_from_pods(pods, node_products(self.shared.nodes or ())) if h.gpus]
+        return [
+            h for h in holdings_from_pods(pods, node_products(self.shared.nodes or ())) if h.gpus
+        ]
 
     async def gpu_totals(self) -> dict[str, int] | None:
         nodes = await self.list_nodes() if self.check_node_capacity else None
@@ -470,11 +479,15 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
 
     def pvc_request(self) -> PvcRequest:
         labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
-        labels.update({"app.kubernetes.io/component": self.component_label, "component": "singleuser-storage"})
+        labels.update(
+            {"app.kubernetes.io/component": self.component_label, "component": "singleuser-storage"}
+        )
         return PvcRequest(
             name=self.pvc_name,
             labels=labels,
-            annotations=self._build_common_annotations(self._expand_all(self.storage_extra_annotations)),
+            annotations=self._build_common_annotations(
+                self._expand_all(self.storage_extra_annotations)
+            ),
             storage=self.storage_capacity or "10Gi",
             storage_class=self.storage_class or None,
             access_modes=tuple(self.storage_access_modes),
@@ -512,7 +525,8 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         return cuda_refusal(self.choice.image.key, self.choice.image.cuda, verdicts)
 
     async def _start_and_watch(self) -> str:
-        """KubeSpawner's start, watched: scheduler verdicts become progress, a long wait a failure."""
+        """KubeSpawner's start, watched: the scheduler's verdicts become progress, a long wait
+        a failure."""
         self._gpu_wait_refusal = None
         start = KubeSpawner.start(self)  # the engine's start (self.start is the lifecycle)
         watcher = asyncio.ensure_future(self._watch_pending(start))
@@ -549,35 +563,57 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             words = explain_unschedulable(message)
             if waited >= self.gpu_wait_timeout:
                 self._gpu_wait_refusal = SpawnRefused(
-                    "No room for this server was found within %d s. %s Try again later, or start with %s."
-                    % (self.gpu_wait_timeout, words, "fewer GPUs" if self.gpu_count else "less memory or CPU"),
+                    "No room for this server was found within %d s. %s"
+                    " Try again later, or start with %s."
+                    % (
+                        self.gpu_wait_timeout,
+                        words,
+                        "fewer GPUs" if self.gpu_count else "less memory or CPU",
+                    ),
                     reason="gpu-capacity",
                     status_code=503,
                 )
-                self.log.info("%s: %s (scheduler: %s)", self._log_name, self._gpu_wait_refusal.jupyterhub_message, message)
+                self.log.info(
+                    "%s: %s (scheduler: %s)",
+                    self._log_name,
+                    self._gpu_wait_refusal.jupyterhub_message,
+                    message,
+                )
                 start.cancel()
                 return
             if words != said or time.monotonic() - said_at >= 10:
                 self.emit_progress(
-                    50, "Waiting for room (%d of at most %d s): %s" % (waited, self.gpu_wait_timeout, words)
+                    50,
+                    "Waiting for room (%d of at most %d s): %s"
+                    % (waited, self.gpu_wait_timeout, words),
                 )
                 said, said_at = words, time.monotonic()
 
     async def _delete_pod(self) -> None:
         try:
-            await self.api.delete_namespaced_pod(self.pod_name, self.namespace, grace_period_seconds=0)
+            await self.api.delete_namespaced_pod(
+                self.pod_name, self.namespace, grace_period_seconds=0
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
 
     def explain_start_error(self, error: Exception) -> SpawnRefused | None:
         """A sentence for the API's refusals a user or admin can act on."""
-        if isinstance(error, ApiException) and error.status == 403 and "exceeded quota" in str(error.body):
+        if (
+            isinstance(error, ApiException)
+            and error.status == 403
+            and "exceeded quota" in str(error.body)
+        ):
             try:
                 message = json.loads(error.body).get("message", "")
             except (TypeError, ValueError):
                 message = str(error.body)
-            return SpawnRefused(explain_quota_rejection(message, self.namespace), reason="cluster-quota", status_code=403)
+            return SpawnRefused(
+                explain_quota_rejection(message, self.namespace),
+                reason="cluster-quota",
+                status_code=403,
+            )
         return None
 
     async def _ensure_namespace(self):
@@ -599,13 +635,19 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
             await asyncio.sleep(0.2)
 
     async def _ensure_gpu_resource_quota(self) -> None:
-        """A ResourceQuota capping the user's namespace at their GPU quota, computed by the cluster."""
-        resources = {self.gpu_resource} | {p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()}
+        """A ResourceQuota capping the user's namespace at their GPU quota, computed by the
+        cluster."""
+        resources = {self.gpu_resource} | {
+            p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()
+        }
         hard = {"requests.%s" % name: str(self.user_quota.gpus) for name in sorted(resources)}
         body = {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
-            "metadata": {"name": RESOURCE_QUOTA_NAME, "labels": {"app.kubernetes.io/managed-by": "gpuspawner"}},
+            "metadata": {
+                "name": RESOURCE_QUOTA_NAME,
+                "labels": {"app.kubernetes.io/managed-by": "gpuspawner"},
+            },
             "spec": {"hard": hard},
         }
         try:
@@ -613,11 +655,17 @@ class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
         except ApiException as e:
             if e.status != 409:
                 raise
-            await self.api.patch_namespaced_resource_quota(RESOURCE_QUOTA_NAME, self.namespace, {"spec": {"hard": hard}})
+            await self.api.patch_namespaced_resource_quota(
+                RESOURCE_QUOTA_NAME, self.namespace, {"spec": {"hard": hard}}
+            )
         # admission refuses pods until the quota controller has filled in the status
         for _ in range(100):
-            quota = await self.api.read_namespaced_resource_quota(RESOURCE_QUOTA_NAME, self.namespace)
+            quota = await self.api.read_namespaced_resource_quota(
+                RESOURCE_QUOTA_NAME, self.namespace
+            )
             if (quota.status and quota.status.hard or {}) == hard:
                 return
             await asyncio.sleep(0.1)
-        self.log.warning("ResourceQuota %s/%s has no status yet", self.namespace, RESOURCE_QUOTA_NAME)
+        self.log.warning(
+            "ResourceQuota %s/%s has no status yet", self.namespace, RESOURCE_QUOTA_NAME
+        )

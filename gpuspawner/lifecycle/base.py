@@ -96,7 +96,8 @@ class GPUSpawnerMixin(UsageSettings):
 
     default_image = Unicode(
         "",
-        help="Catalog key started when the user picks none (default: the first image they may use).",
+        help="Catalog key started when the user picks none"
+        " (default: the first image they may use).",
     ).tag(config=True)
 
     gpu_quota = Int(
@@ -145,7 +146,7 @@ class GPUSpawnerMixin(UsageSettings):
     group_environment = Dict(
         key_trait=Unicode(),
         value_trait=Dict(),
-        help="Extra environment for members of a group, e.g. {\"staff\": {\"WANDB_MODE\": \"online\"}}.",
+        help='Extra environment for members of a group, e.g. {"staff": {"WANDB_MODE": "online"}}.',
     ).tag(config=True)
 
     template_paths = List(
@@ -377,7 +378,7 @@ class GPUSpawnerMixin(UsageSettings):
         from jupyterhub import orm
 
         prefix = holder_key(self.holder_scope, "")
-        ids = {h.user[len(prefix):] for h in holdings if h.user.startswith(prefix)}
+        ids = {h.user[len(prefix) :] for h in holdings if h.user.startswith(prefix)}
         legacy = {h.user for h in holdings if not h.user.startswith(prefix)}
         names = dict(db.query(orm.User.id, orm.User.name).filter(orm.User.id.in_(
             [int(i) for i in ids if i.isdigit()])).all()) if ids else {}  # fmt: skip
@@ -386,7 +387,7 @@ class GPUSpawnerMixin(UsageSettings):
         keyed = []
         for h in holdings:
             if h.user.startswith(prefix):
-                user_id = h.user[len(prefix):]
+                user_id = h.user[len(prefix) :]
                 keyed.append(replace(h, owner=names.get(int(user_id), h.owner) if user_id.isdigit()
                                      else h.owner))  # fmt: skip
             elif h.user in legacy_ids:

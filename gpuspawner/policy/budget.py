@@ -23,7 +23,8 @@ NO_GROUP = "(no group)"
 
 @dataclass(frozen=True)
 class ResetSchedule:
-    """When a budget period starts: every day at ``at``, every ``weekday`` or every month's ``day``."""
+    """When a budget period starts: every day at ``at``, every ``weekday`` or every month's
+    ``day``."""
 
     period: str = "week"
     at: time = time(0, 0)
@@ -62,10 +63,14 @@ def parse_reset_time(text: str) -> time:
         hours, minutes = text.split(":")
         return time(int(hours), int(minutes))
     except (ValueError, AttributeError):
-        raise ConfigError("budget_reset_time must be HH:MM (24-hour clock), not %r." % (text,)) from None
+        raise ConfigError(
+            "budget_reset_time must be HH:MM (24-hour clock), not %r." % (text,)
+        ) from None
 
 
-def reset_schedule(period: str, reset_time: str, weekday: str, day: int, timezone_name: str) -> ResetSchedule:
+def reset_schedule(
+    period: str, reset_time: str, weekday: str, day: int, timezone_name: str
+) -> ResetSchedule:
     """The schedule from the settings' words ('week', '06:30', 'monday', 1, 'Europe/Berlin').
 
     The one place a schedule is built from settings: the spawner and the admin service
@@ -82,7 +87,11 @@ def reset_schedule(period: str, reset_time: str, weekday: str, day: int, timezon
             "budget_reset_weekday must be one of %s, not %r." % (", ".join(WEEKDAYS), weekday)
         )
     return ResetSchedule(
-        period=period, at=parse_reset_time(reset_time), weekday=WEEKDAYS.index(weekday), day=day, tz=tz
+        period=period,
+        at=parse_reset_time(reset_time),
+        weekday=WEEKDAYS.index(weekday),
+        day=day,
+        tz=tz,
     )
 
 
@@ -115,7 +124,9 @@ def period_bounds(now: datetime, schedule: ResetSchedule) -> tuple[datetime, dat
         if start > local:
             start = _month_start(*_add_months(local.year, local.month, -1), schedule)
         return start, _month_start(*_add_months(start.year, start.month, 1), schedule)
-    raise ConfigError("budget_period must be one of %s, not %r." % (", ".join(PERIODS), schedule.period))
+    raise ConfigError(
+        "budget_period must be one of %s, not %r." % (", ".join(PERIODS), schedule.period)
+    )
 
 
 def period_word(period: str) -> str:
@@ -159,7 +170,9 @@ def gpu_weight(gpu_name: str, weights: Mapping[str, float]) -> float:
 def check_weights(weights: Mapping) -> None:
     for key, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ConfigError("gpu_hour_weights[%r] must be a number, 0 or more, not %r." % (key, weight))
+            raise ConfigError(
+                "gpu_hour_weights[%r] must be a number, 0 or more, not %r." % (key, weight)
+            )
 
 
 def check_budgets(default, group_budgets: Mapping) -> None:
@@ -169,10 +182,14 @@ def check_budgets(default, group_budgets: Mapping) -> None:
         if hours is None:
             continue
         if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours >= 0:
-            raise ConfigError("%s must be a number of GPU-hours (0 or more) or None, not %r." % (where, hours))
+            raise ConfigError(
+                "%s must be a number of GPU-hours (0 or more) or None, not %r." % (where, hours)
+            )
 
 
-def overlap_hours(start: datetime, end: datetime, window_start: datetime, window_end: datetime) -> float:
+def overlap_hours(
+    start: datetime, end: datetime, window_start: datetime, window_end: datetime
+) -> float:
     """Hours of [start, end) inside [window_start, window_end); never negative."""
     seconds = (min(end, window_end) - max(start, window_start)).total_seconds()
     return max(seconds, 0.0) / 3600.0
@@ -198,7 +215,10 @@ def usage_hours(
 
 
 def usage_by_day(
-    intervals: Iterable[Interval], days: Sequence[datetime], now: datetime, weights: Mapping[str, float]
+    intervals: Iterable[Interval],
+    days: Sequence[datetime],
+    now: datetime,
+    weights: Mapping[str, float],
 ) -> list[float]:
     """Weighted GPU-hours per day starting at each of ``days`` (for the usage plot)."""
     intervals = list(intervals)
@@ -214,11 +234,16 @@ def hours_text(hours: float) -> str:
 def when_text(moment: datetime) -> str:
     """'Monday 24 November 2026 at 00:00 UTC'."""
     return "%s %d %s at %s" % (
-        moment.strftime("%A"), moment.day, moment.strftime("%B %Y"), moment.strftime("%H:%M %Z").strip()
+        moment.strftime("%A"),
+        moment.day,
+        moment.strftime("%B %Y"),
+        moment.strftime("%H:%M %Z").strip(),
     )
 
 
-def refusal(used: float, budget: Budget, requested_gpus: int, period: str, resets_at: datetime) -> str | None:
+def refusal(
+    used: float, budget: Budget, requested_gpus: int, period: str, resets_at: datetime
+) -> str | None:
     """The sentence refusing a spawn of ``requested_gpus`` GPUs, or None when it may start.
 
     A server with no GPU is never refused; one with GPUs is refused once the budget
@@ -229,7 +254,13 @@ def refusal(used: float, budget: Budget, requested_gpus: int, period: str, reset
     return (
         "Your GPU-hour budget is spent: you have used %s of %s %s (%s)."
         " It resets on %s. Until then, start servers with 0 GPUs."
-        % (hours_text(used), hours_text(budget.hours), period_word(period), budget.source, when_text(resets_at))
+        % (
+            hours_text(used),
+            hours_text(budget.hours),
+            period_word(period),
+            budget.source,
+            when_text(resets_at),
+        )
     )
 
 
@@ -239,8 +270,11 @@ def left_text(used: float, budget: Budget, period: str, resets_at: datetime) -> 
         return "GPU-hours: no budget limit (%s)." % budget.source
     left = max(budget.hours - used, 0.0)
     return "GPU-hours left %s: %s of %s (%s); resets on %s." % (
-        period_word(period), hours_text(left).replace(" GPU-hours", "").replace(" GPU-hour", ""),
-        hours_text(budget.hours), budget.source, when_text(resets_at),
+        period_word(period),
+        hours_text(left).replace(" GPU-hours", "").replace(" GPU-hour", ""),
+        hours_text(budget.hours),
+        budget.source,
+        when_text(resets_at),
     )
 
 
@@ -267,7 +301,12 @@ def duration_text(seconds: float) -> str:
 
 
 def budget_exhausted_at(
-    now: datetime, used: float, hours: float, rate: float, schedule: ResetSchedule, max_periods: int = 12
+    now: datetime,
+    used: float,
+    hours: float,
+    rate: float,
+    schedule: ResetSchedule,
+    max_periods: int = 12,
 ) -> datetime | None:
     """When a budget of ``hours`` is spent if ``rate`` GPU-hours are used per hour from ``now`` on.
 
@@ -282,7 +321,9 @@ def budget_exhausted_at(
     moment, spent = now, used
     for _ in range(max_periods):
         _, period_end = period_bounds(moment, schedule)
-        seconds = (hours - spent) / rate * 3600  # may be huge for a tiny rate: compare before adding
+        seconds = (
+            (hours - spent) / rate * 3600
+        )  # may be huge for a tiny rate: compare before adding
         if seconds < (period_end - moment).total_seconds():
             return moment + timedelta(seconds=seconds)
         moment, spent = period_end, 0.0
@@ -308,21 +349,30 @@ def gpu_deadline(
     """
     candidates: list[Deadline] = []
     if max_age_seconds > 0:
-        candidates.append(Deadline(
-            started + timedelta(seconds=max_age_seconds),
-            "GPU servers stop after %s." % duration_text(max_age_seconds),
-        ))
+        candidates.append(
+            Deadline(
+                started + timedelta(seconds=max_age_seconds),
+                "GPU servers stop after %s." % duration_text(max_age_seconds),
+            )
+        )
     if budget.hours is not None:
         exhausted_at = budget_exhausted_at(now, used, budget.hours, rate, schedule)
         if exhausted_at is not None:
             _, resets_at = period_bounds(now, schedule)
             left = max(budget.hours - used, 0.0)
-            candidates.append(Deadline(
-                exhausted_at + timedelta(seconds=grace_seconds),
-                "GPU-hour budget: %s of %s left %s (%s); it resets on %s."
-                % (("%.1f" % left).rstrip("0").rstrip("."), hours_text(budget.hours), period_word(schedule.period),
-                   budget.source, when_text(resets_at)),
-            ))
+            candidates.append(
+                Deadline(
+                    exhausted_at + timedelta(seconds=grace_seconds),
+                    "GPU-hour budget: %s of %s left %s (%s); it resets on %s."
+                    % (
+                        ("%.1f" % left).rstrip("0").rstrip("."),
+                        hours_text(budget.hours),
+                        period_word(schedule.period),
+                        budget.source,
+                        when_text(resets_at),
+                    ),
+                )
+            )
     if not candidates:
         return None
     return min(candidates, key=lambda deadline: deadline.at)

@@ -46,7 +46,9 @@ def host_config_violations(extra: Mapping) -> list[str]:
     if extra.get("privileged"):
         found.append("privileged: a privileged container sees every GPU and device of the host")
     if extra.get("cap_add"):
-        found.append("cap_add %s: servers run with all capabilities dropped" % list(extra["cap_add"]))
+        found.append(
+            "cap_add %s: servers run with all capabilities dropped" % list(extra["cap_add"])
+        )
     for key in HOST_NAMESPACES:
         value = str(extra.get(key) or "")
         if value == "host" or value.startswith("container:"):
@@ -61,7 +63,9 @@ def host_config_violations(extra: Mapping) -> list[str]:
     if extra.get("device_cgroup_rules"):
         found.append("device_cgroup_rules: servers get no device access beyond their GPUs")
     if extra.get("runtime"):
-        found.append("runtime %r: the runtime decides which GPUs a container sees" % extra["runtime"])
+        found.append(
+            "runtime %r: the runtime decides which GPUs a container sees" % extra["runtime"]
+        )
     undoing = [o for o in extra.get("security_opt") or () if str(o).replace(" ", "").lower()
                in UNDOING_SECURITY_OPTS]  # fmt: skip
     if undoing:

@@ -37,7 +37,7 @@ def parse_user_options(
     if user_options is None:
         user_options = {}
     if not isinstance(user_options, Mapping):
-        raise OptionsError("Spawn options must be a JSON object such as {\"image\": ..., \"gpus\": 1}.")
+        raise OptionsError('Spawn options must be a JSON object such as {"image": ..., "gpus": 1}.')
     unknown = sorted(str(key) for key in user_options if key not in OPTION_KEYS)
     if unknown:
         named = ", ".join(map(quote_input, unknown[:3])) + (", …" if len(unknown) > 3 else "")
@@ -58,11 +58,15 @@ def _pick_image(key, catalog, choices, default_image) -> CatalogImage:
         by_key = {image.key: image for image in choices}
         return by_key.get(default_image, choices[0])
     if not isinstance(key, str):
-        raise OptionsError("The image must be given by its catalog name, such as %r." % choices[0].key)
+        raise OptionsError(
+            "The image must be given by its catalog name, such as %r." % choices[0].key
+        )
     for image in catalog:
         if image.key == key:
             if image not in choices:
-                raise OptionsError("The image %s is not available to your groups." % quote_input(key))
+                raise OptionsError(
+                    "The image %s is not available to your groups." % quote_input(key)
+                )
             return image
     raise OptionsError(
         "There is no image %s in this hub's catalog; choose one of: %s."
@@ -77,7 +81,9 @@ def _gpu_count(value, max_gpus: int) -> int:
             % (max_gpus, quote_input(value))
         )
     if value < 0 or value > max_gpus:
-        raise OptionsError("The number of GPUs must be from 0 to %d per server, not %d." % (max_gpus, value))
+        raise OptionsError(
+            "The number of GPUs must be from 0 to %d per server, not %d." % (max_gpus, value)
+        )
     return value
 
 
@@ -95,7 +101,9 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict:
         if key == "gpus":
             text = str(value).strip()
             if not re.fullmatch(r"[0-9]{1,9}", text):
-                raise OptionsError("The number of GPUs must be a whole number, not %s." % quote_input(text))
+                raise OptionsError(
+                    "The number of GPUs must be a whole number, not %s." % quote_input(text)
+                )
             value = int(text)
         options[key] = value
     return options

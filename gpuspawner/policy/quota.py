@@ -21,7 +21,9 @@ class GpuLimit:
     source: str  # "the default for every user" or "group 'staff'"
 
 
-def gpu_limit(user_groups: Iterable[str], default: int, group_limits: Mapping[str, int]) -> GpuLimit:
+def gpu_limit(
+    user_groups: Iterable[str], default: int, group_limits: Mapping[str, int]
+) -> GpuLimit:
     """The limit that applies to a member of ``user_groups``."""
     best = most_generous(user_groups, group_limits)
     if best is None:
@@ -35,7 +37,9 @@ def check_limits(default: int, group_limits: Mapping[str, int]) -> None:
         ("gpu_quota_groups[%r]" % group, limit) for group, limit in group_limits.items()
     ]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigError("%s must be a whole number of GPUs (0 or more), not %r." % (where, limit))
+            raise ConfigError(
+                "%s must be a whole number of GPUs (0 or more), not %r." % (where, limit)
+            )
 
 
 def over_quota(count: int, limit: GpuLimit, held: Sequence[tuple[int, str]]) -> str | None:
@@ -50,7 +54,11 @@ def over_quota(count: int, limit: GpuLimit, held: Sequence[tuple[int, str]]) -> 
     if already + count <= limit.gpus:
         return None
     may_take = max(limit.gpus - already, 0)
-    asked = "You asked for %s, but your limit is %s at once (%s)" % (plural(count), plural(limit.gpus), limit.source)
+    asked = "You asked for %s, but your limit is %s at once (%s)" % (
+        plural(count),
+        plural(limit.gpus),
+        limit.source,
+    )
     if not held:
         return "%s. Ask for at most %d." % (asked, may_take)
     return "%s and you already hold %s. Stop a server holding GPUs, or ask for at most %d." % (

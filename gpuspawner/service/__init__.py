@@ -20,7 +20,14 @@ from traitlets import Dict, Float, List
 from ..usage.settings import UsageSettings
 
 SETTINGS_ENV = "GPUSPAWNER_ADMIN_SETTINGS"
-SERVICE_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "list:groups", "read:groups"]
+SERVICE_SCOPES = [
+    "list:users",
+    "read:users",
+    "read:servers",
+    "delete:servers",
+    "list:groups",
+    "read:groups",
+]
 
 
 class AdminSettings(UsageSettings):
@@ -51,8 +58,14 @@ class AdminSettings(UsageSettings):
 def absolute_db_url(url: str, cwd: str) -> str:
     """A relative sqlite path made absolute, so the service finds the hub's file."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and not os.path.isabs(parsed.database):
-        return parsed.set(database=os.path.join(cwd, parsed.database)).render_as_string(hide_password=False)
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and not os.path.isabs(parsed.database)
+    ):
+        return parsed.set(database=os.path.join(cwd, parsed.database)).render_as_string(
+            hide_password=False
+        )
     return url
 
 
@@ -61,7 +74,9 @@ def settings_from_config(config, spawner_class=None, check_interval: float = 30)
     if spawner_class is None:
         from ..docker import GPUDockerSpawner as spawner_class
     # a stand-in user: some spawner settings render templates with the user's name
-    spawner = spawner_class(config=config, user=SimpleNamespace(name="gpu-admin-settings", groups=[]))
+    spawner = spawner_class(
+        config=config, user=SimpleNamespace(name="gpu-admin-settings", groups=[])
+    )
     inventory = spawner.gpu_inventory() or ()  # None: the engine names the GPUs (Kubernetes)
     usage = {name: getattr(spawner, name) for name in UsageSettings.class_own_traits(config=True)}
     usage["usage_db_url"] = absolute_db_url(spawner.usage_db_url, os.getcwd())
@@ -74,8 +89,13 @@ def settings_from_config(config, spawner_class=None, check_interval: float = 30)
     )
 
 
-def add_admin_service(config, name: str = "gpu-admin", port: int = 10101, spawner_class=None,
-                      check_interval: float = 30) -> None:
+def add_admin_service(
+    config,
+    name: str = "gpu-admin",
+    port: int = 10101,
+    spawner_class=None,
+    check_interval: float = 30,
+) -> None:
     """Add the admin service and its role to the hub's ``config`` (``c`` in jupyterhub_config.py).
 
     Users reach it at /services/<name>/ once the hub lets them (the ``access:services``
@@ -83,12 +103,16 @@ def add_admin_service(config, name: str = "gpu-admin", port: int = 10101, spawne
     delegate). The service's own token may list users and stop servers, nothing more.
     """
     settings = settings_from_config(config, spawner_class, check_interval)
-    config.JupyterHub.services.append({
-        "name": name,
-        "url": "http://127.0.0.1:%d" % port,
-        "command": [sys.executable, "-m", "gpuspawner.service"],
-        "environment": {SETTINGS_ENV: settings.to_json()},
-        "oauth_no_confirm": True,
-        "display": True,
-    })
-    config.JupyterHub.load_roles.append({"name": name + "-service", "services": [name], "scopes": SERVICE_SCOPES})
+    config.JupyterHub.services.append(
+        {
+            "name": name,
+            "url": "http://127.0.0.1:%d" % port,
+            "command": [sys.executable, "-m", "gpuspawner.service"],
+            "environment": {SETTINGS_ENV: settings.to_json()},
+            "oauth_no_confirm": True,
+            "display": True,
+        }
+    )
+    config.JupyterHub.load_roles.append(
+        {"name": name + "-service", "services": [name], "scopes": SERVICE_SCOPES}
+    )

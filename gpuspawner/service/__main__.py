@@ -30,12 +30,18 @@ class ServiceState:
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
+    )
     state = ServiceState(AdminSettings.from_environment())
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     make_app(state).listen(url.port, url.hostname)
-    log.info("GPU admin service on %s (ledger %s, checks every %.0f s)", url.geturl(),
-             state.ledger.engine.url.render_as_string(hide_password=True), state.settings.check_interval)
+    log.info(
+        "GPU admin service on %s (ledger %s, checks every %.0f s)",
+        url.geturl(),
+        state.ledger.engine.url.render_as_string(hide_password=True),
+        state.settings.check_interval,
+    )
     await state.watcher.run_forever()
 
 

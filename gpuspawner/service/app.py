@@ -33,7 +33,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         error = (kwargs.get("exc_info") or (None, None, None))[1]
         said = isinstance(error, web.HTTPError) and error.log_message and status_code < 500
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("%d %s%s\n" % (status_code, self._reason, ": " + error.log_message if said else ""))
+        self.finish(
+            "%d %s%s\n" % (status_code, self._reason, ": " + error.log_message if said else "")
+        )
 
     async def user_groups(self) -> dict:
         """The hub's users and their groups (the last known ones when the hub does not answer)."""
@@ -113,14 +115,21 @@ class LedgerCSV(BaseHandler):
     async def get(self):
         now = now_utc()
         today = now.date().isoformat()
-        start = parse_day(self.get_argument("start", (now.date() - timedelta(days=30)).isoformat()), "start")
-        end = parse_day(self.get_argument("end", today), "end") + timedelta(days=1)  # the end day is included
+        start = parse_day(
+            self.get_argument("start", (now.date() - timedelta(days=30)).isoformat()), "start"
+        )
+        end = parse_day(self.get_argument("end", today), "end") + timedelta(
+            days=1
+        )  # the end day is included
         if end <= start:
             raise web.HTTPError(400, "end must not be before start.")
         body = await asyncio.to_thread(self.state.ledger.csv, start, end, now)
         self.set_header("Content-Type", "text/csv; charset=utf-8")
-        self.set_header("Content-Disposition", 'attachment; filename="gpu-ledger-%s-%s.csv"'
-                        % (start.date().isoformat(), (end - timedelta(days=1)).date().isoformat()))
+        self.set_header(
+            "Content-Disposition",
+            'attachment; filename="gpu-ledger-%s-%s.csv"'
+            % (start.date().isoformat(), (end - timedelta(days=1)).date().isoformat()),
+        )
         self.write(body)
 
 
@@ -143,19 +152,33 @@ class Dashboard(BaseHandler):
             "utilisation": self.state.watcher.utilisation,
         }
         notices = await asyncio.to_thread(self.state.ledger.notices, now - timedelta(days=7))
-        self.write(render_page(data, notices, self.state.settings, self.current_user["name"],
-                               self.settings["prefix"], now))
-
+        self.write(
+            render_page(
+                data,
+                notices,
+                self.state.settings,
+                self.current_user["name"],
+                self.settings["prefix"],
+                now,
+            )
+        )
 
 
 def make_app(state) -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     routes = [
-        ("", Dashboard), ("api/inventory", InventoryAPI), ("api/usage", UsageAPI), ("api/daily", DailyAPI),
-        ("api/notices", NoticesAPI), ("api/ledger.csv", LedgerCSV), ("metrics", Metrics),
+        ("", Dashboard),
+        ("api/inventory", InventoryAPI),
+        ("api/usage", UsageAPI),
+        ("api/daily", DailyAPI),
+        ("api/notices", NoticesAPI),
+        ("api/ledger.csv", LedgerCSV),
+        ("metrics", Metrics),
         ("oauth_callback", HubOAuthCallbackHandler),
     ]
     return web.Application(
         [(url_path_join(prefix, path), handler) for path, handler in routes],
-        cookie_secret=os.urandom(32), gpu_state=state, prefix=prefix,
+        cookie_secret=os.urandom(32),
+        gpu_state=state,
+        prefix=prefix,
     )

@@ -85,27 +85,40 @@ def page_context(data, notices, settings, viewer: str, prefix: str, now: datetim
     start, end = datetime.fromisoformat(period["start"]), datetime.fromisoformat(period["end"])
     utilisation = data["utilisation"]
     weights = ", ".join(
-        "%s x%s" % (key, fmt_hours(value)) for key, value in sorted(settings.gpu_hour_weights.items())
+        "%s x%s" % (key, fmt_hours(value))
+        for key, value in sorted(settings.gpu_hour_weights.items())
     )
     return {
         "viewer": viewer,
         "period": "%s – %s" % (start.strftime("%a %d %b %H:%M"), end.strftime("%a %d %b %H:%M %Z")),
         "held": sum(1 for gpu in inventory if gpu["user"]),
         "gpus": [
-            dict(gpu, since_text=since_text(gpu["since"], now),
-                 utilisation_text="" if utilisation.get(gpu["uuid"]) is None
-                 else "%.0f%%" % utilisation[gpu["uuid"]])
+            dict(
+                gpu,
+                since_text=since_text(gpu["since"], now),
+                utilisation_text=""
+                if utilisation.get(gpu["uuid"]) is None
+                else "%.0f%%" % utilisation[gpu["uuid"]],
+            )
             for gpu in inventory
         ],  # fmt: skip
         "groups": [
-            dict(g, used_text=fmt_hours(g["used_hours"]), budget_text=group_budget_text(g),
-                 meter=meter(g["used_hours"], g["budget_hours"]))
+            dict(
+                g,
+                used_text=fmt_hours(g["used_hours"]),
+                budget_text=group_budget_text(g),
+                meter=meter(g["used_hours"], g["budget_hours"]),
+            )
             for g in usage["groups"]
         ],  # fmt: skip
         "users": [
-            dict(u, used_text=fmt_hours(u["used_hours"]), budget_text=fmt_hours(u["budget_hours"]),
-                 meter=meter(u["used_hours"], u["budget_hours"]),
-                 servers_text=", ".join(s or "default" for s in u["gpu_servers"]) or "-")
+            dict(
+                u,
+                used_text=fmt_hours(u["used_hours"]),
+                budget_text=fmt_hours(u["budget_hours"]),
+                meter=meter(u["used_hours"], u["budget_hours"]),
+                servers_text=", ".join(s or "default" for s in u["gpu_servers"]) or "-",
+            )
             for u in usage["users"]
         ],  # fmt: skip
         "chart": chart(data["daily"]),
@@ -114,7 +127,9 @@ def page_context(data, notices, settings, viewer: str, prefix: str, now: datetim
             {"at": n["at"].strftime("%d %b %H:%M"), "message": n["message"]}
             for n in reversed(notices[-20:])
         ],
-        "weights": ("Weights: " + weights + ".") if weights else "All GPU types cost 1 GPU-hour per hour.",
+        "weights": ("Weights: " + weights + ".")
+        if weights
+        else "All GPU types cost 1 GPU-hour per hour.",
         "api": prefix,
         "today": now.date().isoformat(),
         "month_ago": (now.date() - timedelta(days=30)).isoformat(),

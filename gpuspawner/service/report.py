@@ -15,27 +15,31 @@ from ..policy.budget import (
 )
 
 
-def inventory_report(inventory: Sequence[Mapping], open_intervals: Sequence[Interval],
-                     lost: Collection[str] = ()) -> list[dict]:
+def inventory_report(
+    inventory: Sequence[Mapping], open_intervals: Sequence[Interval], lost: Collection[str] = ()
+) -> list[dict]:
     """Per inventory GPU: who holds it, on which server, since when (None when free), and
     whether NVML reports it lost (fallen off the bus)."""
     holder = {i.gpu_uuid: i for i in open_intervals}
     rows = []
     for gpu in inventory:
         held = holder.get(gpu["uuid"])
-        rows.append({
-            "uuid": gpu["uuid"],
-            "name": gpu["name"],
-            "user": held.user if held else None,
-            "server": held.server if held else None,
-            "since": held.start.isoformat() if held else None,
-            "lost": gpu["uuid"] in lost,
-        })
+        rows.append(
+            {
+                "uuid": gpu["uuid"],
+                "name": gpu["name"],
+                "user": held.user if held else None,
+                "server": held.server if held else None,
+                "since": held.start.isoformat() if held else None,
+                "lost": gpu["uuid"] in lost,
+            }
+        )
     return rows
 
 
-def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]],
-                 now: datetime) -> dict:
+def usage_report(
+    settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]], now: datetime
+) -> dict:
     """Per-user and per-group usage against budgets for the current period."""
     start, end = period_bounds(now, settings.reset_schedule)
     by_user: dict[str, list[Interval]] = {}
@@ -47,22 +51,34 @@ def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[s
         budget = settings.budget_of(groups)
         used = usage_hours(by_user.get(name, []), start, end, now, settings.gpu_hour_weights)
         running = sorted({i.server for i in by_user.get(name, []) if i.end is None})
-        users.append({
-            "user": name,
-            "group": settings.usage_group_of(groups),
-            "groups": groups,
-            "used_hours": round(used, 4),
-            "budget_hours": budget.hours,
-            "budget_source": budget.source,
-            "left_hours": None if budget.hours is None else round(max(budget.hours - used, 0.0), 4),
-            "spent": budget.hours is not None and used >= budget.hours,
-            "gpu_servers": running,
-            "gpus_held": sum(1 for i in by_user.get(name, []) if i.end is None),
-        })
+        users.append(
+            {
+                "user": name,
+                "group": settings.usage_group_of(groups),
+                "groups": groups,
+                "used_hours": round(used, 4),
+                "budget_hours": budget.hours,
+                "budget_source": budget.source,
+                "left_hours": None
+                if budget.hours is None
+                else round(max(budget.hours - used, 0.0), 4),
+                "spent": budget.hours is not None and used >= budget.hours,
+                "gpu_servers": running,
+                "gpus_held": sum(1 for i in by_user.get(name, []) if i.end is None),
+            }
+        )
     groups: dict[str, dict] = {}
     for row in users:
-        group = groups.setdefault(row["group"], {"group": row["group"], "users": 0, "used_hours": 0.0,
-                                                 "budget_hours": 0.0, "unlimited_users": 0})
+        group = groups.setdefault(
+            row["group"],
+            {
+                "group": row["group"],
+                "users": 0,
+                "used_hours": 0.0,
+                "budget_hours": 0.0,
+                "unlimited_users": 0,
+            },
+        )
         group["users"] += 1
         group["used_hours"] = round(group["used_hours"] + row["used_hours"], 4)
         if row["budget_hours"] is None:
@@ -70,15 +86,24 @@ def usage_report(settings, intervals: Sequence[Interval], user_groups: Mapping[s
         else:
             group["budget_hours"] += row["budget_hours"]
     return {
-        "period": {"kind": settings.budget_period, "start": start.isoformat(), "end": end.isoformat()},
+        "period": {
+            "kind": settings.budget_period,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+        },
         "weights": settings.gpu_hour_weights,
         "users": users,
         "groups": sorted(groups.values(), key=lambda g: g["group"]),
     }
 
 
-def daily_report(settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]],
-                 now: datetime, days: int) -> dict:
+def daily_report(
+    settings,
+    intervals: Sequence[Interval],
+    user_groups: Mapping[str, list[str]],
+    now: datetime,
+    days: int,
+) -> dict:
     """Weighted GPU-hours per day and per group, the last ``days`` days (in the budget's zone)."""
     tz = settings.reset_schedule.tz
     today = datetime.combine(now.astimezone(tz).date(), datetime.min.time(), tz)
@@ -90,7 +115,9 @@ def daily_report(settings, intervals: Sequence[Interval], user_groups: Mapping[s
     return {
         "days": [day.date().isoformat() for day in starts],
         "groups": {
-            group: [round(h, 4) for h in usage_by_day(items, starts, now, settings.gpu_hour_weights)]
+            group: [
+                round(h, 4) for h in usage_by_day(items, starts, now, settings.gpu_hour_weights)
+            ]
             for group, items in sorted(per_group.items())
         },
     }

@@ -35,13 +35,18 @@ class HubClient:
 
     async def request(self, method: str, path: str, body=None):
         request = HTTPRequest(
-            self.api_url + path, method=method, headers={"Authorization": "token " + self.token},
+            self.api_url + path,
+            method=method,
+            headers={"Authorization": "token " + self.token},
             body=None if body is None and method == "GET" else json.dumps(body or {}),
-            allow_nonstandard_methods=True, request_timeout=60,
+            allow_nonstandard_methods=True,
+            request_timeout=60,
         )
         response = await self.http.fetch(request, raise_error=False)
         if response.code >= 400:
-            raise RuntimeError("hub API %s %s: %s %s" % (method, path, response.code, response.body[:300]))
+            raise RuntimeError(
+                "hub API %s %s: %s %s" % (method, path, response.code, response.body[:300])
+            )
         return json.loads(response.body) if response.body else None
 
     async def users(self) -> list[dict]:
@@ -63,13 +68,17 @@ class HubClient:
 class Watcher:
     """One pass at a time: what to warn about and what to stop."""
 
-    def __init__(self, settings, ledger: Ledger, hub: HubClient, metrics: ServiceMetrics, source=None):
+    def __init__(
+        self, settings, ledger: Ledger, hub: HubClient, metrics: ServiceMetrics, source=None
+    ):
         self.settings = settings
         self.ledger = ledger
         self.hub = hub
         self.metrics = metrics
         self.source = source or utilisation_source(settings.gpu_utilisation_source)
-        self.idle = IdleTracker(settings.gpu_idle_threshold, timedelta(seconds=settings.gpu_idle_timeout))
+        self.idle = IdleTracker(
+            settings.gpu_idle_threshold, timedelta(seconds=settings.gpu_idle_timeout)
+        )
         self.user_groups: dict[str, list[str]] = {}
         self.ready_servers: set[tuple[str, str]] = set()
         self.utilisation: dict[str, float | None] = {}
@@ -80,7 +89,9 @@ class Watcher:
             try:
                 await self.check()
             except Exception:
-                log.exception("GPU watcher pass failed; trying again in %.0f s", self.settings.check_interval)
+                log.exception(
+                    "GPU watcher pass failed; trying again in %.0f s", self.settings.check_interval
+                )
             await asyncio.sleep(self.settings.check_interval)
 
     async def refresh_users(self) -> dict[str, list[str]]:
@@ -108,7 +119,9 @@ class Watcher:
         for (user, server), (reason, message) in sorted(stopping.items()):
             if (user, server) not in self.ready_servers:
                 # still starting (or stopping): stopping it now would cut its spawn short; next pass
-                log.debug("Not stopping %s's server %r yet (%s): it is not ready", user, server, reason)
+                log.debug(
+                    "Not stopping %s's server %r yet (%s): it is not ready", user, server, reason
+                )
                 continue
             await self._stop(user, server, reason, message, now)
         await self._publish(now)
@@ -129,18 +142,35 @@ class Watcher:
                 deadline = now + timedelta(seconds=self.settings.budget_grace_period)
                 message = (
                     "%s's GPU-hour budget is spent (%s of %s, %s); their GPU servers stop at %s."
-                    % (user, hours_text(used), hours_text(budget.hours), budget.source, when_text(deadline))
+                    % (
+                        user,
+                        hours_text(used),
+                        hours_text(budget.hours),
+                        budget.source,
+                        when_text(deadline),
+                    )
                 )
                 log.warning("%s", message)
-                await asyncio.to_thread(self.ledger.add_notice, user, "", "budget-warning", message, now)
+                await asyncio.to_thread(
+                    self.ledger.add_notice, user, "", "budget-warning", message, now
+                )
                 continue
             if (now - warned[0]["at"]).total_seconds() >= self.settings.budget_grace_period:
                 for key in servers:
                     if key[0] == user:
-                        stopping[key] = ("budget-spent", "Stopped %s's server %r: GPU-hour budget spent (%s of %s)"
-                                         " and the grace of %.0f s is over; it resets on %s."
-                                         % (user, key[1], hours_text(used), hours_text(budget.hours),
-                                            self.settings.budget_grace_period, when_text(end)))
+                        stopping[key] = (
+                            "budget-spent",
+                            "Stopped %s's server %r: GPU-hour budget spent (%s of %s)"
+                            " and the grace of %.0f s is over; it resets on %s."
+                            % (
+                                user,
+                                key[1],
+                                hours_text(used),
+                                hours_text(budget.hours),
+                                self.settings.budget_grace_period,
+                                when_text(end),
+                            ),
+                        )
 
     def _check_max_age(self, servers, now, stopping) -> None:
         if not self.settings.gpu_max_age:
@@ -148,25 +178,40 @@ class Watcher:
         for key, intervals in servers.items():
             age = (now - min(i.start for i in intervals)).total_seconds()
             if age >= self.settings.gpu_max_age and key not in stopping:
-                stopping[key] = ("max-age", "Stopped %s's server %r: it held GPUs for %.1f h, the maximum is %.1f h."
-                                 % (key[0], key[1], age / 3600, self.settings.gpu_max_age / 3600))
+                stopping[key] = (
+                    "max-age",
+                    "Stopped %s's server %r: it held GPUs for %.1f h, the maximum is %.1f h."
+                    % (key[0], key[1], age / 3600, self.settings.gpu_max_age / 3600),
+                )
 
     async def _check_idle(self, servers, now, stopping) -> None:
         # every inventory GPU, held or not, so the dashboard also sees a free GPU that is lost
-        uuids = sorted({i.gpu_uuid for intervals in servers.values() for i in intervals}
-                       | {gpu["uuid"] for gpu in self.settings.inventory})
+        uuids = sorted(
+            {i.gpu_uuid for intervals in servers.values() for i in intervals}
+            | {gpu["uuid"] for gpu in self.settings.inventory}
+        )
         self.utilisation = await asyncio.to_thread(self.source.sample, uuids) if uuids else {}
         self.lost = set(self.source.lost)
         if not self.settings.gpu_idle_timeout:
             return
         self.idle.keep_only(servers)
         for key, intervals in servers.items():
-            self.idle.observe(key, {i.gpu_uuid: self.utilisation.get(i.gpu_uuid) for i in intervals}, now)
+            self.idle.observe(
+                key, {i.gpu_uuid: self.utilisation.get(i.gpu_uuid) for i in intervals}, now
+            )
         for key in self.idle.due(now):
             if key not in stopping:
-                stopping[key] = ("gpu-idle", "Stopped %s's server %r: its GPUs were below %.0f%% utilisation"
-                                 " for %.0f s (gpu_idle_timeout)." % (key[0], key[1], self.settings.gpu_idle_threshold,
-                                                                      self.settings.gpu_idle_timeout))
+                stopping[key] = (
+                    "gpu-idle",
+                    "Stopped %s's server %r: its GPUs were below %.0f%% utilisation"
+                    " for %.0f s (gpu_idle_timeout)."
+                    % (
+                        key[0],
+                        key[1],
+                        self.settings.gpu_idle_threshold,
+                        self.settings.gpu_idle_timeout,
+                    ),
+                )
 
     async def _stop(self, user, server, reason, message, now) -> None:
         log.warning("%s", message)
@@ -181,7 +226,9 @@ class Watcher:
         self.metrics.culls.labels(reason=reason).inc()
 
     async def _publish(self, now) -> None:
-        intervals = await asyncio.to_thread(self.ledger.intervals, *period_bounds(now, self.settings.reset_schedule))
+        intervals = await asyncio.to_thread(
+            self.ledger.intervals, *period_bounds(now, self.settings.reset_schedule)
+        )
         report = usage_report(self.settings, intervals, self.user_groups, now)
         for group in report["groups"]:
             self.metrics.budget_used.labels(group=group["group"]).set(group["used_hours"])
@@ -192,9 +239,12 @@ class Watcher:
         held_by_type: dict[str, int] = {}
         for interval in (i for i in intervals if i.end is None):
             held_by_type[names.get(interval.gpu_uuid, interval.gpu_name)] = (
-                held_by_type.get(names.get(interval.gpu_uuid, interval.gpu_name), 0) + 1)
+                held_by_type.get(names.get(interval.gpu_uuid, interval.gpu_name), 0) + 1
+            )
             value = self.utilisation.get(interval.gpu_uuid)
             if value is not None:
-                self.metrics.utilisation.labels(interval.gpu_uuid, interval.user, interval.server).set(value)
+                self.metrics.utilisation.labels(
+                    interval.gpu_uuid, interval.user, interval.server
+                ).set(value)
         for gpu_type, count in held_by_type.items():
             self.metrics.held.labels(gpu_type=gpu_type).set(count)

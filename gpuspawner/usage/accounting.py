@@ -32,8 +32,15 @@ from .settings import UsageSettings
 class Accounting:
     """The ledger and budget of one user's server, with the settings of its spawner."""
 
-    def __init__(self, settings: UsageSettings, ledger: Ledger, user: str, server: str,
-                 user_groups: Sequence[str], log):
+    def __init__(
+        self,
+        settings: UsageSettings,
+        ledger: Ledger,
+        user: str,
+        server: str,
+        user_groups: Sequence[str],
+        log,
+    ):
         self.settings = settings
         self.ledger = ledger
         self.user = user
@@ -63,7 +70,9 @@ class Accounting:
             return None, False
         budget = self.budget
         used, resets_at = await self.hours_used()
-        return left_text(used, budget, self.settings.budget_period, resets_at), exhausted(used, budget)
+        return left_text(used, budget, self.settings.budget_period, resets_at), exhausted(
+            used, budget
+        )
 
     async def refusal(self, gpus: int) -> str | None:
         """The sentence refusing a spawn of ``gpus`` GPUs on a spent budget, or None."""
@@ -77,7 +86,10 @@ class Accounting:
         if sentence is not None:
             self.log.info(
                 "Refusing %s's server %r: GPU-hour budget spent (%.3f of %s)",
-                self.user, self.server, used, budget.hours,
+                self.user,
+                self.server,
+                used,
+                budget.hours,
             )
         return sentence
 
@@ -104,7 +116,9 @@ class Accounting:
         if deadline is None:
             return {}
         return {
-            "GPUSPAWNER_GPU_DEADLINE": deadline.at.astimezone(timezone.utc).isoformat(timespec="seconds"),
+            "GPUSPAWNER_GPU_DEADLINE": deadline.at.astimezone(timezone.utc).isoformat(
+                timespec="seconds"
+            ),
             "GPUSPAWNER_GPU_DEADLINE_REASON": deadline.reason,
         }
 
@@ -113,19 +127,27 @@ class Accounting:
         if not gpus:
             return
         opened = await asyncio.to_thread(self.ledger.open, self.user, self.server, gpus, now_utc())
-        self.log.info("Ledger: %d interval(s) opened for %s's server %r", opened, self.user, self.server)
+        self.log.info(
+            "Ledger: %d interval(s) opened for %s's server %r", opened, self.user, self.server
+        )
         hub_metrics.count_allocation(self.group, len(gpus))
 
     async def closed(self, gpus: Sequence[Gpu]) -> None:
         """The server gave ``gpus`` back: close their intervals."""
         uuids = tuple(gpu.uuid for gpu in gpus)
-        closed = await asyncio.to_thread(self.ledger.close, self.user, self.server, uuids, now_utc())
-        self.log.info("Ledger: %d interval(s) closed for %s's server %r", closed, self.user, self.server)
+        closed = await asyncio.to_thread(
+            self.ledger.close, self.user, self.server, uuids, now_utc()
+        )
+        self.log.info(
+            "Ledger: %d interval(s) closed for %s's server %r", closed, self.user, self.server
+        )
 
     async def reconciled(self, holdings: Sequence[Holding]) -> None:
         """The engine was listed: ``holdings`` are every server holding GPUs right now."""
         closed, opened = await asyncio.to_thread(self.ledger.reconcile, holdings, now_utc())
         if closed or opened:
             self.log.info(
-                "Ledger reconciled with the engine: %d interval(s) closed, %d opened", closed, opened
+                "Ledger reconciled with the engine: %d interval(s) closed, %d opened",
+                closed,
+                opened,
             )

@@ -25,7 +25,8 @@ ALLOCATIONS = Counter(
 )
 SPAWN_REFUSALS = Counter(
     "gpuspawner_spawn_refusals",
-    "Spawns refused before start, by reason (options, image, gpu-quota, gpu-capacity, gpu-runtime, budget)",
+    "Spawns refused before start, by reason"
+    " (options, image, gpu-quota, gpu-capacity, gpu-runtime, budget)",
     ["reason"],
 )
 

@@ -79,22 +79,28 @@ class Notice(Base):
 
 def _v1(connection) -> None:
     """Schema 1: the intervals table."""
-    connection.execute(text(
-        'CREATE TABLE gpu_intervals (id %s, "user" VARCHAR(255) NOT NULL, server VARCHAR(255) NOT NULL,'
-        " gpu_uuid VARCHAR(255) NOT NULL, gpu_name VARCHAR(255) NOT NULL,"
-        " started TIMESTAMP NOT NULL, ended TIMESTAMP, last_seen TIMESTAMP NOT NULL)" % _serial(connection)
-    ))
+    connection.execute(
+        text(
+            'CREATE TABLE gpu_intervals (id %s, "user" VARCHAR(255) NOT NULL,'
+            " server VARCHAR(255) NOT NULL,"
+            " gpu_uuid VARCHAR(255) NOT NULL, gpu_name VARCHAR(255) NOT NULL,"
+            " started TIMESTAMP NOT NULL, ended TIMESTAMP, last_seen TIMESTAMP NOT NULL)"
+            % _serial(connection)
+        )
+    )
     for column in ("user", "started", "ended"):
-        connection.execute(text(
-            'CREATE INDEX ix_gpu_intervals_%s ON gpu_intervals ("%s")' % (column, column)
-        ))
+        connection.execute(
+            text('CREATE INDEX ix_gpu_intervals_%s ON gpu_intervals ("%s")' % (column, column))
+        )
 
 
 def _v2(connection) -> None:
     """Schema 2: why an interval ended, the reason an admin stop is about to give, and notices."""
     connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN end_reason VARCHAR(64)"))
     connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN pending_end_reason VARCHAR(64)"))
-    connection.execute(text("UPDATE gpu_intervals SET end_reason = 'stopped' WHERE ended IS NOT NULL"))
+    connection.execute(
+        text("UPDATE gpu_intervals SET end_reason = 'stopped' WHERE ended IS NOT NULL")
+    )
     Notice.__table__.create(connection)
 
 
@@ -111,7 +117,11 @@ def _utc(moment: datetime | None) -> datetime | None:
     """Stored naive UTC -> aware UTC."""
     if moment is None:
         return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return (
+        moment.replace(tzinfo=timezone.utc)
+        if moment.tzinfo is None
+        else moment.astimezone(timezone.utc)
+    )
 
 
 def _naive(moment: datetime) -> datetime:
@@ -124,7 +134,9 @@ def now_utc() -> datetime:
 
 
 def as_interval(row: GpuInterval) -> Interval:
-    return Interval(row.user, row.server, row.gpu_uuid, row.gpu_name, _utc(row.started), _utc(row.ended))
+    return Interval(
+        row.user, row.server, row.gpu_uuid, row.gpu_name, _utc(row.started), _utc(row.ended)
+    )
 
 
 class Ledger:
@@ -163,18 +175,23 @@ class Ledger:
         version = self.schema_version()
         if version == 0:
             with self.engine.begin() as connection:
-                connection.execute(text("CREATE TABLE gpuspawner_schema (version INTEGER NOT NULL)"))
+                connection.execute(
+                    text("CREATE TABLE gpuspawner_schema (version INTEGER NOT NULL)")
+                )
                 connection.execute(text("INSERT INTO gpuspawner_schema (version) VALUES (0)"))
         if version > SCHEMA_VERSION:
             raise RuntimeError(
-                "The usage ledger at %s has schema %d, newer than this gpuspawner's %d: upgrade gpuspawner."
+                "The usage ledger at %s has schema %d, newer than this gpuspawner's %d:"
+                " upgrade gpuspawner."
                 % (self.engine.url.render_as_string(hide_password=True), version, SCHEMA_VERSION)
             )
         for target, migrate in MIGRATIONS:
             if target <= version:
                 continue
             with self.engine.begin() as connection:
-                current = connection.execute(text("SELECT version FROM gpuspawner_schema")).scalar_one()
+                current = connection.execute(
+                    text("SELECT version FROM gpuspawner_schema")
+                ).scalar_one()
                 if current >= target:
                     continue
                 migrate(connection)
@@ -199,14 +216,22 @@ class Ledger:
                     )
                 )
                 if existing is None:
-                    session.add(GpuInterval(
-                        user=user, server=server, gpu_uuid=gpu.uuid, gpu_name=gpu.name,
-                        started=_naive(at), last_seen=_naive(at),
-                    ))
+                    session.add(
+                        GpuInterval(
+                            user=user,
+                            server=server,
+                            gpu_uuid=gpu.uuid,
+                            gpu_name=gpu.name,
+                            started=_naive(at),
+                            last_seen=_naive(at),
+                        )
+                    )
                     opened += 1
         return opened
 
-    def close(self, user: str, server: str, uuids: Iterable[str], at: datetime, reason: str = "stopped") -> int:
+    def close(
+        self, user: str, server: str, uuids: Iterable[str], at: datetime, reason: str = "stopped"
+    ) -> int:
         """Close the open intervals of this server's ``uuids`` at ``at``; returns how many."""
         uuids = list(uuids)
         if not uuids:
@@ -239,7 +264,9 @@ class Ledger:
         held = {(h.user, h.server, uuid) for h in holdings for uuid in h.uuids}
         closed = opened = 0
         with self._write_lock, Session(self.engine) as session, session.begin():
-            open_rows = session.scalars(select(GpuInterval).where(GpuInterval.ended.is_(None))).all()
+            open_rows = session.scalars(
+                select(GpuInterval).where(GpuInterval.ended.is_(None))
+            ).all()
             seen = set()
             for row in open_rows:
                 key = (row.user, row.server, row.gpu_uuid)
@@ -251,16 +278,26 @@ class Ledger:
                     row.end_reason = row.pending_end_reason or "gone"
                     closed += 1
                     log.info(
-                        "Ledger: %s's server %r no longer holds %s; interval closed at its last sighting %s",
-                        row.user, row.server, row.gpu_uuid, row.last_seen,
+                        "Ledger: %s's server %r no longer holds %s;"
+                        " interval closed at its last sighting %s",
+                        row.user,
+                        row.server,
+                        row.gpu_uuid,
+                        row.last_seen,
                     )
                 else:
                     seen.add(key)
             for user, server, uuid in sorted(held - seen):
-                session.add(GpuInterval(
-                    user=user, server=server, gpu_uuid=uuid, gpu_name=names.get(uuid, "GPU"),
-                    started=_naive(at), last_seen=_naive(at),
-                ))
+                session.add(
+                    GpuInterval(
+                        user=user,
+                        server=server,
+                        gpu_uuid=uuid,
+                        gpu_name=names.get(uuid, "GPU"),
+                        started=_naive(at),
+                        last_seen=_naive(at),
+                    )
+                )
                 opened += 1
         return closed, opened
 
@@ -271,7 +308,11 @@ class Ledger:
         with self.engine.begin() as connection:
             connection.execute(
                 update(GpuInterval)
-                .where(GpuInterval.user == user, GpuInterval.server == server, GpuInterval.ended.is_(None))
+                .where(
+                    GpuInterval.user == user,
+                    GpuInterval.server == server,
+                    GpuInterval.ended.is_(None),
+                )
                 .values(pending_end_reason=reason)
             )
 
@@ -287,19 +328,27 @@ class Ledger:
             query = query.where(Notice.kind == kind)
         with Session(self.engine) as session:
             return [
-                {"at": _utc(n.at), "user": n.user, "server": n.server, "kind": n.kind, "message": n.message}
+                {
+                    "at": _utc(n.at),
+                    "user": n.user,
+                    "server": n.server,
+                    "kind": n.kind,
+                    "message": n.message,
+                }
                 for n in session.scalars(query)
             ]
 
     # --- reads ---
 
-    def intervals(self, start: datetime | None = None, end: datetime | None = None,
-                  user: str | None = None) -> list[Interval]:
+    def intervals(
+        self, start: datetime | None = None, end: datetime | None = None, user: str | None = None
+    ) -> list[Interval]:
         """Intervals overlapping [start, end) (all when not given), oldest first."""
         return [as_interval(row) for row in self.rows(start, end, user)]
 
-    def rows(self, start: datetime | None = None, end: datetime | None = None,
-             user: str | None = None) -> list[GpuInterval]:
+    def rows(
+        self, start: datetime | None = None, end: datetime | None = None, user: str | None = None
+    ) -> list[GpuInterval]:
         query = select(GpuInterval).order_by(GpuInterval.started, GpuInterval.id)
         if start is not None:
             query = query.where((GpuInterval.ended.is_(None)) | (GpuInterval.ended > _naive(start)))
@@ -323,14 +372,33 @@ class Ledger:
         """The ledger's intervals overlapping [start, end) as CSV, times in UTC (ISO 8601)."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["user", "server", "gpu_uuid", "gpu_name", "start", "end", "hours_in_range", "end_reason"])
+        writer.writerow(
+            [
+                "user",
+                "server",
+                "gpu_uuid",
+                "gpu_name",
+                "start",
+                "end",
+                "hours_in_range",
+                "end_reason",
+            ]
+        )
         for row in self.rows(start, end):
             started, ended = _utc(row.started), _utc(row.ended)
             clipped = (min(ended or now, end) - max(started, start)).total_seconds() / 3600
-            writer.writerow([
-                row.user, row.server, row.gpu_uuid, row.gpu_name, started.isoformat(),
-                ended.isoformat() if ended else "", "%.4f" % max(clipped, 0.0), row.end_reason or "",
-            ])
+            writer.writerow(
+                [
+                    row.user,
+                    row.server,
+                    row.gpu_uuid,
+                    row.gpu_name,
+                    started.isoformat(),
+                    ended.isoformat() if ended else "",
+                    "%.4f" % max(clipped, 0.0),
+                    row.end_reason or "",
+                ]
+            )
         return out.getvalue()
 
     def dispose(self) -> None:

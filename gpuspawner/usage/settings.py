@@ -77,7 +77,8 @@ class UsageSettings(LoggingConfigurable):
 
     budget_reset_day = Int(
         1,
-        help="Day of the month a monthly budget period starts (1-31, capped at the month's last day).",
+        help="Day of the month a monthly budget period starts"
+        " (1-31, capped at the month's last day).",
     ).tag(config=True)
 
     budget_timezone = Unicode(
