@@ -265,3 +265,8 @@ def test_add_ssh_service_reads_the_hubs_public_address():
     )
     (role,) = c.JupyterHub.load_roles.get_value([])
     assert role["services"] == ["ssh"] and role["scopes"] == ["read:users:name", "read:servers"]
+    for port in (0, 70000, "22", True):
+        with pytest.raises(ValueError, match="port must be a TCP port number from 1 to 65535"):
+            add_ssh_service(Config(), port=port)
+    with pytest.raises(ValueError, match="hub_url must be the hub's public http"):
+        add_ssh_service(Config(), hub_url="hub.example.org")

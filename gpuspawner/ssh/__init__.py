@@ -81,8 +81,15 @@ def add_ssh_service(config, name: str = "ssh", port: int = 8022, listen_host: st
     service's SSH host key, created on first start (default: ``gpuspawner-ssh-host-key`` in
     the hub's working directory); keep it, or clients will see a changed host key.
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("add_ssh_service: port must be a TCP port number from 1 to 65535, "
+                         "not %r." % (port,))
+    hub_url = hub_url or public_hub_url(config)
+    if urlsplit(hub_url).scheme not in ("http", "https") or not urlsplit(hub_url).netloc:
+        raise ValueError("add_ssh_service: hub_url must be the hub's public http(s) URL, "
+                         "such as https://hub.example.org/, not %r." % (hub_url,))
     settings = SSHSettings(
-        hub_url=hub_url or public_hub_url(config),
+        hub_url=hub_url.rstrip("/") + "/",
         host_key_path=os.path.abspath(host_key_path or "gpuspawner-ssh-host-key"),
         listen_host=listen_host,
         port=port,
