@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hubprocess import Hub, free_port
 
 IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "gpuspawner/singleuser:offline")
-GPUS = [{"uuid": "GPU-bench%04d" % i, "name": "bench GPU"} for i in range(8)]  # no test hub uses these
+GPUS = [
+    {"uuid": "GPU-bench%04d" % i, "name": "bench GPU"} for i in range(8)
+]  # no test hub uses these
 
 
 def bridge_gateway(client) -> str:
@@ -63,7 +65,9 @@ def spawn_times(spawner: str, rounds: int, client) -> list[float]:
             user = "bench%d" % i
             hub.create_user(user)
             started = time.perf_counter()
-            response = hub.spawn(user, options={"image": "demo"} if spawner == "gpu-docker" else None)
+            response = hub.spawn(
+                user, options={"image": "demo"} if spawner == "gpu-docker" else None
+            )
             assert response.status_code in (201, 202), response.text
             hub.wait_ready(user)
             if i:  # the first spawn warms the engine and the hub up, for both spawners
@@ -135,7 +139,9 @@ async def storm(requests_count: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="spawns per spawner (median of these)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="spawns per spawner (median of these)"
+    )
     parser.add_argument("--storm", type=int, default=240, help="concurrent allocation requests")
     args = parser.parse_args()
     client = docker.from_env()
@@ -144,13 +150,21 @@ def main():
     results = {name: spawn_times(name, args.rounds, client) for name in ("docker", "gpu-docker")}
     base, ours = (statistics.median(results[name]) for name in ("docker", "gpu-docker"))
     print("spawn-to-ready, median of %d, image %s" % (args.rounds, IMAGE))
-    print("  plain DockerSpawner : %.2f s  %s" % (base, " ".join("%.2f" % t for t in results["docker"])))
-    print("  GPUDockerSpawner    : %.2f s  %s" % (ours, " ".join("%.2f" % t for t in results["gpu-docker"])))
+    print(
+        "  plain DockerSpawner : %.2f s  %s"
+        % (base, " ".join("%.2f" % t for t in results["docker"]))
+    )
+    print(
+        "  GPUDockerSpawner    : %.2f s  %s"
+        % (ours, " ".join("%.2f" % t for t in results["gpu-docker"]))
+    )
     print("  ratio gpuspawner/plain: %.2f" % (ours / base))
 
     print("allocation storm: %(requests)d requests for 8 GPUs" % figures)
-    print("  double allocations: %(double_allocations)d  users over quota: %(over_quota_users)d"
-          "  GPUs held at the end: %(gpus_held)d" % figures)
+    print(
+        "  double allocations: %(double_allocations)d  users over quota: %(over_quota_users)d"
+        "  GPUs held at the end: %(gpus_held)d" % figures
+    )
     print("  decision latency p50 %(p50_ms).2f ms, p99 %(p99_ms).2f ms" % figures)
     if figures["double_allocations"] or figures["over_quota_users"]:
         sys.exit(1)

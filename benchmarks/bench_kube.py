@@ -93,12 +93,16 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
     cluster.start()
     try:
         for i in range(nodes):
-            cluster.add_node("gpu-%03d" % i, gpus=8, product=kube_cluster.A100, taints=[kube_cluster.GPU_TAINT])
+            cluster.add_node(
+                "gpu-%03d" % i, gpus=8, product=kube_cluster.A100, taints=[kube_cluster.GPU_TAINT]
+            )
         cluster.wait_for(lambda: kube_cluster.nodes_ready(cluster) == nodes, "nodes Ready", 300)
         print("control plane and %d nodes ready in %.1f s" % (nodes, time.monotonic() - t0))
         from kubernetes_asyncio.config import kube_config
 
-        os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cluster.kubeconfig)
+        os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(
+            cluster.kubeconfig
+        )
         for namespace in ("bench-gpu", "bench-plain"):
             cluster.kubectl("create", "namespace", namespace)
             cluster.wait_for(lambda n=namespace: cluster._sa_ready(n), "service account", 60)
@@ -115,22 +119,40 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
         def gpu_spawner(name):
             orm = SimpleNamespace(user_options={}, server=None, name="")
             spawner = KubeGPUSpawner(
-                _mock=True, user=user(name), orm_spawner=orm, namespace="bench-gpu", images=image,
-                storage_pvc_ensure=False, usage_db_url=usage_db, start_timeout=600, gpu_wait_timeout=300,
-            )  # fmt: skip
+                _mock=True,
+                user=user(name),
+                orm_spawner=orm,
+                namespace="bench-gpu",
+                images=image,
+                storage_pvc_ensure=False,
+                usage_db_url=usage_db,
+                start_timeout=600,
+                gpu_wait_timeout=300,
+            )
             apply_gpu_options(spawner, {"image": "demo", "gpus": 1})
             return spawner
 
         def plain_spawner(name):
             orm = SimpleNamespace(user_options={}, server=None, name="")
             return KubeSpawner(
-                _mock=True, user=user(name), orm_spawner=orm, namespace="bench-plain",
-                image="gpuspawner/singleuser:offline", image_pull_policy="IfNotPresent", start_timeout=600,
-                extra_resource_limits={"nvidia.com/gpu": "1"}, extra_resource_guarantees={"nvidia.com/gpu": "1"},
-                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            )  # fmt: skip
+                _mock=True,
+                user=user(name),
+                orm_spawner=orm,
+                namespace="bench-plain",
+                image="gpuspawner/singleuser:offline",
+                image_pull_policy="IfNotPresent",
+                start_timeout=600,
+                extra_resource_limits={"nvidia.com/gpu": "1"},
+                extra_resource_guarantees={"nvidia.com/gpu": "1"},
+                tolerations=[
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            )
 
-        runs = [("KubeGPUSpawner", gpu_spawner, "bench-gpu"), ("KubeSpawner (baseline)", plain_spawner, "bench-plain")]
+        runs = [
+            ("KubeGPUSpawner", gpu_spawner, "bench-gpu"),
+            ("KubeSpawner (baseline)", plain_spawner, "bench-plain"),
+        ]
         if baseline_first:
             runs.reverse()
         results = []
@@ -139,14 +161,24 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
             # an empty cluster for the next run
             cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
         print(
-            "\n%d users x 1 GPU onto %d nodes x 8 nvidia.com/gpu, %d spawns at a time (kube-apiserver %s)"
-            % (users, nodes, concurrency, "v1.33")
+            "\n%d users x 1 GPU onto %d nodes x 8 nvidia.com/gpu, %d spawns at a time"
+            " (kube-apiserver %s)" % (users, nodes, concurrency, "v1.33")
         )
-        print("%-24s %10s %8s %8s %12s %10s" % ("spawner", "all (s)", "p50 (s)", "p95 (s)", "calls/spawn", "RSS +MiB"))
+        print(
+            "%-24s %10s %8s %8s %12s %10s"
+            % ("spawner", "all (s)", "p50 (s)", "p95 (s)", "calls/spawn", "RSS +MiB")
+        )
         for r in results:
             print(
                 "%-24s %10.1f %8.2f %8.2f %12.2f %10.1f"
-                % (r["label"], r["all_running_s"], r["p50_s"], r["p95_s"], r["calls_per_spawn"], r["rss_growth_mib"])
+                % (
+                    r["label"],
+                    r["all_running_s"],
+                    r["p50_s"],
+                    r["p95_s"],
+                    r["calls_per_spawn"],
+                    r["rss_growth_mib"],
+                )
             )
         for r in results:
             print("%s: most frequent calls %s" % (r["label"], r["calls"]))
@@ -156,5 +188,5 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
-    users, nodes, concurrency = (args + [1000, 125, 50][len(args):])[:3]
+    users, nodes, concurrency = (args + [1000, 125, 50][len(args) :])[:3]
     asyncio.run(main(users, nodes, concurrency, baseline_first="--baseline-first" in sys.argv))

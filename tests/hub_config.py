@@ -65,16 +65,26 @@ c.Authenticator.admin_users = set(settings.get("admin_users", []))
 if "admin_service_port" in settings:
     from gpuspawner.service import add_admin_service
 
-    add_admin_service(c, port=settings["admin_service_port"], check_interval=settings.get("admin_check_interval", 30))
+    add_admin_service(
+        c,
+        port=settings["admin_service_port"],
+        check_interval=settings.get("admin_check_interval", 30),
+    )
     # on a simulated GPU host (tests/gpuhost) the service reads NVML through the same library
     c.JupyterHub.services[-1]["environment"].update(settings.get("service_environment", {}))
 if "ssh_port" in settings:
     from gpuspawner.ssh import add_ssh_service
 
-    add_ssh_service(c, port=settings["ssh_port"], listen_host="127.0.0.1",
-                    host_key_path=os.path.join(settings["workdir"], "ssh_host_key"))
+    add_ssh_service(
+        c,
+        port=settings["ssh_port"],
+        listen_host="127.0.0.1",
+        host_key_path=os.path.join(settings["workdir"], "ssh_host_key"),
+    )
 # admin extras for the locks tests (tests/test_hub_security.py); "callable": evaluated per spawn
 if "extra_host_config" in settings:
     extra = settings["extra_host_config"]
-    c.GPUDockerSpawner.extra_host_config = (lambda spawner: extra) if settings.get("callable") else extra
+    c.GPUDockerSpawner.extra_host_config = (
+        (lambda spawner: extra) if settings.get("callable") else extra
+    )
 c.GPUDockerSpawner.allow_unsafe_host_config = settings.get("allow_unsafe_host_config", False)

@@ -24,6 +24,8 @@ INVENTORY = tuple(Gpu("GPU-%d" % i, "NVIDIA A100") for i in range(4))
 
 def held_gpus(*uuids):
     return tuple(Gpu(uuid) for uuid in uuids)
+
+
 ONE = GpuLimit(1, "the default for every user")
 TWO = GpuLimit(2, "group 'staff'")
 
@@ -41,7 +43,10 @@ def test_zero_gpus_always_granted():
 
 
 def test_quota_counts_all_named_servers_and_names_them():
-    held = [Holding("alice", "train", held_gpus("GPU-0")), Holding("alice", "eval", held_gpus("GPU-1"))]
+    held = [
+        Holding("alice", "train", held_gpus("GPU-0")),
+        Holding("alice", "eval", held_gpus("GPU-1")),
+    ]
     outcome = decide(GpuRequest("alice", "", 1, TWO), INVENTORY, held)
     assert isinstance(outcome, Refusal) and outcome.reason == "quota"
     assert outcome.message == (
@@ -54,7 +59,9 @@ def test_quota_counts_all_named_servers_and_names_them():
 def test_quota_refusal_without_holdings():
     outcome = decide(GpuRequest("alice", "", 3, TWO), INVENTORY, [])
     assert outcome == Refusal(
-        "quota", "You asked for 3 GPUs, but your limit is 2 GPUs at once (group 'staff'). Ask for at most 2."
+        "quota",
+        "You asked for 3 GPUs, but your limit is 2 GPUs at once (group 'staff'). Ask for at most"
+        " 2.",
     )
 
 
@@ -81,7 +88,10 @@ def test_holdings_of_unknown_gpus_count_for_quota_not_capacity():
 
 def test_describe_holdings():
     assert describe_holdings([]) == "no GPU"
-    assert describe_holdings([Holding("a", "", held_gpus("GPU-1", "GPU-2"))]) == "2 GPUs on the default server (GPU-1, GPU-2)"
+    assert (
+        describe_holdings([Holding("a", "", held_gpus("GPU-1", "GPU-2"))])
+        == "2 GPUs on the default server (GPU-1, GPU-2)"
+    )
 
 
 def test_where_the_engine_picks_devices_only_the_quota_is_checked():
@@ -90,7 +100,10 @@ def test_where_the_engine_picks_devices_only_the_quota_is_checked():
     assert pool.allocate(GpuRequest("ann", "", 1, ONE, devices=pod)) == Grant(pod)
     assert pool.free() == []
     refused = pool.allocate(GpuRequest("ann", "b", 1, ONE, devices=pod))
-    assert refused.reason == "quota" and "you already hold 1 GPU on the default server" in refused.message
+    assert (
+        refused.reason == "quota"
+        and "you already hold 1 GPU on the default server" in refused.message
+    )
     assert pool.release("ann", "") == pod
 
 
@@ -98,7 +111,12 @@ def test_confirm_takes_the_engines_word_on_what_is_held():
     pool = GpuPool(inventory=None)
     asked = (Gpu("p/nvidia.com/gpu#0", "nvidia.com/gpu", resource="nvidia.com/gpu"),)
     pool.allocate(GpuRequest("ann", "", 1, ONE, devices=asked))
-    placed = Holding("ann", "", (Gpu(asked[0].uuid, "NVIDIA-A100", resource="nvidia.com/gpu"),), "pod p, on node a")
+    placed = Holding(
+        "ann",
+        "",
+        (Gpu(asked[0].uuid, "NVIDIA-A100", resource="nvidia.com/gpu"),),
+        "pod p, on node a",
+    )
     pool.confirm("ann", "", placed)
     assert pool.holding("ann", "") == placed and pool.in_flight() == set()
 
@@ -176,7 +194,9 @@ class PoolMachine(RuleBasedStateMachine):
     @rule()
     def hub_restart(self):
         fresh = GpuPool(self.pool.inventory)
-        fresh.rebuild([Holding(u, s, held_gpus(*uuids)) for (u, s), uuids in self.running.items()], set())
+        fresh.rebuild(
+            [Holding(u, s, held_gpus(*uuids)) for (u, s), uuids in self.running.items()], set()
+        )
         self.pool = fresh
 
     @invariant()

@@ -1,4 +1,5 @@
-"""GPU-hour budget policy (pure): periods and resets, budget resolution, weighting, usage, refusals."""
+"""GPU-hour budget policy (pure): periods and resets, budget resolution, weighting, usage,
+refusals."""
 
 import logging
 from datetime import datetime, time, timedelta, timezone
@@ -47,13 +48,28 @@ def at(*args, tz=UTC):
 PERIOD_CASES = [
     # (schedule, now, expected start, expected end)
     (ResetSchedule("day"), at(2026, 11, 24, 13, 5), at(2026, 11, 24), at(2026, 11, 25)),
-    (ResetSchedule("day", at=time(6, 0)), at(2026, 11, 24, 5, 59), at(2026, 11, 23, 6), at(2026, 11, 24, 6)),
-    (ResetSchedule("day", at=time(6, 0)), at(2026, 11, 24, 6, 0), at(2026, 11, 24, 6), at(2026, 11, 25, 6)),
+    (
+        ResetSchedule("day", at=time(6, 0)),
+        at(2026, 11, 24, 5, 59),
+        at(2026, 11, 23, 6),
+        at(2026, 11, 24, 6),
+    ),
+    (
+        ResetSchedule("day", at=time(6, 0)),
+        at(2026, 11, 24, 6, 0),
+        at(2026, 11, 24, 6),
+        at(2026, 11, 25, 6),
+    ),
     # 24 Nov 2026 is a Tuesday: the week started on Monday the 23rd
     (ResetSchedule("week"), at(2026, 11, 24, 12), at(2026, 11, 23), at(2026, 11, 30)),
     (ResetSchedule("week"), at(2026, 11, 23, 0, 0), at(2026, 11, 23), at(2026, 11, 30)),
     (ResetSchedule("week"), at(2026, 11, 22, 23, 59), at(2026, 11, 16), at(2026, 11, 23)),
-    (ResetSchedule("week", weekday=4, at=time(18, 0)), at(2026, 11, 27, 17), at(2026, 11, 20, 18), at(2026, 11, 27, 18)),
+    (
+        ResetSchedule("week", weekday=4, at=time(18, 0)),
+        at(2026, 11, 27, 17),
+        at(2026, 11, 20, 18),
+        at(2026, 11, 27, 18),
+    ),
     (ResetSchedule("month"), at(2026, 11, 24), at(2026, 11, 1), at(2026, 12, 1)),
     (ResetSchedule("month"), at(2026, 12, 31, 23), at(2026, 12, 1), at(2027, 1, 1)),
     (ResetSchedule("month", day=15), at(2026, 1, 10), at(2025, 12, 15), at(2026, 1, 15)),
@@ -61,8 +77,18 @@ PERIOD_CASES = [
     (ResetSchedule("month", day=31), at(2026, 2, 28, 1), at(2026, 2, 28), at(2026, 3, 31)),
     (ResetSchedule("month", day=31), at(2026, 2, 27), at(2026, 1, 31), at(2026, 2, 28)),
     # a zone with daylight saving: bounds are local midnights
-    (ResetSchedule("week", tz=BERLIN), at(2026, 10, 28, 12), at(2026, 10, 26, tz=BERLIN), at(2026, 11, 2, tz=BERLIN)),
-    (ResetSchedule("week", tz=BERLIN), at(2026, 11, 22, 23, 30), at(2026, 11, 23, tz=BERLIN), at(2026, 11, 30, tz=BERLIN)),
+    (
+        ResetSchedule("week", tz=BERLIN),
+        at(2026, 10, 28, 12),
+        at(2026, 10, 26, tz=BERLIN),
+        at(2026, 11, 2, tz=BERLIN),
+    ),
+    (
+        ResetSchedule("week", tz=BERLIN),
+        at(2026, 11, 22, 23, 30),
+        at(2026, 11, 23, tz=BERLIN),
+        at(2026, 11, 30, tz=BERLIN),
+    ),
 ]
 
 
@@ -72,7 +98,9 @@ def test_period_bounds(schedule, now, start, end):
 
 
 @given(
-    now=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    now=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
     period=st.sampled_from(["day", "week", "month"]),
     hour=st.integers(0, 23),
     weekday=st.integers(0, 6),
@@ -80,7 +108,9 @@ def test_period_bounds(schedule, now, start, end):
     tz=st.sampled_from([UTC, BERLIN, ZoneInfo("America/New_York"), ZoneInfo("Asia/Kolkata")]),
 )
 @settings(max_examples=300, deadline=None)
-def test_a_period_always_contains_now_and_the_next_one_follows_it(now, period, hour, weekday, day, tz):
+def test_a_period_always_contains_now_and_the_next_one_follows_it(
+    now, period, hour, weekday, day, tz
+):
     schedule = ResetSchedule(period, at=time(hour, 0), weekday=weekday, day=day, tz=tz)
     start, end = period_bounds(now, schedule)
     assert start <= now < end
@@ -103,7 +133,12 @@ BUDGET_CASES = [
     (["students"], None, {"students": 10}, Budget(10, "group 'students'")),
     (["students", "ta"], 10, {"students": 10, "ta": 20}, Budget(20, "group 'ta'")),
     (["staff", "students"], 10, {"students": 10, "staff": None}, Budget(None, "group 'staff'")),
-    (["probation"], 10, {"probation": 0}, Budget(0, "group 'probation'")),  # lower than the default still applies
+    (
+        ["probation"],
+        10,
+        {"probation": 0},
+        Budget(0, "group 'probation'"),
+    ),  # lower than the default still applies
     (["other"], 5, {"students": 10}, Budget(5, "the default for every user")),
 ]
 
@@ -134,14 +169,17 @@ def test_budget_and_weight_settings_are_checked():
 WEIGHTS = {"A100": 2.0, "A100-SXM4-80GB": 3.0, "T4": 0.5}
 
 
-@pytest.mark.parametrize("name,weight", [
-    ("NVIDIA A100-SXM4-80GB", 3.0),  # the longest matching key wins
-    ("NVIDIA A100-PCIE-40GB", 2.0),
-    ("Tesla T4", 0.5),
-    ("tesla t4", 0.5),
-    ("NVIDIA H100 80GB HBM3", 1.0),
-    ("GPU", 1.0),
-])
+@pytest.mark.parametrize(
+    "name,weight",
+    [
+        ("NVIDIA A100-SXM4-80GB", 3.0),  # the longest matching key wins
+        ("NVIDIA A100-PCIE-40GB", 2.0),
+        ("Tesla T4", 0.5),
+        ("tesla t4", 0.5),
+        ("NVIDIA H100 80GB HBM3", 1.0),
+        ("GPU", 1.0),
+    ],
+)
 def test_gpu_weight(name, weight):
     assert gpu_weight(name, WEIGHTS) == weight
 
@@ -166,13 +204,20 @@ def test_usage_is_clipped_to_the_period_and_weighted():
 def test_usage_by_day_for_the_plot():
     days = [at(2026, 11, 23), at(2026, 11, 24)]
     intervals = [iv(at(2026, 11, 23, 23), at(2026, 11, 24, 1), "GPU")]
-    assert usage_by_day(intervals, days, at(2026, 11, 25), {}) == [pytest.approx(1), pytest.approx(1)]
+    assert usage_by_day(intervals, days, at(2026, 11, 25), {}) == [
+        pytest.approx(1),
+        pytest.approx(1),
+    ]
 
 
 intervals_strategy = st.lists(
     st.tuples(
-        st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 3, 1), timezones=st.just(UTC)),
-        st.one_of(st.none(), st.timedeltas(min_value=timedelta(hours=-2), max_value=timedelta(days=9))),
+        st.datetimes(
+            min_value=datetime(2026, 1, 1), max_value=datetime(2026, 3, 1), timezones=st.just(UTC)
+        ),
+        st.one_of(
+            st.none(), st.timedeltas(min_value=timedelta(hours=-2), max_value=timedelta(days=9))
+        ),
         st.sampled_from(["NVIDIA A100-SXM4-80GB", "Tesla T4", "GPU"]),
     ),
     max_size=12,
@@ -183,7 +228,9 @@ intervals_strategy = st.lists(
 @settings(max_examples=300, deadline=None)
 def test_usage_is_never_negative_and_never_more_than_the_weighted_time_held(raw, window_days):
     now = at(2026, 3, 10)
-    intervals = [iv(start, None if length is None else start + length, name) for start, length, name in raw]
+    intervals = [
+        iv(start, None if length is None else start + length, name) for start, length, name in raw
+    ]
     window_start = at(2026, 1, 15)
     window_end = window_start + timedelta(days=window_days)
     used = usage_hours(intervals, window_start, window_end, now, WEIGHTS)
@@ -218,11 +265,21 @@ def test_a_server_without_gpu_is_never_refused_and_no_budget_never_refuses():
 
 def test_form_text():
     assert left_text(2.5, Budget(10, "group 'students'"), "week", RESET) == (
-        "GPU-hours left this week: 7.5 of 10 GPU-hours (group 'students'); resets on Monday 30 November 2026 at 00:00 UTC."
+        "GPU-hours left this week: 7.5 of 10 GPU-hours (group 'students'); resets on Monday 30"
+        " November 2026 at 00:00 UTC."
     )
-    assert left_text(12, Budget(10, "x"), "day", RESET).startswith("GPU-hours left today: 0 of 10 GPU-hours")
-    assert left_text(12, Budget(None, "group 'staff'"), "day", RESET) == "GPU-hours: no budget limit (group 'staff')."
-    assert hours_text(1) == "1 GPU-hour" and hours_text(0.04) == "0 GPU-hours" and hours_text(2.06) == "2.1 GPU-hours"
+    assert left_text(12, Budget(10, "x"), "day", RESET).startswith(
+        "GPU-hours left today: 0 of 10 GPU-hours"
+    )
+    assert (
+        left_text(12, Budget(None, "group 'staff'"), "day", RESET)
+        == "GPU-hours: no budget limit (group 'staff')."
+    )
+    assert (
+        hours_text(1) == "1 GPU-hour"
+        and hours_text(0.04) == "0 GPU-hours"
+        and hours_text(2.06) == "2.1 GPU-hours"
+    )
 
 
 @given(
@@ -255,8 +312,16 @@ NOON = at(2026, 11, 25, 12, 0)  # a Wednesday
 
 
 def test_deadline_from_the_budget_and_the_grace():
-    deadline = gpu_deadline(NOON, NOON, used=6.8, budget=STUDENTS, rate=1.0, schedule=WEEK,
-                            grace_seconds=600, max_age_seconds=0)
+    deadline = gpu_deadline(
+        NOON,
+        NOON,
+        used=6.8,
+        budget=STUDENTS,
+        rate=1.0,
+        schedule=WEEK,
+        grace_seconds=600,
+        max_age_seconds=0,
+    )
     assert deadline.at == NOON + timedelta(hours=3.2, minutes=10)
     assert deadline.reason == (
         "GPU-hour budget: 3.2 of 10 GPU-hours left this week (group 'students');"
@@ -265,14 +330,30 @@ def test_deadline_from_the_budget_and_the_grace():
 
 
 def test_weighted_gpus_spend_faster():
-    deadline = gpu_deadline(NOON, NOON, used=6.0, budget=STUDENTS, rate=4.0, schedule=WEEK,
-                            grace_seconds=0, max_age_seconds=0)
+    deadline = gpu_deadline(
+        NOON,
+        NOON,
+        used=6.0,
+        budget=STUDENTS,
+        rate=4.0,
+        schedule=WEEK,
+        grace_seconds=0,
+        max_age_seconds=0,
+    )
     assert deadline.at == NOON + timedelta(hours=1)
 
 
 def test_max_age_when_it_comes_first():
-    deadline = gpu_deadline(NOON, NOON, used=0.0, budget=STUDENTS, rate=1.0, schedule=WEEK,
-                            grace_seconds=600, max_age_seconds=8 * 3600)
+    deadline = gpu_deadline(
+        NOON,
+        NOON,
+        used=0.0,
+        budget=STUDENTS,
+        rate=1.0,
+        schedule=WEEK,
+        grace_seconds=600,
+        max_age_seconds=8 * 3600,
+    )
     assert deadline == Deadline(NOON + timedelta(hours=8), "GPU servers stop after 8 h.")
 
 
@@ -284,12 +365,16 @@ def test_no_limit_no_deadline():
 
 def test_a_budget_outlasting_the_period_goes_on_in_the_next():
     sunday_night = at(2026, 11, 29, 23, 0)
-    assert budget_exhausted_at(sunday_night, 9.0, 10.0, 1.0, WEEK) == at(2026, 11, 30, 0, 0) + timedelta(hours=10)
+    assert budget_exhausted_at(sunday_night, 9.0, 10.0, 1.0, WEEK) == at(
+        2026, 11, 30, 0, 0
+    ) + timedelta(hours=10)
     # a budget the server cannot spend within a period at this rate: never
     assert budget_exhausted_at(NOON, 0.0, 500.0, 1.0, WEEK) is None
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(8 * 3600, "8 h"), (5400, "1.5 h"), (2700, "45 min")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(8 * 3600, "8 h"), (5400, "1.5 h"), (2700, "45 min")]
+)
 def test_duration_text(seconds, text):
     assert duration_text(seconds) == text
 
@@ -334,17 +419,23 @@ def _accounting(**config):
 
 
 def test_a_gpu_server_is_told_its_deadline():
-    accounting = _accounting(gpu_hour_budget_groups={"students": 10}, gpu_hour_weights={"A100": 2.0},
-                             budget_grace_period=600)
+    accounting = _accounting(
+        gpu_hour_budget_groups={"students": 10},
+        gpu_hour_weights={"A100": 2.0},
+        budget_grace_period=600,
+    )
     accounting.used_at_spawn = 6.0  # what refusal() found at the spawn
     before = datetime.now(UTC)
     env = accounting.deadline_env((A100,))
     deadline = datetime.fromisoformat(env["GPUSPAWNER_GPU_DEADLINE"])
     assert deadline.utcoffset() == timedelta(0)
-    expected = before + timedelta(hours=2, minutes=10)  # 4 GPU-hours left at 2 per hour, then the grace
+    expected = before + timedelta(
+        hours=2, minutes=10
+    )  # 4 GPU-hours left at 2 per hour, then the grace
     assert expected - timedelta(seconds=2) <= deadline <= expected + timedelta(seconds=2)
     assert env["GPUSPAWNER_GPU_DEADLINE_REASON"].startswith(
-        "GPU-hour budget: 4 of 10 GPU-hours left this week (group 'students')")
+        "GPU-hour budget: 4 of 10 GPU-hours left this week (group 'students')"
+    )
 
 
 def test_without_gpus_or_limits_the_server_is_told_no_deadline():

@@ -61,7 +61,10 @@ def test_hub_refuses_to_start_with_an_unpinned_image(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "jupyterhub", "-f", str(bad), "--JupyterHub.port=0"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "image 'org/demo:latest' is not pinned" in result.stderr + result.stdout
@@ -76,6 +79,9 @@ def test_the_inventory_under_its_old_name_still_works_and_warns(caplog):
     with caplog.at_level("WARNING"):
         spawner = GPUDockerSpawner(config=c)
     assert [gpu.uuid for gpu in spawner.gpu_inventory()] == ["GPU-old"]
-    assert "GPUDockerSpawner.gpus is deprecated in gpuspawner 0.x, use GPUDockerSpawner.inventory" in caplog.text
+    assert (
+        "GPUDockerSpawner.gpus is deprecated in gpuspawner 0.x, use GPUDockerSpawner.inventory"
+        in caplog.text
+    )
     with pytest.raises(ConfigError, match=r"gpus\[1\]: GPU GPU-old is listed twice"):
         check_config(config(gpus=[{"uuid": "GPU-old"}, {"uuid": "GPU-old"}]))

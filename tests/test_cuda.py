@@ -66,11 +66,13 @@ def test_the_table(image, version, supported, minor_ok, strict_ok):
 def test_the_sentence_names_driver_limit_image_and_the_fix():
     driver = DriverCuda((12, 2), "535.104.05")
     assert check_image_cuda("pytorch-2.9", "12.8", driver, "strict") == (
-        "This server's driver 535.104.05 supports CUDA up to 12.2; image 'pytorch-2.9' needs CUDA 12.8."
+        "This server's driver 535.104.05 supports CUDA up to 12.2; image 'pytorch-2.9' needs CUDA"
+        " 12.8."
         " Pick another image, or ask an admin for a driver that supports CUDA 12.8."
     )
     assert check_image_cuda("pytorch-2.9", "12.8", DriverCuda((11, 4), "470.82.01")) == (
-        "This server's driver 470.82.01 supports CUDA up to 11.4; image 'pytorch-2.9' needs CUDA 12.8."
+        "This server's driver 470.82.01 supports CUDA up to 11.4; image 'pytorch-2.9' needs CUDA"
+        " 12.8."
         " Pick another image, or ask an admin for a driver that supports CUDA 12.8."
     )
     assert check_image_cuda("old", "11.8", DriverCuda((11, 0), "450.36.06")) == (

@@ -30,13 +30,16 @@ def test_idle_for_the_timeout_is_due_and_not_before():
     assert t.due(T0 + 30 * MINUTE) == [("ann", "")]
 
 
-@pytest.mark.parametrize("readings", [
-    {"GPU-a": 90.0},  # a training run with its browser tab closed
-    {"GPU-a": 0.0, "GPU-b": 60.0},  # one busy GPU keeps the server
-    {"GPU-a": None},  # unknown (MIG, NVML error): counts as busy
-    {"GPU-a": 5.0},  # the threshold itself is busy
-    {},  # no GPU: the normal idle culler's business
-])
+@pytest.mark.parametrize(
+    "readings",
+    [
+        {"GPU-a": 90.0},  # a training run with its browser tab closed
+        {"GPU-a": 0.0, "GPU-b": 60.0},  # one busy GPU keeps the server
+        {"GPU-a": None},  # unknown (MIG, NVML error): counts as busy
+        {"GPU-a": 5.0},  # the threshold itself is busy
+        {},  # no GPU: the normal idle culler's business
+    ],
+)
 def test_busy_or_unknown_resets_the_clock(readings):
     t = tracker()
     t.observe("s", {"GPU-a": 0.0}, T0)
@@ -54,7 +57,9 @@ def test_servers_that_stopped_are_forgotten():
     assert t.due(T0 + 60 * MINUTE) == ["b"]
 
 
-@given(st.lists(st.tuples(st.integers(0, 120), st.one_of(st.none(), st.floats(0, 100))), max_size=40))
+@given(
+    st.lists(st.tuples(st.integers(0, 120), st.one_of(st.none(), st.floats(0, 100))), max_size=40)
+)
 @settings(max_examples=200, deadline=None)
 def test_a_server_is_never_due_within_the_timeout_of_a_busy_or_unknown_sample(samples):
     t = tracker()
@@ -73,7 +78,11 @@ def test_file_source(tmp_path):
     path = tmp_path / "u.json"
     path.write_text(json.dumps({"GPU-a": 12, "GPU-b": "high", "GPU-c": True}))
     assert FileUtilisation(str(path)).sample(["GPU-a", "GPU-b", "GPU-c", "GPU-d"]) == {
-        "GPU-a": 12.0, "GPU-b": None, "GPU-c": None, "GPU-d": None}
+        "GPU-a": 12.0,
+        "GPU-b": None,
+        "GPU-c": None,
+        "GPU-d": None,
+    }
     path.write_text("not json")
     assert FileUtilisation(str(path)).sample(["GPU-a"]) == {"GPU-a": None}
     assert FileUtilisation(str(tmp_path / "missing.json")).sample(["GPU-a"]) == {"GPU-a": None}

@@ -15,7 +15,10 @@ from gpuspawner.docker import GPUDockerSpawner
 from gpuspawner.lifecycle.shared import reset_shared_state
 from gpuspawner.policy.inventory import Gpu
 
-GPUS = [{"uuid": "GPU-create0", "name": "NVIDIA A100"}, {"uuid": "GPU-create1", "name": "NVIDIA A100"}]
+GPUS = [
+    {"uuid": "GPU-create0", "name": "NVIDIA A100"},
+    {"uuid": "GPU-create1", "name": "NVIDIA A100"},
+]
 
 
 @pytest.fixture
@@ -49,7 +52,9 @@ def make_spawner(**settings) -> GPUDockerSpawner:
     return GPUDockerSpawner(
         user=types.SimpleNamespace(name="cleo", id=7, groups=[], url="/user/cleo/"),
         orm_spawner=types.SimpleNamespace(name="", user_options={}, server=None),
-        hub=types.SimpleNamespace(public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"),
+        hub=types.SimpleNamespace(
+            public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"
+        ),
         config=config,
     )
 
@@ -66,7 +71,10 @@ async def test_dockerspawners_settings_and_the_admins_extras_are_kept(engine_cal
         links={"db": "db"},
         cpu_limit=2.0,
         mem_limit="4G",
-        extra_host_config={"cpu_period": 50_000, "ulimits": [{"Name": "memlock", "Soft": -1, "Hard": -1}]},
+        extra_host_config={
+            "cpu_period": 50_000,
+            "ulimits": [{"Name": "memlock", "Soft": -1, "Hard": -1}],
+        },
         extra_create_kwargs={"labels": {"team": "vision"}, "environment": {"HF_HOME": "/cache"}},
     )
     await create(spawner)
@@ -74,14 +82,22 @@ async def test_dockerspawners_settings_and_the_admins_extras_are_kept(engine_cal
     host = kwargs["host_config"]
     assert method == "create_container"
     assert host["Links"] == ["db:db"]
-    assert (host["CpuPeriod"], host["CpuQuota"]) == (50_000, 100_000)  # 2 CPUs with the admin's period
+    assert (host["CpuPeriod"], host["CpuQuota"]) == (
+        50_000,
+        100_000,
+    )  # 2 CPUs with the admin's period
     assert host["Memory"] == 4 * 1024**3
     assert host["Ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}]
-    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"] and host["AutoRemove"] is False
+    assert (
+        host["Privileged"] is False and host["CapDrop"] == ["ALL"] and host["AutoRemove"] is False
+    )
     assert host["DeviceRequests"] == [{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["GPU-create0"],
                                        "Capabilities": [["gpu"]], "Options": {}}]  # fmt: skip
     assert "gpuspawner-workspace-cleo:/home/jovyan/work:rw" in host["Binds"]
-    assert kwargs["labels"]["team"] == "vision" and kwargs["labels"]["gpuspawner.gpus"] == "GPU-create0"
+    assert (
+        kwargs["labels"]["team"] == "vision"
+        and kwargs["labels"]["gpuspawner.gpus"] == "GPU-create0"
+    )
     env = kwargs["environment"]
     assert env["HF_HOME"] == "/cache" and env["NVIDIA_VISIBLE_DEVICES"] == "GPU-create0"
     assert env["GPU_LIMIT"] == "1" and kwargs["user"] == "1000"

@@ -28,9 +28,13 @@ def make_spawner(image: str, user: str, server: str = "", **settings) -> GPUDock
         setattr(config.GPUDockerSpawner, key, value)
     reset_shared_state()  # each test is a fresh hub process
     return GPUDockerSpawner(
-        user=types.SimpleNamespace(name=user, id=zlib.crc32(user.encode()), groups=[], url="/user/%s/" % user),
+        user=types.SimpleNamespace(
+            name=user, id=zlib.crc32(user.encode()), groups=[], url="/user/%s/" % user
+        ),
         orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
-        hub=types.SimpleNamespace(public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"),
+        hub=types.SimpleNamespace(
+            public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"
+        ),
         config=config,
     )
 
@@ -58,7 +62,8 @@ async def test_device_request_names_exactly_the_allocated_gpus(docker_client, te
         assert refusal is not None and refusal.status_code == 503
         assert "cannot attach GPUs: this host has no such GPU" in refusal.jupyterhub_message
         assert "nvidia-container-cli: device error: %s: unknown device" % GPUS[0]["uuid"] in (
-            refusal.jupyterhub_message)
+            refusal.jupyterhub_message
+        )
     finally:
         docker_client.containers.get(created["Id"]).remove(force=True)
         await spawner.release_gpus()
@@ -68,13 +73,26 @@ async def test_device_request_names_exactly_the_allocated_gpus(docker_client, te
 async def test_pool_rebuilds_from_running_containers_labels(docker_client, test_image):
     image = test_image["demo"]["image"]
     held = docker_client.containers.run(
-        image, "sleep 60", detach=True, name="gpstunit-rebuild",
-        labels={"gpuspawner.user": "old-hub-user", "gpuspawner.server": "x",
-                "gpuspawner.gpus": GPUS[0]["uuid"]},
+        image,
+        "sleep 60",
+        detach=True,
+        name="gpstunit-rebuild",
+        labels={
+            "gpuspawner.user": "old-hub-user",
+            "gpuspawner.server": "x",
+            "gpuspawner.gpus": GPUS[0]["uuid"],
+        },
     )
     exited = docker_client.containers.run(
-        image, "true", detach=True, name="gpstunit-exited",
-        labels={"gpuspawner.user": "gone", "gpuspawner.server": "", "gpuspawner.gpus": GPUS[1]["uuid"]},
+        image,
+        "true",
+        detach=True,
+        name="gpstunit-exited",
+        labels={
+            "gpuspawner.user": "gone",
+            "gpuspawner.server": "",
+            "gpuspawner.gpus": GPUS[1]["uuid"],
+        },
     )
     exited.wait()
     try:
@@ -83,7 +101,9 @@ async def test_pool_rebuilds_from_running_containers_labels(docker_client, test_
         assert granted.uuid == GPUS[1]["uuid"]  # GPU 0 is held, GPU 1 is not
         assert granted.name == GPUS[1]["name"]
         assert {"old-hub-user", "newcomer"} <= {h.user for h in spawner.pool.holdings}
-        assert "gone" not in {h.user for h in spawner.pool.holdings}  # an exited container holds nothing
+        assert "gone" not in {
+            h.user for h in spawner.pool.holdings
+        }  # an exited container holds nothing
     finally:
         held.remove(force=True)
         try:

@@ -7,8 +7,12 @@ import pytest
 from gpuspawner.docker.spec import ContainerRequest, extend_create_kwargs, size_bytes
 from gpuspawner.policy.merge import deep_merge
 
-GPU_ENV = {"GPU_LIMIT": "2", "GPUSPAWNER_GPU_UUIDS": "GPU-1,GPU-2", "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2",
-           "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}  # fmt: skip
+GPU_ENV = {
+    "GPU_LIMIT": "2",
+    "GPUSPAWNER_GPU_UUIDS": "GPU-1,GPU-2",
+    "NVIDIA_VISIBLE_DEVICES": "GPU-1,GPU-2",
+    "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+}
 BASE = ContainerRequest(
     labels={"gpuspawner.user": "alice", "gpuspawner.gpus": "GPU-1,GPU-2"},
     gpu_env=GPU_ENV,
@@ -24,10 +28,18 @@ PARENT = {
     "name": "gpuspawner-alice",
     "command": ["jupyterhub-singleuser"],
     "ports": {"8888/tcp": None},
-    "host_config": {"AutoRemove": True, "Binds": [], "Links": [], "Mounts": [],
-                    "PortBindings": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
-                    "NetworkMode": "bridge", "Memory": 8 * 1024**3, "CpuPeriod": 100_000, "CpuQuota": 250_000},
-}  # fmt: skip
+    "host_config": {
+        "AutoRemove": True,
+        "Binds": [],
+        "Links": [],
+        "Mounts": [],
+        "PortBindings": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+        "NetworkMode": "bridge",
+        "Memory": 8 * 1024**3,
+        "CpuPeriod": 100_000,
+        "CpuQuota": 250_000,
+    },
+}
 
 
 def test_this_servers_part_is_added_to_what_dockerspawner_built():
@@ -50,54 +62,92 @@ def test_this_servers_part_is_added_to_what_dockerspawner_built():
             "CpuPeriod": 100_000,
             "CpuQuota": 250_000,
             "ShmSize": 2 * 1024**3,
-            "DeviceRequests": [{"Driver": "nvidia", "Count": 0, "DeviceIDs": ["GPU-1", "GPU-2"],
-                                "Capabilities": [["gpu"]], "Options": {}}],
+            "DeviceRequests": [
+                {
+                    "Driver": "nvidia",
+                    "Count": 0,
+                    "DeviceIDs": ["GPU-1", "GPU-2"],
+                    "Capabilities": [["gpu"]],
+                    "Options": {},
+                }
+            ],
             "Privileged": False,
             "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
             "AutoRemove": False,
         },
-    }  # fmt: skip
+    }
 
 
 def test_no_gpu_or_runtime_env_mode_has_no_device_request():
-    assert extend_create_kwargs(PARENT, replace(BASE, gpu_uuids=()))["host_config"]["DeviceRequests"] == []
+    assert (
+        extend_create_kwargs(PARENT, replace(BASE, gpu_uuids=()))["host_config"]["DeviceRequests"]
+        == []
+    )
     spec = extend_create_kwargs(PARENT, replace(BASE, gpu_mode="runtime-env"))
     assert spec["host_config"]["DeviceRequests"] == []
 
 
 def test_admin_extras_are_kept_but_cannot_unlock_security_or_gpus():
-    parent = deep_merge(PARENT, {
-        "labels": {"team": "vision", "gpuspawner.user": "mallory"},
-        "environment": {"X": "1", "NVIDIA_VISIBLE_DEVICES": "all", "GPU_LIMIT": "8"},
-        "user": "0",
-        "hostname": "box",
-        "host_config": {"Privileged": True, "CapDrop": [], "Links": ["db:db"],
-                        "DeviceRequests": [{"Driver": "nvidia", "Count": -1}],
-                        "Ulimits": [{"Name": "memlock", "Soft": -1, "Hard": -1}], "ShmSize": 8 * 1024**3},
-    })  # fmt: skip
+    parent = deep_merge(
+        PARENT,
+        {
+            "labels": {"team": "vision", "gpuspawner.user": "mallory"},
+            "environment": {"X": "1", "NVIDIA_VISIBLE_DEVICES": "all", "GPU_LIMIT": "8"},
+            "user": "0",
+            "hostname": "box",
+            "host_config": {
+                "Privileged": True,
+                "CapDrop": [],
+                "Links": ["db:db"],
+                "DeviceRequests": [{"Driver": "nvidia", "Count": -1}],
+                "Ulimits": [{"Name": "memlock", "Soft": -1, "Hard": -1}],
+                "ShmSize": 8 * 1024**3,
+            },
+        },
+    )
     spec = extend_create_kwargs(parent, BASE)
     host = spec["host_config"]
-    assert host["Privileged"] is False and host["CapDrop"] == ["ALL"] and host["AutoRemove"] is False
-    assert host["DeviceRequests"][0]["DeviceIDs"] == ["GPU-1", "GPU-2"] and len(host["DeviceRequests"]) == 1
-    assert host["Links"] == ["db:db"] and host["Ulimits"] == [{"Name": "memlock", "Soft": -1, "Hard": -1}]
+    assert (
+        host["Privileged"] is False and host["CapDrop"] == ["ALL"] and host["AutoRemove"] is False
+    )
+    assert (
+        host["DeviceRequests"][0]["DeviceIDs"] == ["GPU-1", "GPU-2"]
+        and len(host["DeviceRequests"]) == 1
+    )
+    assert host["Links"] == ["db:db"] and host["Ulimits"] == [
+        {"Name": "memlock", "Soft": -1, "Hard": -1}
+    ]
     assert host["ShmSize"] == 8 * 1024**3  # the admin's /dev/shm size wins over the default
     assert spec["user"] == "1000" and spec["hostname"] == "box"
-    assert spec["labels"] == {"team": "vision", "gpuspawner.user": "alice", "gpuspawner.gpus": "GPU-1,GPU-2"}
+    assert spec["labels"] == {
+        "team": "vision",
+        "gpuspawner.user": "alice",
+        "gpuspawner.gpus": "GPU-1,GPU-2",
+    }
     assert spec["environment"] == {"JUPYTERHUB_API_TOKEN": "t", "X": "1", **GPU_ENV}
 
 
 def test_extra_binds_kept_beside_workspace_and_environment_lines_read():
-    parent = deep_merge(PARENT, {"volumes": ["/data"], "host_config": {"Binds": ["/data:/data:ro"]}})
+    parent = deep_merge(
+        PARENT, {"volumes": ["/data"], "host_config": {"Binds": ["/data:/data:ro"]}}
+    )
     parent["environment"] = ["A=1", "B=x=y"]
     spec = extend_create_kwargs(parent, BASE)
     assert spec["volumes"] == ["/data", "/home/jovyan/work"]
-    assert spec["host_config"]["Binds"] == ["/data:/data:ro", "gpuspawner-workspace-alice:/home/jovyan/work:rw"]
+    assert spec["host_config"]["Binds"] == [
+        "/data:/data:ro",
+        "gpuspawner-workspace-alice:/home/jovyan/work:rw",
+    ]
     assert spec["environment"] == {"A": "1", "B": "x=y", **GPU_ENV}
 
 
 def test_deep_merge():
-    assert deep_merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 3}, "e": 4}) == {"a": {"b": 3, "c": 2}, "d": 1, "e": 4}
+    assert deep_merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 3}, "e": 4}) == {
+        "a": {"b": 3, "c": 2},
+        "d": 1,
+        "e": 4,
+    }
 
 
 def test_sizes_as_docker_reads_them():

@@ -29,7 +29,11 @@ IMAGES = {
     "demo": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo"},
     "demo-mig": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on a MIG slice"},
     "demo-h100": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on an H100"},
-    "demo-cuda": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo for CUDA 12.8", "cuda": "12.8"},
+    "demo-cuda": {
+        "image": "gpuspawner/singleuser:offline",
+        "display_name": "Demo for CUDA 12.8",
+        "cuda": "12.8",
+    },
 }
 PROFILES = {
     "demo-mig": {"resource": "nvidia.com/mig-1g.10gb"},
@@ -43,7 +47,10 @@ STORAGE_CLASS = "gpuspawner-test"
 def cluster(tmp_path_factory):
     missing = kube_cluster.missing_binaries()
     if missing:
-        reason = "needs the control plane binaries %s: run `bash scripts/setup-kube.sh`" % ", ".join(missing)
+        reason = (
+            "needs the control plane binaries %s: run `bash scripts/setup-kube.sh`"
+            % ", ".join(missing)
+        )
         if REQUIRE:
             pytest.fail(reason)
         pytest.skip(reason)
@@ -105,17 +112,22 @@ async def make_spawner(cluster, namespace, tmp_path):
         settings.update(config)
         orm = SimpleNamespace(user_options={}, server=None, name=server)
         person = SimpleNamespace(
-            name=user, id=zlib.crc32(user.encode()), url="/user/%s/" % user, escaped_name=user,
+            name=user,
+            id=zlib.crc32(user.encode()),
+            url="/user/%s/" % user,
+            escaped_name=user,
             groups=[SimpleNamespace(name=g) for g in groups],
-        )  # fmt: skip
+        )
         spawner = KubeGPUSpawner(_mock=True, user=person, orm_spawner=orm, **settings)
         spawners.append(spawner)
         return spawner
 
     yield make
     for spawner in spawners:
-        if spawner.gpu_count or spawner.pod_reflector and spawner.pod_reflector.pods.get(
-            "%s/%s" % (spawner.namespace, spawner.pod_name)
+        if (
+            spawner.gpu_count
+            or spawner.pod_reflector
+            and spawner.pod_reflector.pods.get("%s/%s" % (spawner.namespace, spawner.pod_name))
         ):
             await spawner.stop(now=True)
     await reset_hub_process()
@@ -161,15 +173,25 @@ async def test_gpu_server_runs_on_a_gpu_node(cluster, make_spawner):
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"]["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"][
+        "volumes"
+    ]
     env = env_of(pod)
     assert env["GPU_LIMIT"] == "2" and "NVIDIA_VISIBLE_DEVICES" not in env
     assert pod["metadata"]["labels"]["gpuspawner.io/gpus"] == "2"
-    assert messages(spawner)[-1] == "Pod running on node %s; waiting for JupyterLab to answer" % pod["spec"]["nodeName"]
+    assert (
+        messages(spawner)[-1]
+        == "Pod running on node %s; waiting for JupyterLab to answer" % pod["spec"]["nodeName"]
+    )
     assert await spawner.poll() is None
 
     await spawner.stop(now=True)
-    assert cluster.kubectl("get", "pod", spawner.pod_name, "-n", spawner.namespace, check=False).returncode != 0
+    assert (
+        cluster.kubectl(
+            "get", "pod", spawner.pod_name, "-n", spawner.namespace, check=False
+        ).returncode
+        != 0
+    )
     assert spawner.gpu_count == 0
 
 
@@ -216,7 +238,9 @@ async def test_quota_across_named_servers_and_after_a_hub_restart(cluster, make_
     third = make_spawner(user="quinn", server="eval")
     with pytest.raises(SpawnRefused, match="already hold 1 GPU on server 'train'"):
         await spawn(third, image="demo", gpus=1)
-    staff = make_spawner(user="quinn", server="eval", groups=["staff"], gpu_quota_groups={"staff": 3})
+    staff = make_spawner(
+        user="quinn", server="eval", groups=["staff"], gpu_quota_groups={"staff": 3}
+    )
     await spawn(staff, image="demo", gpus=2)
     assert (await staff.gpu_availability()).held == 3
 
@@ -229,7 +253,8 @@ async def test_unsatisfiable_requests_are_refused_at_once(cluster, make_spawner)
     assert time.monotonic() - began < 5
     assert refused.value.status_code == 400
     assert refused.value.jupyterhub_message == (
-        "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0). Ask for at most 8."
+        "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0). Ask"
+        " for at most 8."
     )
     with pytest.raises(SpawnRefused, match="has the GPU type NVIDIA-H100-80GB-HBM3"):
         await spawn(make_spawner(user="uma"), image="demo-h100", gpus=1)
@@ -251,7 +276,11 @@ def all_gpus_taken(cluster):
                 "nodeName": node,
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
                 "containers": [
-                    {"name": "train", "image": "train:1", "resources": {"limits": {"nvidia.com/gpu": "8"}}}
+                    {
+                        "name": "train",
+                        "image": "train:1",
+                        "resources": {"limits": {"nvidia.com/gpu": "8"}},
+                    }
                 ],
             },
         }
@@ -270,13 +299,19 @@ async def test_all_gpus_taken_waits_with_reason_then_fails(cluster, make_spawner
     assert 4 <= time.monotonic() - began < 30
     assert refused.value.status_code == 503
     message = refused.value.jupyterhub_message
-    assert message.startswith("No room for this server was found within 4 s. All GPUs of the cluster are in use:")
-    assert "nodes have no free nvidia.com/gpu" in message and message.endswith("start with fewer GPUs.")
+    assert message.startswith(
+        "No room for this server was found within 4 s. All GPUs of the cluster are in use:"
+    )
+    assert "nodes have no free nvidia.com/gpu" in message and message.endswith(
+        "start with fewer GPUs."
+    )
     waiting = [m for m in messages(spawner) if m.startswith("Waiting for room")]
     assert waiting and "All GPUs of the cluster are in use" in waiting[0]
     # the pending pod is gone and the GPU is not counted any more
     cluster.wait_for(
-        lambda: not cluster.get_json("pods", "-n", spawner.namespace)["items"], "the pending pod to go", 30
+        lambda: not cluster.get_json("pods", "-n", spawner.namespace)["items"],
+        "the pending pod to go",
+        30,
     )
     assert spawner.gpu_count == 0
     await spawn(make_spawner(user="wanda", server="cpu"), image="demo", gpus=0)
@@ -293,11 +328,19 @@ async def test_cluster_resource_quota_refusal_is_a_sentence(cluster, make_spawne
         }
     )
     cluster.wait_for(
-        lambda: cluster.get_json("resourcequota", "course-cap", "-n", "q-bob").get("status", {}).get("hard"),
+        lambda: (
+            cluster.get_json("resourcequota", "course-cap", "-n", "q-bob")
+            .get("status", {})
+            .get("hard")
+        ),
         "the quota's status",
         30,
     )
-    settings = {"enable_user_namespaces": True, "user_namespace_template": "q-{username}", "storage_pvc_ensure": False}
+    settings = {
+        "enable_user_namespaces": True,
+        "user_namespace_template": "q-{username}",
+        "storage_pvc_ensure": False,
+    }
     spawner = make_spawner(user="bob", **settings)
     with pytest.raises(SpawnRefused) as refused:
         await spawn(spawner, image="demo", gpus=1)
@@ -330,19 +373,27 @@ async def test_workspace_claim_survives_stop_and_start(cluster, make_spawner):
     }
     await spawner.stop(now=True)
     spawner.clear_state()
-    assert cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)["metadata"]["uid"] == (
-        claim["metadata"]["uid"]
+    assert (
+        cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)["metadata"][
+            "uid"
+        ]
+        == (claim["metadata"]["uid"])
     )
     await spawn(spawner, image="demo", gpus=1)
     pod = pod_of(cluster, spawner)
-    assert {"name": "workspace", "mountPath": "/home/jovyan/work"} in pod["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "workspace", "mountPath": "/home/jovyan/work"} in pod["spec"]["containers"][0][
+        "volumeMounts"
+    ]
     again = cluster.get_json("pvc", "gpuspawner-workspace-pat", "-n", spawner.namespace)
     assert again["metadata"]["uid"] == claim["metadata"]["uid"]
     assert json.dumps(again["spec"]["volumeName"]) == json.dumps(claim["spec"]["volumeName"])
 
 
-async def test_hub_without_node_access_waits_then_fails_with_the_scheduler_reason(cluster, make_spawner, namespace):
-    """A hub allowed only its own namespace (z2jh's default Role) cannot list nodes: no fail-fast."""
+async def test_hub_without_node_access_waits_then_fails_with_the_scheduler_reason(
+    cluster, make_spawner, namespace
+):
+    """A hub allowed only its own namespace (z2jh's default Role) cannot list nodes: no
+    fail-fast."""
     from kubernetes_asyncio.config import kube_config
 
     cluster.apply(
@@ -350,8 +401,13 @@ async def test_hub_without_node_access_waits_then_fails_with_the_scheduler_reaso
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": "hub", "namespace": namespace},
-            "rules": [{"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "events"],
-                       "verbs": ["get", "list", "watch", "create", "delete"]}],
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "persistentvolumeclaims", "events"],
+                    "verbs": ["get", "list", "watch", "create", "delete"],
+                }
+            ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -368,7 +424,9 @@ async def test_hub_without_node_access_waits_then_fails_with_the_scheduler_reaso
     await kube_config.load_kube_config(config_file=str(cluster.hub_kubeconfig))
     clients._client_cache.clear()
     try:
-        spawner = make_spawner(user="nina", gpu_quota=16, max_gpus_per_server=16, gpu_wait_timeout=3)
+        spawner = make_spawner(
+            user="nina", gpu_quota=16, max_gpus_per_server=16, gpu_wait_timeout=3
+        )
         with pytest.raises(SpawnRefused) as refused:
             await spawn(spawner, image="demo", gpus=9)
         assert refused.value.status_code == 503
@@ -406,10 +464,20 @@ def l4_nodes(cluster):
     """
 
     names = ("l4-old", "l4-new")
-    cluster.add_node("l4-old", gpus=8, product="NVIDIA-L4", taints=[kube_cluster.GPU_TAINT],
-                     labels=driver_labels("11.8", "520.61.05"))  # fmt: skip
-    cluster.add_node("l4-new", gpus=2, product="NVIDIA-L4", taints=[kube_cluster.GPU_TAINT],
-                     labels=driver_labels("12.8", "570.124.06"))  # fmt: skip
+    cluster.add_node(
+        "l4-old",
+        gpus=8,
+        product="NVIDIA-L4",
+        taints=[kube_cluster.GPU_TAINT],
+        labels=driver_labels("11.8", "520.61.05"),
+    )
+    cluster.add_node(
+        "l4-new",
+        gpus=2,
+        product="NVIDIA-L4",
+        taints=[kube_cluster.GPU_TAINT],
+        labels=driver_labels("12.8", "570.124.06"),
+    )
     cluster.wait_for(lambda: kube_cluster.nodes_ready(cluster) == 6, "the L4 nodes Ready", 90)
     reset_shared_state()  # the hub's cached node list predates them
     yield names
@@ -425,14 +493,17 @@ async def test_cuda_image_is_steered_to_nodes_whose_driver_runs_it(cluster, l4_n
         pod = pod_of(cluster, spawner)
         assert pod["status"]["phase"] == "Running"
         assert pod["spec"]["nodeName"] == "l4-new"
-        terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-            "nodeSelectorTerms"
-        ]
-        assert {"key": "nvidia.com/cuda.runtime-version.major", "operator": "Gt", "values": ["12"]} in (
-            terms[1]["matchExpressions"]
-        )
+        terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert {
+            "key": "nvidia.com/cuda.runtime-version.major",
+            "operator": "Gt",
+            "values": ["12"],
+        } in (terms[1]["matchExpressions"])
         assert all(
-            {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]} in t["matchExpressions"]
+            {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]}
+            in t["matchExpressions"]
             for t in terms
         )
     # an image without a CUDA version, or a CPU-only server, is not steered
@@ -442,8 +513,13 @@ async def test_cuda_image_is_steered_to_nodes_whose_driver_runs_it(cluster, l4_n
 
 
 async def test_cuda_image_is_refused_when_no_node_can_run_it(cluster, l4_nodes, make_spawner):
-    cluster.kubectl("label", "node", "l4-new", "--overwrite",
-                    *("%s=%s" % item for item in driver_labels("11.8", "520.61.05").items()))  # fmt: skip
+    cluster.kubectl(
+        "label",
+        "node",
+        "l4-new",
+        "--overwrite",
+        *("%s=%s" % item for item in driver_labels("11.8", "520.61.05").items()),
+    )
     spawner = make_spawner(user="cudaold")
     began = time.monotonic()
     with pytest.raises(SpawnRefused) as refused:
@@ -452,12 +528,17 @@ async def test_cuda_image_is_refused_when_no_node_can_run_it(cluster, l4_nodes, 
     assert refused.value.status_code == 400
     assert refused.value.jupyterhub_message == (
         "No GPU node of this cluster has a driver for CUDA 12.8, which image 'demo-cuda' needs"
-        " (the newest supports CUDA 11.8). Pick another image, or ask an admin to update the GPU nodes' drivers."
+        " (the newest supports CUDA 11.8). Pick another image, or ask an admin to update the GPU"
+        " nodes' drivers."
     )
     assert cluster.get_json("pods", "-n", spawner.namespace)["items"] == []
     # in strict mode too; and a server without GPUs starts from the same image
-    with pytest.raises(SpawnRefused, match="No GPU node of this cluster has a driver for CUDA 12.8"):
-        await spawn(make_spawner(user="cudaold", cuda_compatibility="strict"), image="demo-cuda", gpus=1)
+    with pytest.raises(
+        SpawnRefused, match="No GPU node of this cluster has a driver for CUDA 12.8"
+    ):
+        await spawn(
+            make_spawner(user="cudaold", cuda_compatibility="strict"), image="demo-cuda", gpus=1
+        )
     cpu = make_spawner(user="cudaold", server="cpu")
     await spawn(cpu, image="demo-cuda", gpus=0)
     assert pod_of(cluster, cpu)["spec"]["nodeName"] == "cpu-0"
@@ -478,18 +559,24 @@ def gpus_allocated() -> float:
     )
 
 
-async def test_renamed_user_keeps_the_quota_and_leaves_no_open_interval(cluster, make_spawner, tmp_path):
+async def test_renamed_user_keeps_the_quota_and_leaves_no_open_interval(
+    cluster, make_spawner, tmp_path
+):
     from gpuspawner.usage.ledger import Ledger
 
     first = make_spawner(user="rita", server="a")
     await spawn(first, image="demo", gpus=1)
-    assert pod_of(cluster, first)["metadata"]["labels"]["gpuspawner.io/user-id"] == str(first.user.id)
+    assert pod_of(cluster, first)["metadata"]["labels"]["gpuspawner.io/user-id"] == str(
+        first.user.id
+    )
     first.user.name = "rita-renamed"  # PATCH /hub/api/users/rita {"name": ...}: the same user
     second = make_spawner(user="rita-renamed", server="b")
     second.user = first.user
     with pytest.raises(SpawnRefused) as refused:
         await spawn(second, image="demo", gpus=1)
-    assert refused.value.status_code == 403 and "already hold 1 GPU on server 'a'" in str(refused.value)
+    assert refused.value.status_code == 403 and "already hold 1 GPU on server 'a'" in str(
+        refused.value
+    )
     await reset_hub_process()  # a restarted hub still counts the renamed user's pod as theirs
     third = make_spawner(user="rita-renamed", server="b")
     third.user = first.user
@@ -534,7 +621,9 @@ async def test_unsafe_pod_extras_are_refused_unless_opted_out(cluster, make_spaw
 
     with pytest.raises(TraitError, match="allow_unsafe_pod_config"):
         make_spawner(user="pat", **extra)
-    spawner = make_spawner(user="pat", allow_unsafe_pod_config=True, storage_pvc_ensure=False, **extra)
+    spawner = make_spawner(
+        user="pat", allow_unsafe_pod_config=True, storage_pvc_ensure=False, **extra
+    )
     await spawn(spawner, image="demo", gpus=0)
     spec = pod_of(cluster, spawner)["spec"]
     container = spec["containers"][0]

@@ -1,4 +1,5 @@
-"""GPU nodes judged by their drivers' CUDA version from GFD labels, and the pod's affinity (pure)."""
+"""GPU nodes judged by their drivers' CUDA version from GFD labels, and the pod's affinity
+(pure)."""
 
 from dataclasses import replace
 
@@ -41,12 +42,22 @@ def gfd(cuda_version: str, driver: str, old_names_only: bool = False) -> dict:
     return labels
 
 
-def node(name: str, labels: dict | None = None, gpus: int = 8, resource="nvidia.com/gpu", unschedulable=False):
+def node(
+    name: str,
+    labels: dict | None = None,
+    gpus: int = 8,
+    resource="nvidia.com/gpu",
+    unschedulable=False,
+):
     allocatable = {"cpu": "64", "memory": "512Gi"}
     if gpus:
         allocatable[resource] = str(gpus)
     spec = {"unschedulable": True} if unschedulable else {}
-    return {"metadata": {"name": name, "labels": dict(labels or {})}, "spec": spec, "status": {"allocatable": allocatable}}
+    return {
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": spec,
+        "status": {"allocatable": allocatable},
+    }
 
 
 OLD = gfd("11.8", "520.61.05")  # a CUDA 11 driver
@@ -56,12 +67,22 @@ MID = gfd("12.2", "535.104.05")
 
 def test_driver_cuda_from_labels():
     assert node_driver_cuda(MID) == cuda.DriverCuda((12, 2), "535.104.5")
-    assert node_driver_cuda(gfd("12.2", "535.104.05", old_names_only=True)) == cuda.DriverCuda((12, 2), "535.104.5")
-    assert node_driver_cuda({"nvidia.com/cuda.runtime-version.major": "13", "nvidia.com/cuda.runtime-version.minor": "0"}) == (
-        cuda.DriverCuda((13, 0), "")
+    assert node_driver_cuda(gfd("12.2", "535.104.05", old_names_only=True)) == cuda.DriverCuda(
+        (12, 2), "535.104.5"
     )
+    assert node_driver_cuda(
+        {
+            "nvidia.com/cuda.runtime-version.major": "13",
+            "nvidia.com/cuda.runtime-version.minor": "0",
+        }
+    ) == (cuda.DriverCuda((13, 0), ""))
     assert node_driver_cuda({}) is None
-    assert node_driver_cuda({"nvidia.com/cuda.runtime.major": "x", "nvidia.com/cuda.runtime.minor": "2"}) is None
+    assert (
+        node_driver_cuda(
+            {"nvidia.com/cuda.runtime.major": "x", "nvidia.com/cuda.runtime.minor": "2"}
+        )
+        is None
+    )
 
 
 def test_verdicts_sort_gpu_nodes_only():
@@ -88,9 +109,16 @@ def test_verdicts_sort_gpu_nodes_only():
 
 def test_verdicts_follow_product_and_node_selector():
     a100 = {"nvidia.com/gpu.product": "A100", "pool": "a"}
-    nodes = [node("a", {**OLD, **a100}), node("h", {**NEW, "nvidia.com/gpu.product": "H100", "pool": "h"})]
-    assert cuda_verdicts(nodes, "12.8", product="A100") == CudaVerdicts(incompatible=("a",), newest=(11, 8))
-    assert cuda_verdicts(nodes, "12.8", node_selector={"pool": "h"}) == CudaVerdicts(compatible=("h",), newest=(12, 8))
+    nodes = [
+        node("a", {**OLD, **a100}),
+        node("h", {**NEW, "nvidia.com/gpu.product": "H100", "pool": "h"}),
+    ]
+    assert cuda_verdicts(nodes, "12.8", product="A100") == CudaVerdicts(
+        incompatible=("a",), newest=(11, 8)
+    )
+    assert cuda_verdicts(nodes, "12.8", node_selector={"pool": "h"}) == CudaVerdicts(
+        compatible=("h",), newest=(12, 8)
+    )
 
 
 def test_refusal_only_when_no_node_can():
@@ -98,9 +126,12 @@ def test_refusal_only_when_no_node_can():
     assert verdicts.none_compatible
     assert cuda_refusal("pytorch-2.9", "12.8", verdicts) == (
         "No GPU node of this cluster has a driver for CUDA 12.8, which image 'pytorch-2.9' needs"
-        " (the newest supports CUDA 12.2). Pick another image, or ask an admin to update the GPU nodes' drivers."
+        " (the newest supports CUDA 12.2). Pick another image, or ask an admin to update the GPU"
+        " nodes' drivers."
     )
-    assert cuda_refusal("x", "12.8", cuda_verdicts([node("old", OLD), node("bare")], "12.8")) is None
+    assert (
+        cuda_refusal("x", "12.8", cuda_verdicts([node("old", OLD), node("bare")], "12.8")) is None
+    )
     assert cuda_refusal("x", "12.8", cuda_verdicts([node("new", NEW)], "12.8")) is None
     assert cuda_refusal("x", "12.8", CudaVerdicts()) is None
 
@@ -160,15 +191,21 @@ DRIVERS = [
 @pytest.mark.parametrize("mode", cuda.MODES)
 @pytest.mark.parametrize("image", ["11.2", "11.8", "12.0", "12.8", "13.0", "13.1", "14.0"])
 def test_affinity_terms_agree_with_the_rule(image, mode):
-    """A node is admitted by the labels exactly when cuda.py's rule says its driver runs the image."""
+    """A node is admitted by the labels exactly when cuda.py's rule says its driver runs the
+    image."""
     terms = cuda_affinity_terms(image, mode)
     for version, driver in DRIVERS:
         for old_only in (False, True):
             labels = gfd(version, driver, old_names_only=old_only)
             expected = cuda.compatible(cuda.parse_cuda(image), node_driver_cuda(labels), mode)
             assert matches(labels, terms) is expected, (image, mode, version, driver, old_only)
-        cuda_only = {"nvidia.com/cuda.runtime.major": version.split(".")[0], "nvidia.com/cuda.runtime.minor": version.split(".")[1]}
-        assert matches(cuda_only, terms) is cuda.compatible(cuda.parse_cuda(image), cuda.DriverCuda(cuda.parse_cuda(version)), mode)
+        cuda_only = {
+            "nvidia.com/cuda.runtime.major": version.split(".")[0],
+            "nvidia.com/cuda.runtime.minor": version.split(".")[1],
+        }
+        assert matches(cuda_only, terms) is cuda.compatible(
+            cuda.parse_cuda(image), cuda.DriverCuda(cuda.parse_cuda(version)), mode
+        )
     assert matches({"nvidia.com/gpu.product": "A100"}, terms)  # no GFD labels: unknown, admitted
 
 
@@ -176,22 +213,30 @@ BASE = PodRequest(name="p", image="i", env={}, labels={}, annotations={}, gpus=1
 
 
 def test_pod_affinity_combines_product_and_cuda_terms():
-    terms = [[{"key": "k", "operator": "Gt", "values": ["1"]}], [{"key": "j", "operator": "DoesNotExist"}]]
+    terms = [
+        [{"key": "k", "operator": "Gt", "values": ["1"]}],
+        [{"key": "j", "operator": "DoesNotExist"}],
+    ]
     product = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["A100"]}
     spec = pod_spec(replace(BASE, cuda_terms=terms, placement=GpuPlacement(product="A100")))["spec"]
     assert spec["affinity"] == {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
-                    {"matchExpressions": [product, {"key": "k", "operator": "Gt", "values": ["1"]}]},
+                    {
+                        "matchExpressions": [
+                            product,
+                            {"key": "k", "operator": "Gt", "values": ["1"]},
+                        ]
+                    },
                     {"matchExpressions": [product, {"key": "j", "operator": "DoesNotExist"}]},
                 ]
             }
         }
     }
     only_cuda = pod_spec(replace(BASE, cuda_terms=terms))["spec"]["affinity"]
-    assert only_cuda["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
-        {"matchExpressions": t} for t in terms
-    ]
+    assert only_cuda["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ] == [{"matchExpressions": t} for t in terms]
     assert "affinity" not in pod_spec(replace(BASE, cuda_terms=terms, gpus=0))["spec"]
     assert "affinity" not in pod_spec(BASE)["spec"]

@@ -45,15 +45,25 @@ def test_full_gpu_pod():
         },
         "spec": {
             "automountServiceAccountToken": False,
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True, "fsGroup": 100},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "securityContext": {
+                "runAsUser": 1000,
+                "runAsGroup": 100,
+                "runAsNonRoot": True,
+                "fsGroup": 100,
+            },
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
             "containers": [
                 {
                     "name": "notebook",
                     "image": "org/pt:2.9",
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["jupyterhub-singleuser"],
-                    "env": [{"name": "GPU_LIMIT", "value": "2"}, {"name": "HF_TOKEN", "value": "x"}],
+                    "env": [
+                        {"name": "GPU_LIMIT", "value": "2"},
+                        {"name": "HF_TOKEN", "value": "x"},
+                    ],
                     "ports": [{"name": "notebook-port", "containerPort": 8888}],
                     "resources": {
                         "limits": {"cpu": "4", "memory": str(8 * 1024**3), "nvidia.com/gpu": "2"},
@@ -74,7 +84,10 @@ def test_full_gpu_pod():
                 }
             ],
             "volumes": [
-                {"name": "workspace", "persistentVolumeClaim": {"claimName": "gpuspawner-workspace-alice"}},
+                {
+                    "name": "workspace",
+                    "persistentVolumeClaim": {"claimName": "gpuspawner-workspace-alice"},
+                },
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
             ],
         },
@@ -82,9 +95,14 @@ def test_full_gpu_pod():
 
 
 def test_zero_gpus_no_gpu_resources_no_tolerations_and_void():
-    spec = pod_spec(replace(BASE, gpus=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB")))["spec"]
+    spec = pod_spec(replace(BASE, gpus=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB")))[
+        "spec"
+    ]
     resources = spec["containers"][0]["resources"]
-    assert resources == {"limits": {"cpu": "4", "memory": str(8 * 1024**3)}, "requests": {"cpu": "500m"}}
+    assert resources == {
+        "limits": {"cpu": "4", "memory": str(8 * 1024**3)},
+        "requests": {"cpu": "500m"},
+    }
     assert "tolerations" not in spec and "affinity" not in spec and "nodeSelector" not in spec
     assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in spec["containers"][0]["env"]
 
@@ -99,20 +117,35 @@ def test_mig_resource_and_product_affinity_and_selector():
         resource="nvidia.com/mig-1g.10gb",
         product="NVIDIA-A100-SXM4-80GB",
         node_selector={"pool": "mig"},
-        tolerations=({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},),
+        tolerations=(
+            {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+        ),
     )
     spec = pod_spec(replace(BASE, gpus=1, placement=placement, node_selector={"zone": "a"}))["spec"]
     resources = spec["containers"][0]["resources"]
-    assert resources["limits"]["nvidia.com/mig-1g.10gb"] == resources["requests"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert (
+        resources["limits"]["nvidia.com/mig-1g.10gb"]
+        == resources["requests"]["nvidia.com/mig-1g.10gb"]
+        == "1"
+    )
     assert "nvidia.com/gpu" not in resources["limits"]
     assert spec["nodeSelector"] == {"zone": "a", "pool": "mig"}
-    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+    assert spec["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+    ]
     assert spec["affinity"] == {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
-                                           "values": ["NVIDIA-A100-SXM4-80GB"]}]}
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": "nvidia.com/gpu.product",
+                                "operator": "In",
+                                "values": ["NVIDIA-A100-SXM4-80GB"],
+                            }
+                        ]
+                    }
                 ]
             }
         }
@@ -124,17 +157,29 @@ def test_admin_extras_cannot_add_gpus_or_privilege():
         BASE,
         gpus=0,
         extra_container_config={
-            "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "readOnlyRootFilesystem": True},
+            "securityContext": {
+                "privileged": True,
+                "allowPrivilegeEscalation": True,
+                "readOnlyRootFilesystem": True,
+            },
             "resources": {"limits": {"nvidia.com/gpu": "8", "example.com/fpga": "1"}},
         },
-        extra_pod_config={"securityContext": {"runAsNonRoot": False}, "hostIPC": False, "containers": []},
+        extra_pod_config={
+            "securityContext": {"runAsNonRoot": False},
+            "hostIPC": False,
+            "containers": [],
+        },
     )
     spec = pod_spec(request)["spec"]
     container = spec["containers"][0]
     assert container["securityContext"]["privileged"] is False
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["resources"]["limits"] == {"example.com/fpga": "1", "cpu": "4", "memory": str(8 * 1024**3)}
+    assert container["resources"]["limits"] == {
+        "example.com/fpga": "1",
+        "cpu": "4",
+        "memory": str(8 * 1024**3),
+    }
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["hostIPC"] is False and len(spec["containers"]) == 1
 
@@ -145,21 +190,36 @@ def test_no_workspace_no_shm():
 
 
 def test_pvc():
-    request = PvcRequest(name="gpuspawner-workspace-alice", labels={"a": "b"}, annotations={}, storage="5Gi",
-                         storage_class="fast")
+    request = PvcRequest(
+        name="gpuspawner-workspace-alice",
+        labels={"a": "b"},
+        annotations={},
+        storage="5Gi",
+        storage_class="fast",
+    )
     assert pvc_spec(request) == {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": "gpuspawner-workspace-alice", "labels": {"a": "b"}, "annotations": {}},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}},
-                 "storageClassName": "fast"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "5Gi"}},
+            "storageClassName": "fast",
+        },
     }
     assert "storageClassName" not in pvc_spec(replace(request, storage_class=None))["spec"]
 
 
 @pytest.mark.parametrize(
     "size, quantity",
-    [("2g", "2Gi"), ("512m", "512Mi"), ("64M", "64Mi"), ("1024k", "1024Ki"), ("100", "100"), ("2Gi", "2Gi")],
+    [
+        ("2g", "2Gi"),
+        ("512m", "512Mi"),
+        ("64M", "64Mi"),
+        ("1024k", "1024Ki"),
+        ("100", "100"),
+        ("2Gi", "2Gi"),
+    ],
 )
 def test_docker_size_to_quantity(size, quantity):
     assert docker_size_to_quantity(size) == quantity
@@ -175,27 +235,47 @@ def test_cpu_quantity_round_trips(millis):
     assert parse_quantity(cpu_quantity(millis / 1000)) == pytest.approx(millis / 1000)
 
 
-@pytest.mark.parametrize("text, value", [("500m", 0.5), ("8", 8), ("64Gi", 64 * 2**30), ("1k", 1000), ("1e3", 1000)])
+@pytest.mark.parametrize(
+    "text, value", [("500m", 0.5), ("8", 8), ("64Gi", 64 * 2**30), ("1k", 1000), ("1e3", 1000)]
+)
 def test_parse_quantity(text, value):
     assert parse_quantity(text) == value
 
 
-def node(name, gpus=0, resource="nvidia.com/gpu", product=None, taints=(), labels=None, cpu="64", memory="512Gi"):
+def node(
+    name,
+    gpus=0,
+    resource="nvidia.com/gpu",
+    product=None,
+    taints=(),
+    labels=None,
+    cpu="64",
+    memory="512Gi",
+):
     node_labels = dict(labels or {})
     if product:
         node_labels["nvidia.com/gpu.product"] = product
     allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
     if gpus:
         allocatable[resource] = str(gpus)
-    return {"metadata": {"name": name, "labels": node_labels},
-            "spec": {"taints": list(taints)}, "status": {"allocatable": allocatable}}
+    return {
+        "metadata": {"name": name, "labels": node_labels},
+        "spec": {"taints": list(taints)},
+        "status": {"allocatable": allocatable},
+    }
 
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 CLUSTER = [
     node("a100-0", 8, product="NVIDIA-A100-SXM4-80GB", taints=[GPU_TAINT]),
     node("a100-1", 8, product="NVIDIA-A100-SXM4-80GB", taints=[GPU_TAINT]),
-    node("mig-0", 7, resource="nvidia.com/mig-1g.10gb", product="NVIDIA-A100-SXM4-80GB", taints=[GPU_TAINT]),
+    node(
+        "mig-0",
+        7,
+        resource="nvidia.com/mig-1g.10gb",
+        product="NVIDIA-A100-SXM4-80GB",
+        taints=[GPU_TAINT],
+    ),
     node("cpu-0"),
 ]
 
@@ -209,13 +289,17 @@ def test_satisfiable_requests():
 
 def test_too_many_gpus_for_any_node():
     reason = unsatisfiable_reason(pod_needs(replace(BASE, gpus=9)), CLUSTER)
-    assert reason == "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0). Ask for at most 8."
+    assert reason == (
+        "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0)."
+        " Ask for at most 8."
+    )
 
 
 def test_unknown_gpu_type():
     request = replace(BASE, placement=GpuPlacement(product="NVIDIA-H100-80GB-HBM3"))
     assert unsatisfiable_reason(pod_needs(request), CLUSTER) == (
-        "No node of this cluster has the GPU type NVIDIA-H100-80GB-HBM3 (label nvidia.com/gpu.product);"
+        "No node of this cluster has the GPU type NVIDIA-H100-80GB-HBM3 (label"
+        " nvidia.com/gpu.product);"
         " the GPU types here are: NVIDIA-A100-SXM4-80GB."
     )
 
@@ -223,7 +307,8 @@ def test_unknown_gpu_type():
 def test_resource_nobody_offers():
     request = replace(BASE, gpus=1, placement=GpuPlacement(resource="nvidia.com/mig-3g.40gb"))
     assert unsatisfiable_reason(pod_needs(request), CLUSTER).startswith(
-        "No node of this cluster offers nvidia.com/mig-3g.40gb, so a server asking for 1 GPU can never start."
+        "No node of this cluster offers nvidia.com/mig-3g.40gb, so a server asking for 1 GPU can"
+        " never start."
     )
 
 
@@ -238,7 +323,10 @@ def test_memory_larger_than_any_node():
 
 
 def test_no_nodes():
-    assert unsatisfiable_reason(pod_needs(BASE), []) == "This cluster has no node to run servers on. Ask an admin."
+    assert (
+        unsatisfiable_reason(pod_needs(BASE), [])
+        == "This cluster has no node to run servers on. Ask an admin."
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,7 +335,8 @@ def test_no_nodes():
         (
             (
                 "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector,"
-                " 3 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are available: 4 No preemption victims."
+                " 3 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are available: 4 No"
+                " preemption victims."
             ),
             (
                 "All GPUs of the cluster are in use: 1 of 4 nodes have another GPU type or role;"
@@ -260,16 +349,20 @@ def test_no_nodes():
         ),
         (
             (
-                "0/3 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present},"
+                "0/3 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu:"
+                " present},"
                 " 2 Insufficient memory."
             ),
             (
-                "No node can take this server right now: 1 of 3 nodes are reserved for other work (tainted);"
+                "No node can take this server right now: 1 of 3 nodes are reserved for other work"
+                " (tainted);"
                 " 2 of 3 nodes have too little free memory."
             ),
         ),
-        ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
-         "Your workspace volume is not ready yet (its claim is not bound to a disk)."),
+        (
+            "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+            "Your workspace volume is not ready yet (its claim is not bound to a disk).",
+        ),
         ("something else", "The cluster cannot place this server yet: something else"),
     ],
 )
@@ -278,8 +371,11 @@ def test_explain_unschedulable(message, words):
 
 
 def test_explain_quota_rejection():
-    message = ('pods "jupyter-bob" is forbidden: exceeded quota: course-cap, requested: requests.nvidia.com/gpu=1,'
-               ' used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=0')
+    message = (
+        'pods "jupyter-bob" is forbidden: exceeded quota: course-cap, requested:'
+        " requests.nvidia.com/gpu=1,"
+        " used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=0"
+    )
     assert explain_quota_rejection(message, "hub-bob") == (
         "The cluster refused this server: namespace hub-bob may use at most 0 nvidia.com/gpu"
         " (ResourceQuota 'course-cap'), 0 are in use and this server asks for 1."
@@ -288,13 +384,17 @@ def test_explain_quota_rejection():
     assert explain_quota_rejection("odd", "ns").endswith("namespace ns: odd")
 
 
-RESOURCE_NAMES = st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"])
+RESOURCE_NAMES = st.sampled_from(
+    ["nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"]
+)
 
 
 @given(
     gpus=st.integers(min_value=0, max_value=16),
     resource=RESOURCE_NAMES,
-    extra_limits=st.dictionaries(st.one_of(RESOURCE_NAMES, st.just("example.com/fpga")), st.sampled_from(["1", "8"])),
+    extra_limits=st.dictionaries(
+        st.one_of(RESOURCE_NAMES, st.just("example.com/fpga")), st.sampled_from(["1", "8"])
+    ),
     env_devices=st.sampled_from([None, "all", "0,1", "void"]),
 )
 def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits, env_devices):
@@ -307,8 +407,12 @@ def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits
         extra_container_config={"resources": {"limits": extra_limits, "requests": extra_limits}},
     )
     container = pod_spec(request)["spec"]["containers"][0]
-    gpu_limits = {k: v for k, v in container["resources"]["limits"].items() if k.startswith("nvidia.com/")}
-    gpu_requests = {k: v for k, v in container["resources"]["requests"].items() if k.startswith("nvidia.com/")}
+    gpu_limits = {
+        k: v for k, v in container["resources"]["limits"].items() if k.startswith("nvidia.com/")
+    }
+    gpu_requests = {
+        k: v for k, v in container["resources"]["requests"].items() if k.startswith("nvidia.com/")
+    }
     assert gpu_limits == gpu_requests == ({resource: str(gpus)} if gpus else {})
     env_out = {e["name"]: e["value"] for e in container["env"]}
     assert env_out.get("NVIDIA_VISIBLE_DEVICES") == (None if gpus else "void")
@@ -323,25 +427,43 @@ def needs_read_back(pod: dict) -> PodNeeds:
         for name, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items()
     }
     terms = (
-        spec.get("affinity", {}).get("nodeAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
-    )  # fmt: skip
-    products = sorted({
-        value for term in terms for e in term.get("matchExpressions", [])
-        if e.get("key") == "nvidia.com/gpu.product" and e.get("operator") == "In" for value in e["values"]
-    })  # fmt: skip
-    return PodNeeds(requests, spec.get("nodeSelector") or {}, tuple(products), tuple(spec.get("tolerations") or ()))
+        spec.get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    products = sorted(
+        {
+            value
+            for term in terms
+            for e in term.get("matchExpressions", [])
+            if e.get("key") == "nvidia.com/gpu.product" and e.get("operator") == "In"
+            for value in e["values"]
+        }
+    )
+    return PodNeeds(
+        requests,
+        spec.get("nodeSelector") or {},
+        tuple(products),
+        tuple(spec.get("tolerations") or ()),
+    )
 
 
 @given(
     gpus=st.integers(min_value=0, max_value=4),
     product=st.sampled_from(["", "NVIDIA-L4"]),
-    selector=st.dictionaries(st.sampled_from(["pool", "zone"]), st.sampled_from(["a", "b"]), max_size=2),
-    extra_selector=st.dictionaries(st.sampled_from(["zone", "rack"]), st.sampled_from(["c"]), max_size=2),
+    selector=st.dictionaries(
+        st.sampled_from(["pool", "zone"]), st.sampled_from(["a", "b"]), max_size=2
+    ),
+    extra_selector=st.dictionaries(
+        st.sampled_from(["zone", "rack"]), st.sampled_from(["c"]), max_size=2
+    ),
     extra_tolerations=st.sampled_from([None, [], [{"key": "x", "operator": "Exists"}]]),
     cpu=st.sampled_from([None, 0.5, 2.0]),
     memory=st.sampled_from([None, 2**30]),
-    extra_limits=st.dictionaries(st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), st.sampled_from(["1", "8"])),
+    extra_limits=st.dictionaries(
+        st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), st.sampled_from(["1", "8"])
+    ),
 )
 def test_the_typed_needs_are_what_the_pod_asks_for(
     gpus, product, selector, extra_selector, extra_tolerations, cpu, memory, extra_limits
@@ -350,8 +472,13 @@ def test_the_typed_needs_are_what_the_pod_asks_for(
     if extra_tolerations is not None:
         extra_pod["tolerations"] = extra_tolerations
     request = replace(
-        BASE, gpus=gpus, placement=GpuPlacement(product=product, node_selector={"gpu": "yes"}),
-        node_selector=selector, cpu_guarantee=cpu, mem_limit=memory, extra_pod_config=extra_pod,
+        BASE,
+        gpus=gpus,
+        placement=GpuPlacement(product=product, node_selector={"gpu": "yes"}),
+        node_selector=selector,
+        cpu_guarantee=cpu,
+        mem_limit=memory,
+        extra_pod_config=extra_pod,
         extra_container_config={"resources": {"limits": extra_limits}},
-    )  # fmt: skip
+    )
     assert pod_needs(request) == needs_read_back(pod_spec(request))

@@ -30,7 +30,11 @@ def pod(name, user, server="", gpus=1, phase="Running", node="a100-0", resource=
     if resource:
         annotations["gpuspawner.io/gpu-resource"] = resource
     return {
-        "metadata": {"name": name, "labels": {"gpuspawner.io/gpus": str(gpus)}, "annotations": annotations},
+        "metadata": {
+            "name": name,
+            "labels": {"gpuspawner.io/gpus": str(gpus)},
+            "annotations": annotations,
+        },
         "spec": {"nodeName": node},
         "status": {"phase": phase},
     }
@@ -39,18 +43,33 @@ def pod(name, user, server="", gpus=1, phase="Running", node="a100-0", resource=
 def test_holdings_from_pods():
     pods = [
         pod("jupyter-alice", "alice"),
-        pod("jupyter-alice--train", "alice", "train", gpus=2, phase="Pending", node=None,
-            resource="nvidia.com/mig-1g.10gb"),
+        pod(
+            "jupyter-alice--train",
+            "alice",
+            "train",
+            gpus=2,
+            phase="Pending",
+            node=None,
+            resource="nvidia.com/mig-1g.10gb",
+        ),
         pod("jupyter-bob", "bob", phase="Succeeded"),
         {"metadata": {"name": "not-ours", "labels": {}, "annotations": {}}},
     ]
     mig = "nvidia.com/mig-1g.10gb"
     assert holdings_from_pods(pods) == [
-        Holding("alice", "", (Gpu("jupyter-alice/nvidia.com/gpu#0", "nvidia.com/gpu", resource="nvidia.com/gpu"),),
-                "pod jupyter-alice, on node a100-0"),
-        Holding("alice", "train", tuple(Gpu("jupyter-alice--train/%s#%d" % (mig, i), mig, resource=mig) for i in (0, 1)),
-                "pod jupyter-alice--train, waiting for a node"),
-    ]  # fmt: skip
+        Holding(
+            "alice",
+            "",
+            (Gpu("jupyter-alice/nvidia.com/gpu#0", "nvidia.com/gpu", resource="nvidia.com/gpu"),),
+            "pod jupyter-alice, on node a100-0",
+        ),
+        Holding(
+            "alice",
+            "train",
+            tuple(Gpu("jupyter-alice--train/%s#%d" % (mig, i), mig, resource=mig) for i in (0, 1)),
+            "pod jupyter-alice--train, waiting for a node",
+        ),
+    ]
     assert holdings_from_pods(pods)[1].uuids == (
         "jupyter-alice--train/nvidia.com/mig-1g.10gb#0",
         "jupyter-alice--train/nvidia.com/mig-1g.10gb#1",
@@ -59,13 +78,24 @@ def test_holdings_from_pods():
 
 def test_a_gpu_is_typed_by_its_nodes_product_so_weights_apply():
     nodes = [
-        {"metadata": {"name": "a100-0", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
-         "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "64"}}},
+        {
+            "metadata": {
+                "name": "a100-0",
+                "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+            },
+            "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "64"}},
+        },
         {"metadata": {"name": "cpu-0", "labels": {}}, "status": {"allocatable": {"cpu": "8"}}},
-        {"metadata": {"name": "mig-0", "labels": {}}, "status": {"allocatable": {"nvidia.com/mig-1g.10gb": "7"}}},
-        {"metadata": {"name": "cordoned", "labels": {}}, "spec": {"unschedulable": True},
-         "status": {"allocatable": {"nvidia.com/gpu": "4"}}},
-    ]  # fmt: skip
+        {
+            "metadata": {"name": "mig-0", "labels": {}},
+            "status": {"allocatable": {"nvidia.com/mig-1g.10gb": "7"}},
+        },
+        {
+            "metadata": {"name": "cordoned", "labels": {}},
+            "spec": {"unschedulable": True},
+            "status": {"allocatable": {"nvidia.com/gpu": "4"}},
+        },
+    ]
     assert node_products(nodes) == {"a100-0": "NVIDIA-A100-SXM4-80GB"}
     assert gpu_totals(nodes) == {"NVIDIA-A100-SXM4-80GB": 8, "nvidia.com/mig-1g.10gb": 7}
     running = pod("jupyter-ann", "ann", node="a100-0")
@@ -79,9 +109,12 @@ def test_a_gpu_is_typed_by_its_nodes_product_so_weights_apply():
 
 
 def test_quota_counts_every_server_of_the_user():
-    held = holdings_from_pods([pod("jupyter-alice--train", "alice", "train"), pod("jupyter-bob", "bob")])
+    held = holdings_from_pods(
+        [pod("jupyter-alice--train", "alice", "train"), pod("jupyter-bob", "bob")]
+    )
     assert quota_refusal("alice", "eval", 1, DEFAULT, held) == (
-        "You asked for 1 GPU, but your limit is 1 GPU at once (the default for every user) and you already"
+        "You asked for 1 GPU, but your limit is 1 GPU at once (the default for every user) and"
+        " you already"
         " hold 1 GPU on server 'train' (pod jupyter-alice--train, on node a100-0)."
         " Stop a server holding GPUs, or ask for at most 0."
     )
@@ -94,7 +127,8 @@ def test_quota_counts_every_server_of_the_user():
 
 def test_quota_without_holdings():
     assert quota_refusal("alice", "", 2, DEFAULT, []) == (
-        "You asked for 2 GPUs, but your limit is 1 GPU at once (the default for every user). Ask for at most 1."
+        "You asked for 2 GPUs, but your limit is 1 GPU at once (the default for every user). Ask"
+        " for at most 1."
     )
 
 
@@ -102,18 +136,30 @@ def test_unschedulable_message():
     pending = {
         "status": {
             "phase": "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}],
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+                }
+            ],
         }
     }
-    assert unschedulable_message(pending) == "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    assert (
+        unschedulable_message(pending) == "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    )
     assert unschedulable_message({"status": {"phase": "Running"}}) is None
     assert unschedulable_message({"status": {"phase": "Pending", "conditions": []}}) is None
 
 
 @given(
     holdings=st.lists(
-        st.tuples(st.sampled_from(["alice", "bob"]), st.sampled_from(["", "a", "b", "c"]), st.integers(0, 4)),
+        st.tuples(
+            st.sampled_from(["alice", "bob"]),
+            st.sampled_from(["", "a", "b", "c"]),
+            st.integers(0, 4),
+        ),
         max_size=8,
         unique_by=lambda t: (t[0], t[1]),
     ),

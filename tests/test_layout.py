@@ -25,7 +25,9 @@ def fresh_import(code: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("old", sorted(MOVED))
 def test_a_moved_module_imports_from_its_old_path_and_warns(old):
     new = MOVED[old]
-    result = fresh_import("import %s as m; print(sorted(n for n in dir(m) if not n.startswith('_')))" % old)
+    result = fresh_import(
+        "import %s as m; print(sorted(n for n in dir(m) if not n.startswith('_')))" % old
+    )
     assert result.returncode == 0, result.stderr
     assert "DeprecationWarning: %s has moved to %s" % (old, " and ".join(new)) in result.stderr
     assert result.stderr.count("DeprecationWarning") == 1
@@ -48,7 +50,8 @@ def test_names_of_the_old_backend_modules_still_resolve():
         "from gpuspawner.kube import holdings_from_pods, KubeGPUSpawner\n"
         "from gpuspawner.docker import holdings_from_containers, GPUDockerSpawner\n"
         "from gpuspawner.base import SpawnRefused, apply_gpu_options\n"
-        "print(holdings_from_pods.__module__, holdings_from_containers.__module__, SpawnRefused.__module__)"
+        "print(holdings_from_pods.__module__, holdings_from_containers.__module__,"
+        " SpawnRefused.__module__)"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
@@ -69,7 +72,14 @@ def test_entry_points_load_the_spawners():
 
 
 def test_the_pure_parts_import_without_the_engines():
-    blocked = "dockerspawner", "docker", "kubespawner", "kubernetes_asyncio", "jupyterhub", "sqlalchemy"
+    blocked = (
+        "dockerspawner",
+        "docker",
+        "kubespawner",
+        "kubernetes_asyncio",
+        "jupyterhub",
+        "sqlalchemy",
+    )
     code = (
         "import sys\n"
         "class Block:\n"
@@ -109,7 +119,10 @@ def module_imports(path: Path) -> set[str]:
 
 def module_path(name: str) -> Path | None:
     relative = Path(*name.split("."))
-    for candidate in (PACKAGE.parent / relative.with_suffix(".py"), PACKAGE.parent / relative / "__init__.py"):
+    for candidate in (
+        PACKAGE.parent / relative.with_suffix(".py"),
+        PACKAGE.parent / relative / "__init__.py",
+    ):
         if candidate.exists():
             return candidate
     return None
@@ -118,13 +131,15 @@ def module_path(name: str) -> Path | None:
 def test_no_import_loop():
     graph = {}
     for path in PACKAGE.rglob("*.py"):
-        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
         graph[name] = module_imports(path)
     loops = []
 
     def visit(node, trail):
         if node in trail:
-            loops.append(trail[trail.index(node):] + [node])
+            loops.append(trail[trail.index(node) :] + [node])
             return
         if node in done:
             return

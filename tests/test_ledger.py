@@ -1,4 +1,5 @@
-"""The usage ledger on sqlite and on a real PostgreSQL: intervals, reconciliation, migrations, CSV."""
+"""The usage ledger on sqlite and on a real PostgreSQL: intervals, reconciliation, migrations,
+CSV."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -35,10 +36,17 @@ def ledger(db_url):
 
 def test_open_and_close_record_one_interval_per_gpu(ledger):
     assert ledger.open("ann", "train", [A100, T4], T0) == 2
-    assert ledger.open("ann", "train", [A100], T0 + timedelta(minutes=5)) == 0  # already open: not twice
-    assert [(i.gpu_uuid, i.end) for i in ledger.open_intervals()] == [("GPU-a", None), ("GPU-t", None)]
+    assert (
+        ledger.open("ann", "train", [A100], T0 + timedelta(minutes=5)) == 0
+    )  # already open: not twice
+    assert [(i.gpu_uuid, i.end) for i in ledger.open_intervals()] == [
+        ("GPU-a", None),
+        ("GPU-t", None),
+    ]
     assert ledger.close("ann", "train", ["GPU-a", "GPU-t"], T0 + timedelta(hours=2)) == 2
-    assert ledger.close("ann", "train", ["GPU-a"], T0 + timedelta(hours=3)) == 0  # closing again changes nothing
+    assert (
+        ledger.close("ann", "train", ["GPU-a"], T0 + timedelta(hours=3)) == 0
+    )  # closing again changes nothing
     intervals = ledger.intervals()
     assert [(i.user, i.server, i.gpu_name, i.start, i.end) for i in intervals] == [
         ("ann", "train", "NVIDIA A100-SXM4-80GB", T0, T0 + timedelta(hours=2)),
@@ -57,15 +65,23 @@ def test_usage_in_a_period_is_weighted_and_clipped(ledger):
     start, end = period_bounds(now, schedule)
     intervals = ledger.intervals(start, end, user="ann")
     assert len(intervals) == 2
-    assert usage_hours(intervals, start, end, now, {"A100": 2, "T4": 0.5}) == pytest.approx(2 * 2 + 4 * 0.5)
-    assert ledger.intervals(now + timedelta(days=1), now + timedelta(days=2), user="ann")[0].gpu_name == "Tesla T4"
+    assert usage_hours(intervals, start, end, now, {"A100": 2, "T4": 0.5}) == pytest.approx(
+        2 * 2 + 4 * 0.5
+    )
+    assert (
+        ledger.intervals(now + timedelta(days=1), now + timedelta(days=2), user="ann")[0].gpu_name
+        == "Tesla T4"
+    )
 
 
 def test_reconcile_closes_what_the_engine_lost_at_its_last_sighting(ledger):
     ledger.open("ann", "", [A100], T0)
     ledger.open("bob", "x", [T4], T0)
     seen = T0 + timedelta(minutes=30)
-    assert ledger.reconcile([Holding("ann", "", (A100,)), Holding("bob", "x", (T4,))], seen) == (0, 0)
+    assert ledger.reconcile([Holding("ann", "", (A100,)), Holding("bob", "x", (T4,))], seen) == (
+        0,
+        0,
+    )
     # the hub was killed; bob's container died while no hub watched; a new hub lists the engine
     later = T0 + timedelta(hours=3)
     assert ledger.reconcile([Holding("ann", "", (A100,))], later) == (1, 0)
@@ -77,10 +93,17 @@ def test_reconcile_closes_what_the_engine_lost_at_its_last_sighting(ledger):
     # named as the engine's holding names its GPU, so GPU-type weights apply
     cy = Holding("cy", "", (Gpu("GPU-b", "Tesla T4"),))
     assert ledger.reconcile([Holding("ann", "", (A100,)), cy], later) == (0, 1)
-    assert [(i.user, i.gpu_name, i.start) for i in ledger.open_intervals()][-1] == ("cy", "Tesla T4", later)
+    assert [(i.user, i.gpu_name, i.start) for i in ledger.open_intervals()][-1] == (
+        "cy",
+        "Tesla T4",
+        later,
+    )
     # reconciling twice, and a listing racing a start, never closes a young interval
     ledger.open("dee", "", [T4], later)
-    assert ledger.reconcile([Holding("ann", "", (A100,)), cy], later + timedelta(seconds=5)) == (0, 0)
+    assert ledger.reconcile([Holding("ann", "", (A100,)), cy], later + timedelta(seconds=5)) == (
+        0,
+        0,
+    )
 
 
 def test_a_pending_reason_marks_why_the_interval_ended_and_notices_are_kept(ledger):
@@ -88,7 +111,9 @@ def test_a_pending_reason_marks_why_the_interval_ended_and_notices_are_kept(ledg
     ledger.mark_pending_end("ann", "", "gpu-idle")
     ledger.close("ann", "", ["GPU-a"], T0 + timedelta(hours=1))
     assert ledger.rows()[0].end_reason == "gpu-idle"
-    ledger.add_notice("ann", "", "gpu-idle", "Stopped: GPUs idle for 30 minutes.", T0 + timedelta(hours=1))
+    ledger.add_notice(
+        "ann", "", "gpu-idle", "Stopped: GPUs idle for 30 minutes.", T0 + timedelta(hours=1)
+    )
     (notice,) = ledger.notices(since=T0)
     assert notice["kind"] == "gpu-idle" and notice["at"] == T0 + timedelta(hours=1)
     assert ledger.notices(since=T0 + timedelta(hours=2)) == []
@@ -97,15 +122,18 @@ def test_a_pending_reason_marks_why_the_interval_ended_and_notices_are_kept(ledg
 def test_csv_of_a_date_range(ledger):
     ledger.open("ann", "train", [A100], T0)
     ledger.close("ann", "train", ["GPU-a"], T0 + timedelta(hours=30))
-    ledger.open("émilie, \"x\"", "", [T4], T0 + timedelta(days=5))
+    ledger.open('émilie, "x"', "", [T4], T0 + timedelta(days=5))
     text_ = ledger.csv(T0 + timedelta(hours=15), T0 + timedelta(days=2), now=T0 + timedelta(days=6))
     lines = text_.splitlines()
     assert lines[0] == "user,server,gpu_uuid,gpu_name,start,end,hours_in_range,end_reason"
     assert lines[1:] == [
-        "ann,train,GPU-a,NVIDIA A100-SXM4-80GB,2026-11-24T09:00:00+00:00,2026-11-25T15:00:00+00:00,15.0000,stopped"
+        "ann,train,GPU-a,NVIDIA"
+        " A100-SXM4-80GB,2026-11-24T09:00:00+00:00,2026-11-25T15:00:00+00:00,15.0000,stopped"
     ]
     everything = ledger.csv(T0, T0 + timedelta(days=7), now=T0 + timedelta(days=6)).splitlines()
-    assert everything[2].startswith('"émilie, ""x""",,GPU-t,Tesla T4,2026-11-29T09:00:00+00:00,,24.0000,')
+    assert everything[2].startswith(
+        '"émilie, ""x""",,GPU-t,Tesla T4,2026-11-29T09:00:00+00:00,,24.0000,'
+    )
 
 
 def test_a_schema_1_ledger_is_upgraded_and_keeps_its_rows(db_url):
@@ -114,10 +142,14 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_its_rows(db_url):
         connection.execute(text("CREATE TABLE gpuspawner_schema (version INTEGER NOT NULL)"))
         connection.execute(text("INSERT INTO gpuspawner_schema (version) VALUES (1)"))
         _v1(connection)
-        connection.execute(text(
-            'INSERT INTO gpu_intervals ("user", server, gpu_uuid, gpu_name, started, ended, last_seen)'
-            " VALUES ('ann', '', 'GPU-a', 'A100', :s, :e, :e)"
-        ), {"s": T0.replace(tzinfo=None), "e": (T0 + timedelta(hours=1)).replace(tzinfo=None)})
+        connection.execute(
+            text(
+                'INSERT INTO gpu_intervals ("user", server, gpu_uuid, gpu_name, started, ended,'
+                " last_seen)"
+                " VALUES ('ann', '', 'GPU-a', 'A100', :s, :e, :e)"
+            ),
+            {"s": T0.replace(tzinfo=None), "e": (T0 + timedelta(hours=1)).replace(tzinfo=None)},
+        )
     engine.dispose()
     ledger = Ledger(db_url)
     try:

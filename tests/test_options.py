@@ -18,7 +18,9 @@ CATALOG = parse_catalog(
 
 
 def parse(options, groups=(), max_gpus=4, default_image=""):
-    return parse_user_options(options, CATALOG, groups, max_gpus=max_gpus, default_image=default_image)
+    return parse_user_options(
+        options, CATALOG, groups, max_gpus=max_gpus, default_image=default_image
+    )
 
 
 def test_defaults():
@@ -44,11 +46,17 @@ def test_valid_choice():
         ({"gpus": True}, "whole number"),
         ({"gpus": None}, "whole number"),
         ({"gpus": [1]}, "whole number"),
-        ({"image": "nope"}, "no image 'nope' in this hub's catalog; choose one of: pytorch-2.9, pytorch-2.8"),
+        (
+            {"image": "nope"},
+            "no image 'nope' in this hub's catalog; choose one of: pytorch-2.9, pytorch-2.8",
+        ),
         ({"image": "staff-only"}, "not available to your groups"),
         ({"image": "org/pt:2.9"}, "no image"),
         ({"image": 3}, "catalog name"),
-        ({"image": "pytorch-2.9", "cmd": "bash"}, "Unknown spawn option(s) 'cmd'; the options are: gpus, image"),
+        (
+            {"image": "pytorch-2.9", "cmd": "bash"},
+            "Unknown spawn option(s) 'cmd'; the options are: gpus, image",
+        ),
         ({"privileged": True, "mem_limit": "1T"}, "'mem_limit', 'privileged'"),
         ([1, 2], "JSON object"),
         ("gpus=1", "JSON object"),
@@ -66,7 +74,11 @@ def test_no_image_for_user():
         parse_user_options({}, staff_only, [], max_gpus=1)
 
 
-@given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(), st.none(), st.floats()), max_size=3))
+@given(
+    st.dictionaries(
+        st.text(max_size=5), st.one_of(st.integers(), st.text(), st.none(), st.floats()), max_size=3
+    )
+)
 def test_any_input_gives_a_choice_or_an_options_error(options):
     try:
         choice = parse(options)
@@ -77,7 +89,10 @@ def test_any_input_gives_a_choice_or_an_options_error(options):
 
 
 def test_options_from_form():
-    assert options_from_form({"image": ["pytorch-2.8"], "gpus": ["2"]}) == {"image": "pytorch-2.8", "gpus": 2}
+    assert options_from_form({"image": ["pytorch-2.8"], "gpus": ["2"]}) == {
+        "image": "pytorch-2.8",
+        "gpus": 2,
+    }
     assert options_from_form({}) == {}
     assert options_from_form({"_xsrf": ["abc"], "gpus": ["0"]}) == {"gpus": 0}
 

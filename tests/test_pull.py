@@ -168,11 +168,13 @@ def test_registry_of(image, registry):
 # what Docker 20.10 said here, and what registries are known to say
 ERRORS = [
     (
-        "manifest for 127.0.0.1:5000/gpst/images:nope not found: manifest unknown: manifest unknown",
+        "manifest for 127.0.0.1:5000/gpst/images:nope not found: manifest unknown: manifest"
+        " unknown",
         "missing",
     ),
     (
-        "pull access denied for nosuch/image, repository does not exist or may require 'docker login':"
+        "pull access denied for nosuch/image, repository does not exist or may require 'docker"
+        " login':"
         " denied: requested access to the resource is denied",
         "missing",
     ),
@@ -203,12 +205,14 @@ def test_refusal_sentences():
     missing = pull_refusal("127.0.0.1:5000/gpst/images:nope", "Demo", ERRORS[0][0])
     assert missing == (
         "The image 127.0.0.1:5000/gpst/images:nope of 'Demo' is not in the registry 127.0.0.1:5000"
-        " (no such tag or repository), so it cannot be pulled. Ask an admin to push it or to fix the"
+        " (no such tag or repository), so it cannot be pulled. Ask an admin to push it or to fix"
+        " the"
         " catalog. (Docker said: %s.)" % ERRORS[0][0]
     )
     unreachable = pull_refusal("127.0.0.1:5999/x/y:1", "Demo", ERRORS[2][0])
     assert unreachable.startswith(
-        "The registry 127.0.0.1:5999 could not be reached, so the image 127.0.0.1:5999/x/y:1 of 'Demo'"
+        "The registry 127.0.0.1:5999 could not be reached, so the image 127.0.0.1:5999/x/y:1 of"
+        " 'Demo'"
         " cannot be pulled right now. Try again later, or ask an admin."
     )
     assert "lacks the credentials" in pull_refusal("r.example/x:1", "X", ERRORS[6][0])
@@ -228,7 +232,8 @@ def test_timeout_sentence_says_how_far_it_got():
     )
     text = timeout_refusal("org/x:1", "PyTorch 2.9", PullTimedOut(progress, 900), "pytorch-2.9")
     assert text == (
-        "Pulling the image org/x:1 of 'PyTorch 2.9' did not finish within 900 s (pulling pytorch-2.9:"
+        "Pulling the image org/x:1 of 'PyTorch 2.9' did not finish within 900 s (pulling"
+        " pytorch-2.9:"
         " 1.2 / 6.1 GB when it stopped). Try again later, or ask an admin to pre-pull the catalog's"
         " images (python -m gpuspawner.prepull)."
     )
@@ -278,6 +283,8 @@ def test_prepull_reads_the_hubs_settings_as_traitlets_does(tmp_path, capsys):
     config.GPUDockerSpawner.pull_timeout = 60  # ... and the spawner's own section wins
     assert hub_spawner(config).pull_timeout == 60
     bad = tmp_path / "jupyterhub_config.py"
-    bad.write_text("c = get_config()\nc.GPUDockerSpawner.images = {'demo': {'image': 'org/demo:latest'}}\n")
+    bad.write_text(
+        "c = get_config()\nc.GPUDockerSpawner.images = {'demo': {'image': 'org/demo:latest'}}\n"
+    )
     assert main(["-f", str(bad)]) == 2
     assert "is not pinned" in capsys.readouterr().err

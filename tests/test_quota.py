@@ -15,7 +15,9 @@ def test_default_applies_without_group_override():
 
 
 def test_most_generous_group_applies():
-    assert gpu_limit(["students", "staff"], 1, {"staff": 4, "students": 1}) == GpuLimit(4, "group 'staff'")
+    assert gpu_limit(["students", "staff"], 1, {"staff": 4, "students": 1}) == GpuLimit(
+        4, "group 'staff'"
+    )
 
 
 def test_group_override_may_be_lower_than_default():
@@ -54,6 +56,7 @@ def test_join_phrases_and_the_shared_quota_sentence():
     assert over_quota(0, limit, [(2, "x")]) is None
     assert over_quota(1, limit, [(1, "x")]) is None
     assert over_quota(1, limit, [(1, "x"), (1, "y")]) == (
-        "You asked for 1 GPU, but your limit is 2 GPUs at once (group 'staff') and you already hold x and y."
+        "You asked for 1 GPU, but your limit is 2 GPUs at once (group 'staff') and you already"
+        " hold x and y."
         " Stop a server holding GPUs, or ask for at most 0."
     )

@@ -10,10 +10,12 @@ from gpuspawner.policy.catalog import parse_catalog
 from gpuspawner.policy.quota import GpuLimit
 from gpuspawner.service.page import render_page
 
-CATALOG = parse_catalog({
-    "pt": {"image": "org/pt:2.9", "display_name": "PyTorch <2.9>", "cuda": "12.8"},
-    "cpu": {"image": "org/cpu:1.0"},
-})  # fmt: skip
+CATALOG = parse_catalog(
+    {
+        "pt": {"image": "org/pt:2.9", "display_name": "PyTorch <2.9>", "cuda": "12.8"},
+        "cpu": {"image": "org/cpu:1.0"},
+    }
+)
 
 
 def spawner(template_paths=(), availability=None, budget=(None, False), server=""):
@@ -24,10 +26,14 @@ def spawner(template_paths=(), availability=None, budget=(None, False), server="
         return budget
 
     return types.SimpleNamespace(
-        gpu_availability=gpu_availability, user_quota=GpuLimit(2, "group 'staff'"),
-        max_gpus_per_server=8, accounting=types.SimpleNamespace(budget_status=budget_status),
-        offered_images=lambda: list(CATALOG), server_name=server, template_paths=list(template_paths),
-    )  # fmt: skip
+        gpu_availability=gpu_availability,
+        user_quota=GpuLimit(2, "group 'staff'"),
+        max_gpus_per_server=8,
+        accounting=types.SimpleNamespace(budget_status=budget_status),
+        offered_images=lambda: list(CATALOG),
+        server_name=server,
+        template_paths=list(template_paths),
+    )
 
 
 def form(**kwargs) -> str:
@@ -36,12 +42,21 @@ def form(**kwargs) -> str:
 
 def test_the_packaged_form_offers_images_and_what_the_user_may_take():
     html = form(availability=Availability(1, 8, 1, "1 GPU on server 'a' (GPU-a)"), server="train")
-    assert '<option value="pt" selected>PyTorch &lt;2.9&gt; - CUDA 12.8</option>\n<option value="cpu">' in html
-    assert '<option value="0" selected>0 GPUs</option>\n<option value="1">1 GPU</option></select>' in html
+    assert (
+        '<option value="pt" selected>PyTorch &lt;2.9&gt; - CUDA 12.8</option>\n<option value="cpu">'
+        in html
+    )
+    assert (
+        '<option value="0" selected>0 GPUs</option>\n<option value="1">1 GPU</option></select>'
+        in html
+    )
     assert '<option value="2">' not in html  # 1 of the quota of 2 is held
-    assert "<label for=\"gpuspawner-gpus\">GPUs for server &#x27;train&#x27;</label>" in html
+    assert '<label for="gpuspawner-gpus">GPUs for server &#x27;train&#x27;</label>' in html
     assert "<p>Your limit: 2 GPUs at once (group &#x27;staff&#x27;).</p>" in html
-    assert "<p>1 of 8 GPUs free on this hub. You hold 1 GPU on server &#x27;a&#x27; (GPU-a).</p>" in html
+    assert (
+        "<p>1 of 8 GPUs free on this hub. You hold 1 GPU on server &#x27;a&#x27; (GPU-a).</p>"
+        in html
+    )
 
 
 def test_a_spent_budget_offers_no_gpu():
@@ -56,7 +71,9 @@ def test_an_admin_template_replaces_the_form_and_values_stay_escaped(tmp_path):
         "{% endfor %}{% for line in status_lines %}<em>{{ line }}</em>{% endfor %}"
     )
     html = form(template_paths=[str(tmp_path)], server="<b>")
-    assert html.startswith("<h2>Pick for server &#x27;&lt;b&gt;&#x27;</h2>[PyTorch &lt;2.9&gt;][cpu]")
+    assert html.startswith(
+        "<h2>Pick for server &#x27;&lt;b&gt;&#x27;</h2>[PyTorch &lt;2.9&gt;][cpu]"
+    )
     assert "<em>Your limit: 2 GPUs at once (group &#x27;staff&#x27;).</em>" in html
 
 
@@ -64,17 +81,34 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def page_data(users=()):
-    period = {"start": (NOW - timedelta(days=1)).isoformat(), "end": (NOW + timedelta(days=6)).isoformat()}
+    period = {
+        "start": (NOW - timedelta(days=1)).isoformat(),
+        "end": (NOW + timedelta(days=6)).isoformat(),
+    }
     inventory = [
-        {"uuid": "GPU-a", "name": "A100", "user": "ann", "server": "train",
-         "since": (NOW - timedelta(minutes=3)).isoformat(), "lost": False},
-        {"uuid": "GPU-b", "name": "A100", "user": None, "server": None, "since": None, "lost": True},
-    ]  # fmt: skip
+        {
+            "uuid": "GPU-a",
+            "name": "A100",
+            "user": "ann",
+            "server": "train",
+            "since": (NOW - timedelta(minutes=3)).isoformat(),
+            "lost": False,
+        },
+        {
+            "uuid": "GPU-b",
+            "name": "A100",
+            "user": None,
+            "server": None,
+            "since": None,
+            "lost": True,
+        },
+    ]
     return {
-        "inventory": inventory, "usage": {"period": period, "groups": [], "users": list(users)},
+        "inventory": inventory,
+        "usage": {"period": period, "groups": [], "users": list(users)},
         "daily": {"days": ["2026-11-30", "2026-12-01"], "groups": {"students": [0.5, 1.0]}},
         "utilisation": {"GPU-a": 37.0},
-    }  # fmt: skip
+    }
 
 
 def test_the_admin_page_from_its_template(tmp_path):
@@ -82,12 +116,17 @@ def test_the_admin_page_from_its_template(tmp_path):
     notices = [{"at": NOW, "message": "ann's <budget> is spent"}]
     html = render_page(page_data(), notices, settings, "boss", "/services/gpu-admin/", NOW)
     assert "<h2>GPU inventory: 1 of 2 held</h2>" in html
-    assert "<td>A100</td><td>ann</td><td>train</td><td>01 Dec 11:57 UTC (3 min ago)</td><td>37%</td>" in html
+    assert (
+        "<td>A100</td><td>ann</td><td>train</td><td>01 Dec 11:57 UTC (3 min ago)</td><td>37%</td>"
+        in html
+    )
     assert '<td><span class="lost">lost</span></td>' in html
     assert '<tr><td colspan="6">No users yet.</td></tr>' in html
     assert "<title>students 2026-12-01: 1 GPU-hour</title>" in html
     assert "<li><time>01 Dec 12:00</time> ann&#x27;s &lt;budget&gt; is spent</li>" in html
     assert "Weights: A100 x2." in html
-    (tmp_path / "admin.html").write_text("{{ viewer }} sees {{ held }} held; {{ chart.columns|length }} days")
+    (tmp_path / "admin.html").write_text(
+        "{{ viewer }} sees {{ held }} held; {{ chart.columns|length }} days"
+    )
     settings.template_paths = [str(tmp_path)]
     assert render_page(page_data(), [], settings, "b<ss", "/", NOW) == "b&lt;ss sees 1 held; 2 days"

@@ -27,7 +27,8 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output"
 
 def held_gpu(docker_client, user, server=""):
     (container,) = [
-        c for c in docker_client.containers.list(filters={"label": "gpuspawner.user=" + user})
+        c
+        for c in docker_client.containers.list(filters={"label": "gpuspawner.user=" + user})
         if c.labels.get("gpuspawner.server") == server
     ]
     return container.labels["gpuspawner.gpus"]
@@ -59,8 +60,10 @@ def service_hub(hub_factory, tmp_path, **overrides):
     )
     settings.update(overrides)
     hub = hub_factory(**settings)
-    wait_for(lambda: hub.session.get(hub.url + SERVICE + "api/inventory", timeout=10).status_code == 200,
-             what="the admin service")
+    wait_for(
+        lambda: hub.session.get(hub.url + SERVICE + "api/inventory", timeout=10).status_code == 200,
+        what="the admin service",
+    )
     return hub
 
 
@@ -80,19 +83,29 @@ def test_admin_service_auth_api_csv_metrics_and_page(hub_factory, docker_client,
     assert anonymous.status_code == 302 and "/hub/" in anonymous.headers["Location"]
     ann_token = hub.user_token("ann")
     for path in ("", "api/usage", "api/ledger.csv", "metrics"):
-        forbidden = requests.get(hub.url + SERVICE + path, headers={"Authorization": "token " + ann_token}, timeout=30)
+        forbidden = requests.get(
+            hub.url + SERVICE + path, headers={"Authorization": "token " + ann_token}, timeout=30
+        )
         assert forbidden.status_code == 403, (path, forbidden.status_code)
     assert hub.login("ann").get(hub.url + SERVICE, timeout=30).status_code == 403
     admin_page = hub.login("boss").get(hub.url + SERVICE, timeout=30)
     # other test hubs may share this engine: count only this test's holdings
-    assert admin_page.status_code == 200 and re.search(r"GPU inventory: \d of 8 held", admin_page.text)
+    assert admin_page.status_code == 200 and re.search(
+        r"GPU inventory: \d of 8 held", admin_page.text
+    )
     assert "<td>%s</td><td>ann</td><td>train</td>" % "NVIDIA A100-SXM4-80GB" in admin_page.text
 
     inventory = hub.session.get(hub.url + SERVICE + "api/inventory", timeout=30).json()
     assert len(inventory) == 8
     (ann_row,) = [gpu for gpu in inventory if gpu["uuid"] == ann_gpu]
-    assert (ann_row["user"], ann_row["server"], ann_row["name"]) == ("ann", "train", "NVIDIA A100-SXM4-80GB")
-    assert datetime.fromisoformat(ann_row["since"]) > datetime.now(timezone.utc) - timedelta(minutes=5)
+    assert (ann_row["user"], ann_row["server"], ann_row["name"]) == (
+        "ann",
+        "train",
+        "NVIDIA A100-SXM4-80GB",
+    )
+    assert datetime.fromisoformat(ann_row["since"]) > datetime.now(timezone.utc) - timedelta(
+        minutes=5
+    )
     assert sum(1 for gpu in inventory if gpu["user"] == "sam") == 2
 
     time.sleep(1)
@@ -108,21 +121,31 @@ def test_admin_service_auth_api_csv_metrics_and_page(hub_factory, docker_client,
 
     hub.stop_server("ann", "train")
     today = datetime.now(timezone.utc).date().isoformat()
-    csv_text = hub.session.get(hub.url + SERVICE + "api/ledger.csv", params={"start": today, "end": today},
-                               timeout=30)
+    csv_text = hub.session.get(
+        hub.url + SERVICE + "api/ledger.csv", params={"start": today, "end": today}, timeout=30
+    )
     assert csv_text.headers["Content-Type"].startswith("text/csv")
     rows = csv_text.text.splitlines()
     assert rows[0] == "user,server,gpu_uuid,gpu_name,start,end,hours_in_range,end_reason"
     (ann_csv,) = [r for r in rows if r.startswith("ann,")]
-    assert ann_csv.startswith("ann,train,%s,NVIDIA A100-SXM4-80GB," % ann_gpu) and ann_csv.endswith(",stopped")
+    assert ann_csv.startswith("ann,train,%s,NVIDIA A100-SXM4-80GB," % ann_gpu) and ann_csv.endswith(
+        ",stopped"
+    )
     assert len([r for r in rows if r.startswith("sam,")]) == 2
-    bad = hub.session.get(hub.url + SERVICE + "api/ledger.csv", params={"start": "last week"}, timeout=30)
+    bad = hub.session.get(
+        hub.url + SERVICE + "api/ledger.csv", params={"start": "last week"}, timeout=30
+    )
     assert bad.status_code == 400
 
     # the hub's own /hub/metrics: GPUs by type and state, allocations by group
     hub_metrics = hub.session.get(hub.url + "/hub/metrics", timeout=30).text
-    counts = {state: float(value) for state, value in re.findall(
-        r'gpuspawner_gpus\{gpu_type="NVIDIA A100-SXM4-80GB",state="(\w+)"\} ([0-9.]+)', hub_metrics)}
+    counts = {
+        state: float(value)
+        for state, value in re.findall(
+            r'gpuspawner_gpus\{gpu_type="NVIDIA A100-SXM4-80GB",state="(\w+)"\} ([0-9.]+)',
+            hub_metrics,
+        )
+    }
     assert counts["allocated"] + counts["free"] == 8 and counts["allocated"] >= 2
     assert 'gpuspawner_gpu_allocations_total{group="students"} 1.0' in hub_metrics
     assert 'gpuspawner_gpu_allocations_total{group="staff"} 2.0' in hub_metrics
@@ -139,12 +162,21 @@ def screenshot_dashboard(hub):
     except ImportError:
         sync_playwright = None
     if sync_playwright is None or not os.path.exists("/usr/bin/chromium"):
-        message = "needs Playwright and Chromium at /usr/bin/chromium (scripts/setup-lab.sh installs them)"
+        message = (
+            "needs Playwright and Chromium at /usr/bin/chromium"
+            " (scripts/setup-lab.sh installs them)"
+        )
         if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
         try:
@@ -165,10 +197,17 @@ def screenshot_dashboard(hub):
             browser.close()
 
 
-def test_spent_budget_warns_stops_after_grace_and_refuses_gpu_spawns(hub_factory, docker_client, tmp_path):
+def test_spent_budget_warns_stops_after_grace_and_refuses_gpu_spawns(
+    hub_factory, docker_client, tmp_path
+):
     # 0.0005 GPU-hours is 1.8 s of one GPU: spent almost at once
-    hub = service_hub(hub_factory, tmp_path, gpu_hour_budget_groups={"students": 0.0005},
-                      budget_grace_period=2, admin_check_interval=1)
+    hub = service_hub(
+        hub_factory,
+        tmp_path,
+        gpu_hour_budget_groups={"students": 0.0005},
+        budget_grace_period=2,
+        admin_check_interval=1,
+    )
     hub.create_user("ann", groups=("students",))
     assert hub.spawn("ann", options={"gpus": 1}).status_code in (201, 202)
     hub.wait_ready("ann")
@@ -187,20 +226,30 @@ def test_spent_budget_warns_stops_after_grace_and_refuses_gpu_spawns(hub_factory
     assert re.fullmatch(
         r"Your GPU-hour budget is spent: you have used [0-9.]+ GPU-hours? of 0 GPU-hours this week"
         r" \(group 'students'\)\. It resets on Monday \d+ \w+ \d{4} at 00:00 UTC\."
-        r" Until then, start servers with 0 GPUs\.", message), message
+        r" Until then, start servers with 0 GPUs\.",
+        message,
+    ), message
     form = hub.spawn_form(hub.login("ann"), "ann")
     assert "GPU-hours left this week: 0 of 0 GPU-hours (group &#x27;students&#x27;)" in form
     assert '<option value="1">' not in form  # the form offers 0 GPUs only
     assert hub.spawn("ann", options={"gpus": 0}).status_code in (201, 202)  # CPU-only still starts
     hub.wait_ready("ann")
-    assert "gpuspawner_spawn_refusals_total{reason=\"budget\"} 1.0" in hub.session.get(hub.url + "/hub/metrics").text
+    assert (
+        'gpuspawner_spawn_refusals_total{reason="budget"} 1.0'
+        in hub.session.get(hub.url + "/hub/metrics").text
+    )
 
 
 def test_idle_gpu_server_is_culled_and_a_busy_one_is_not(hub_factory, docker_client, tmp_path):
     utilisation = tmp_path / "utilisation.json"
     utilisation.write_text("{}")
-    hub = service_hub(hub_factory, tmp_path, gpu_idle_timeout=4, admin_check_interval=1,
-                      gpu_utilisation_source="file:%s" % utilisation)
+    hub = service_hub(
+        hub_factory,
+        tmp_path,
+        gpu_idle_timeout=4,
+        admin_check_interval=1,
+        gpu_utilisation_source="file:%s" % utilisation,
+    )
     for user in ("idle", "busy", "cpu"):
         hub.create_user(user, groups=("students",))
     for user, gpus in (("idle", 1), ("busy", 1), ("cpu", 0)):
@@ -208,7 +257,9 @@ def test_idle_gpu_server_is_culled_and_a_busy_one_is_not(hub_factory, docker_cli
     for user in ("idle", "busy", "cpu"):
         hub.wait_ready(user)
     # the busy server's GPU trains at 90%; its browser tab is closed (no HTTP activity at all)
-    utilisation.write_text(json.dumps({held_gpu(docker_client, "idle"): 1, held_gpu(docker_client, "busy"): 90}))
+    utilisation.write_text(
+        json.dumps({held_gpu(docker_client, "idle"): 1, held_gpu(docker_client, "busy"): 90})
+    )
     started = time.monotonic()
     wait_for(lambda: is_stopped(hub, "idle"), timeout=40, what="the idle GPU server to be culled")
     assert time.monotonic() - started >= 3  # not before the timeout
@@ -219,14 +270,19 @@ def test_idle_gpu_server_is_culled_and_a_busy_one_is_not(hub_factory, docker_cli
     assert notice["user"] == "idle" and "below 5% utilisation for 4 s" in notice["message"]
     assert [r.end_reason for r in ledger.rows(user="idle")] == ["gpu-idle"]
     ledger.dispose()
-    assert "Stopped idle&#x27;s server &#x27;&#x27;" in hub.session.get(hub.url + SERVICE, timeout=30).text
+    assert (
+        "Stopped idle&#x27;s server &#x27;&#x27;"
+        in hub.session.get(hub.url + SERVICE, timeout=30).text
+    )
 
 
 @pytest.mark.postgres
 def test_hub_killed_ledger_recovers_on_postgres(hub_factory, docker_client):
     url, drop = fresh_postgres_database()
     try:
-        hub = hub_factory(gpu_mode="runtime-env", usage_db_url=url, gpu_quota=1, gpu_resync_interval=1)
+        hub = hub_factory(
+            gpu_mode="runtime-env", usage_db_url=url, gpu_quota=1, gpu_resync_interval=1
+        )
         for user in ("kay", "lou"):
             hub.create_user(user)
             assert hub.spawn(user, options={"gpus": 1}).status_code in (201, 202)
@@ -244,7 +300,9 @@ def test_hub_killed_ledger_recovers_on_postgres(hub_factory, docker_client):
         hub.start()
         hub.spawn_form(hub.login("kay"), "kay")  # the first listing after the restart reconciles
         ledger = Ledger(url)
-        mine = [r for r in ledger.rows() if r.user in ("kay", "lou")]  # the engine may hold others' too
+        mine = [
+            r for r in ledger.rows() if r.user in ("kay", "lou")
+        ]  # the engine may hold others' too
         assert sorted(r.user for r in mine) == ["kay", "lou"]  # nothing counted twice
         rows = {r.user: r for r in mine}
         assert rows["kay"].ended is None
