@@ -51,7 +51,9 @@ def unavailable_reason() -> str | None:
         if not os.access(Path(found["GPUSPAWNER_NODE_BIN"]) / name, os.X_OK)
     ]
     if missing:
-        return "the real test node lacks %s: run `bash scripts/setup-kube-node.sh`" % ", ".join(missing)
+        return "the real test node lacks %s: run `bash scripts/setup-kube-node.sh`" % ", ".join(
+            missing
+        )
     return None
 
 
@@ -92,10 +94,12 @@ class Node:
             ["containerd", "--config", self.env["GPUSPAWNER_NODE_CONTAINERD_CONFIG"]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        self.wait_for(lambda: self.ctr("version", check=False).returncode == 0, "the node's containerd", 30)
+        self.wait_for(
+            lambda: self.ctr("version", check=False).returncode == 0, "the node's containerd", 30
+        )
 
     def import_image(self, image: str, *aliases: str) -> None:
-        """Docker's ``image`` into the node's containerd (again when its ID changed), with aliases."""
+        """Docker's ``image`` into the node's containerd (again when its ID changed), aliased."""
         image_id = run("docker", "image", "inspect", "-f", "{{.Id}}", image).stdout.strip()
         marker = CACHE / "kube-node" / ("imported-" + image.replace("/", "_").replace(":", "_"))
         reference = "docker.io/" + image if image.count("/") < 2 else image
@@ -124,7 +128,9 @@ class Node:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("another test session holds the real node (%s)" % self.lock.name)
+                    raise TimeoutError(
+                        "another test session holds the real node (%s)" % self.lock.name
+                    )
                 time.sleep(2)
         self.tunables = {name: Path("/proc/sys", name).read_text() for name in KERNEL_TUNABLES}
         self.ensure_containerd()
@@ -183,7 +189,11 @@ class Node:
             "failSwapOn": False,
             "failCgroupV1": False,
             "containerRuntimeEndpoint": "unix://" + self.socket,
-            "evictionHard": {"memory.available": "0%", "nodefs.available": "0%", "imagefs.available": "0%"},
+            "evictionHard": {
+                "memory.available": "0%",
+                "nodefs.available": "0%",
+                "imagefs.available": "0%",
+            },
             "imageGCHighThresholdPercent": 100,
             "localStorageCapacityIsolation": False,
             "makeIPTablesUtilChains": False,
@@ -228,7 +238,9 @@ class Node:
             "-shared", "1",
             "-replicas", "4",
         )  # fmt: skip
-        self.wait_for(lambda: "nvidia.com/gpu" in self.allocatable(), "the device plugin's resources", 60)
+        self.wait_for(
+            lambda: "nvidia.com/gpu" in self.allocatable(), "the device plugin's resources", 60
+        )
 
     def _spawn(self, name: str, *argv: str) -> None:
         with open(self.workdir / ("%s.log" % name), "wb") as log:
@@ -243,7 +255,11 @@ class Node:
         found = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
         if found.returncode != 0:
             return {}
-        return {k: v for k, v in json.loads(found.stdout)["status"].get("allocatable", {}).items() if v != "0"}
+        return {
+            k: v
+            for k, v in json.loads(found.stdout)["status"].get("allocatable", {}).items()
+            if v != "0"
+        }
 
     def ready(self) -> bool:
         found = self.cluster.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -257,7 +273,9 @@ class Node:
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError("%s exited (%s):\n%s" % (name, process.returncode, self.log_tail(name)))
+                    raise RuntimeError(
+                        "%s exited (%s):\n%s" % (name, process.returncode, self.log_tail(name))
+                    )
             if check():
                 return
             time.sleep(0.5)
@@ -266,7 +284,11 @@ class Node:
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / ("%s.log" % name)
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def allocations(self) -> list[list[str]]:
         """The UUIDs of each Allocate the device plugin answered, oldest first."""
@@ -280,11 +302,18 @@ class Node:
     def stop(self) -> None:
         """Remove the node's pods (through the API, so CNI releases their addresses), then stop
         the device plugin and the kubelet; what is still running then is killed."""
-        self.cluster.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force",
-                             "--wait=false", check=False)  # fmt: skip
+        self.cluster.kubectl(
+            "delete", "pods", "--all", "--all-namespaces",
+            "--grace-period=0", "--force", "--wait=false", check=False,
+        )  # fmt: skip
         kubelet = self.processes.get("kubelet")
         deadline = time.monotonic() + 60
-        while kubelet and kubelet.poll() is None and self.running_tasks() and time.monotonic() < deadline:
+        while (
+            kubelet
+            and kubelet.poll() is None
+            and self.running_tasks()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
         for process in reversed(list(self.processes.values())):
             if process.poll() is None:
