@@ -194,3 +194,71 @@ def test_opting_out_passes_the_keys_but_keeps_the_locks(hub_factory, docker_clie
     assert host["CapAdd"] == ["NET_ADMIN"] and host["PidMode"] == "host"
     assert host["Privileged"] is False and host["CapDrop"] == ["ALL"]  # enforced either way
     assert "no-new-privileges" in host["SecurityOpt"]
+
+
+def workspace_of(container) -> str:
+    (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+    return volume
+
+
+def write_note(hub, user, server, text):
+    token = hub.user_token(user)
+    put = hub.through_proxy("PUT", user, "api/contents/note.txt", token, server=server,
+                            json={"type": "file", "format": "text", "content": text})
+    assert put.status_code in (200, 201), put.text
+    return token
+
+
+def test_renamed_user_keeps_quota_workspace_and_ledger(hub_factory, docker_client, tmp_path):
+    from gpuspawner.usage.ledger import Ledger
+
+    usage = "sqlite:///%s" % (tmp_path / "usage.sqlite")
+    hub = hub_factory(gpu_mode="runtime-env", gpu_quota=1, usage_db_url=usage)
+    hub.create_user("ren")
+    assert hub.spawn("ren", "a", options={"image": "demo", "gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("ren", "a")
+    write_note(hub, "ren", "a", "before the rename")
+    (before,) = our_containers(docker_client, hub.settings["prefix"])
+    renamed = hub.api("PATCH", "/users/ren", json={"name": "ren2"})
+    assert renamed.status_code == 200, renamed.text
+    refused = hub.spawn("ren2", "b", options={"image": "demo", "gpus": 1})
+    assert refused.status_code == 403, refused.text  # the old server's GPU still counts
+    assert "already hold 1 GPU on server 'a'" in refused.json()["message"]
+    hub.stop_server("ren2", "a")
+    assert [i for i in Ledger(usage).open_intervals() if i.user in ("ren", "ren2")] == []
+    assert hub.spawn("ren2", "b", options={"image": "demo", "gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("ren2", "b")
+    # the same workspace (JupyterHub keeps routing a renamed user's new servers under the old
+    # name until the hub restarts, so the file is read in the container itself)
+    (after,) = our_containers(docker_client, hub.settings["prefix"])
+    assert after.labels["gpuspawner.user"] == "ren2" and after.id != before.id
+    assert workspace_of(after) == workspace_of(before)
+    assert after.exec_run(["cat", "/home/jovyan/work/note.txt"]).output == b"before the rename"
+
+
+def test_deleted_users_files_never_reach_a_new_user_of_that_name(hub_factory, docker_client, test_image):
+    hub = hub_factory(gpu_mode="runtime-env")
+    hub.create_user("dana")
+    assert hub.spawn("dana", options={"image": "demo", "gpus": 0}).status_code in (201, 202)
+    hub.wait_ready("dana")
+    write_note(hub, "dana", "", "the first dana's notes")
+    hub.stop_server("dana")
+    assert hub.api("DELETE", "/users/dana").status_code == 204
+    hub.create_user("dana")  # a new person, given the same name
+    assert hub.spawn("dana", options={"image": "demo", "gpus": 0}).status_code in (201, 202)
+    hub.wait_ready("dana")
+    token = hub.user_token("dana")
+    assert hub.through_proxy("GET", "dana", "api/contents/note.txt", token).status_code == 404
+    (archive,) = docker_client.volumes.list(filters={"label": "gpuspawner.archived-user=dana"})
+    assert archive.name.startswith(hub.settings["prefix"] + "-archive-u")
+    reader = docker_client.containers.create(
+        test_image["demo"]["image"], ["cat", "/a/note.txt"], entrypoint=[],
+        volumes={archive.name: {"bind": "/a", "mode": "ro"}},
+    )
+    try:
+        reader.start()
+        assert reader.wait(timeout=60)["StatusCode"] == 0, reader.logs()
+        kept = reader.logs(stdout=True, stderr=False)
+    finally:
+        reader.remove(force=True)
+    assert kept == b"the first dana's notes"  # the admin still has them

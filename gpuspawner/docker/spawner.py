@@ -19,7 +19,7 @@ from traitlets import (
 )  # fmt: skip
 
 from ..errors import ConfigError
-from ..lifecycle.base import GPUSpawnerMixin
+from ..lifecycle.base import GPUSpawnerMixin, holder_key
 from ..lifecycle.env import gpu_env
 from ..lifecycle.refusal import SpawnRefused
 from ..lifecycle.shared import SharedState
@@ -29,6 +29,7 @@ from ..policy.inventory import Gpu, from_nvml, parse_inventory
 from ..policy.locks import host_config_violations, refusal
 from ..policy.names import DOCKER_NAME_MAX, fit_name
 from . import pull
+from .workspace import LABEL_HUB, LABEL_USER_ID, DockerWorkspace
 from .spec import GPU_MODES, ContainerRequest, extend_create_kwargs
 
 LABEL_USER = "gpuspawner.user"
@@ -39,6 +40,14 @@ HOLDING_STATES = {"running", "restarting", "paused"}
 ENDED_STATES = {"exited", "dead"}  # killed from outside (docker kill, OOM) or crashed
 NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
 PULLING_POLICIES = ("ifnotpresent", "always")
+
+
+def holder_of(labels) -> str:
+    """Who holds a container's GPUs: the hub user id (and hub) its labels record, which a
+    rename does not change; the user's name for containers labelled before ids were."""
+    if LABEL_USER_ID in labels and LABEL_HUB in labels:
+        return holder_key(labels[LABEL_HUB], labels[LABEL_USER_ID])
+    return labels[LABEL_USER]
 
 
 def holdings_from_containers(containers, inventory: Sequence[Gpu] = ()) -> list[Holding]:
@@ -52,7 +61,9 @@ def holdings_from_containers(containers, inventory: Sequence[Gpu] = ()) -> list[
             continue
         uuids = [uuid for uuid in labels.get(LABEL_GPUS, "").split(",") if uuid]
         gpus = tuple(known.get(uuid, Gpu(uuid)) for uuid in uuids)
-        holdings.append(Holding(labels[LABEL_USER], labels.get(LABEL_SERVER, ""), gpus))
+        holder = holder_of(labels)
+        owner = labels[LABEL_USER] if holder != labels[LABEL_USER] else ""
+        holdings.append(Holding(holder, labels.get(LABEL_SERVER, ""), gpus, owner=owner))
     return holdings
 
 
@@ -69,7 +80,7 @@ def leftover_containers(
         if LABEL_USER not in labels or not any(n.startswith(prefix + "-") for n in names):
             continue
         state = container.get("State")
-        key = (labels[LABEL_USER], labels.get(LABEL_SERVER, ""))
+        key = (holder_of(labels), labels.get(LABEL_SERVER, ""))
         stale = state == "created" and now - container.get("Created", now) > created_grace
         if (state in ENDED_STATES or stale) and key not in in_flight:
             leftovers.append(container["Id"])
@@ -106,7 +117,7 @@ def gpu_attach_cause(text: str) -> str:
     return "the NVIDIA Container Toolkit is not installed or not configured for Docker"
 
 
-class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
+class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     """One container per server with its own GPUs, a quota and a persistent workspace."""
 
     inventory = List(
@@ -343,9 +354,7 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     async def start_engine(self) -> str:
         self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
-        await self.docker(
-            "create_volume", self.workspace_volume, labels={LABEL_USER: self.user.name}
-        )
+        await self.prepare_workspace()
         self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
         try:
             address = await DockerSpawner.start(self)
@@ -450,10 +459,13 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
 
     @property
     def workspace_volume(self) -> str:
-        """The workspace volume's name, within the engine's limit for any user name."""
-        return fit_name(
-            self.format_volume_name(self.workspace_volume_template, self), DOCKER_NAME_MAX
-        )
+        """The workspace volume's name, within the engine's limit for any user name; the
+        volume of the user's id once found (docker/workspace.py)."""
+        return self.workspace_volume_name()
+
+    @property
+    def holder_scope(self) -> str:
+        return self.prefix
 
     @default("object_name")
     def _object_name_default(self):
@@ -486,6 +498,8 @@ class GPUDockerSpawner(GPUSpawnerMixin, DockerSpawner):
         return ContainerRequest(
             labels={
                 LABEL_USER: self.user.name,
+                LABEL_USER_ID: str(self.user.id),
+                LABEL_HUB: self.prefix,
                 LABEL_SERVER: self.server_name,
                 LABEL_GPUS: ",".join(gpu_uuids),
                 LABEL_IMAGE: self.choice.image.key,
