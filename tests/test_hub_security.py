@@ -52,14 +52,19 @@ def test_long_unicode_and_control_character_names_get_servers(hub_factory, docke
     assert set(by_user) == set(names)
     volumes = set()
     for name, container in by_user.items():
-        (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+        (volume,) = [
+            m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"
+        ]
         assert len(volume.encode()) <= 255 and len(container.name.encode()) <= 255
         volumes.add(volume)
     assert len(volumes) == len(names)  # nobody shares a workspace
     # a short name keeps the volume name it always had
     assert created_name(hub, "plain") and spawn_and_settle(hub, "plain") == "ready"
-    plain = [c for c in our_containers(docker_client, hub.settings["prefix"])
-             if c.labels["gpuspawner.user"] == "plain"][0]
+    plain = [
+        c
+        for c in our_containers(docker_client, hub.settings["prefix"])
+        if c.labels["gpuspawner.user"] == "plain"
+    ][0]
     assert hub.settings["prefix"] + "-workspace-plain" in [m["Name"] for m in plain.attrs["Mounts"]]
 
 
@@ -94,8 +99,10 @@ def test_fuzzed_user_names_never_5xx_and_never_share_a_name(hub_factory, docker_
     assert set(outcomes.values()) <= {"ready", "400"}
     assert all(outcome == "400" for name, outcome in outcomes.items() if "\x00" in name)
     containers = our_containers(docker_client, hub.settings["prefix"])
-    assert len({c.name for c in containers}) == len(containers) == sum(
-        1 for outcome in outcomes.values() if outcome == "ready"
+    assert (
+        len({c.name for c in containers})
+        == len(containers)
+        == sum(1 for outcome in outcomes.values() if outcome == "ready")
     )
 
 
@@ -114,7 +121,11 @@ def test_killed_container_frees_its_gpu_at_once_and_is_removed(hub_factory, dock
     docker_client.volumes.get(hub.settings["prefix"] + "-workspace-kim")  # ... never the workspace
 
 
-def test_failed_start_leaves_no_created_container(hub_factory, docker_client, driver_not_loaded):
+def test_failed_start_leaves_no_created_container(
+    hub_factory,
+    docker_client,
+    driver_not_loaded,  # noqa: F811 (the fixture imported above)
+):
     hub = hub_factory(gpu_mode="device-request")
     hub.create_user("fay")
     refused = hub.spawn("fay", options={"image": "demo", "gpus": 1})
@@ -126,7 +137,9 @@ def test_failed_start_leaves_no_created_container(hub_factory, docker_client, dr
     docker_client.volumes.get(hub.settings["prefix"] + "-workspace-fay")
 
 
-def test_ledger_export_refuses_dates_out_of_range_with_the_range(hub_factory, docker_client, tmp_path):
+def test_ledger_export_refuses_dates_out_of_range_with_the_range(
+    hub_factory, docker_client, tmp_path
+):
     from test_usage_hub import SERVICE, service_hub
 
     hub = service_hub(hub_factory, tmp_path)
@@ -134,8 +147,11 @@ def test_ledger_export_refuses_dates_out_of_range_with_the_range(hub_factory, do
     def export(**params):
         return hub.session.get(hub.url + SERVICE + "api/ledger.csv", params=params, timeout=30)
 
-    for params in ({"start": "0001-01-01", "end": "9999-12-31"}, {"end": "9999-12-31"},
-                   {"start": "0001-01-01"}):
+    for params in (
+        {"start": "0001-01-01", "end": "9999-12-31"},
+        {"end": "9999-12-31"},
+        {"start": "0001-01-01"},
+    ):
         refused = export(**params)
         assert refused.status_code == 400, (params, refused.status_code, refused.text[:300])
         assert "from 1970-01-01 to 9999-12-30" in refused.text, refused.text
@@ -145,8 +161,11 @@ def test_ledger_export_refuses_dates_out_of_range_with_the_range(hub_factory, do
     assert bad.status_code == 400 and len(bad.content) < 500
 
 
-UNSAFE_HOST_CONFIG = {"cap_add": ["SYS_ADMIN", "NET_ADMIN"], "pid_mode": "host",
-                      "devices": ["/dev/null:/dev/nvidia0:rwm"]}
+UNSAFE_HOST_CONFIG = {
+    "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
+    "pid_mode": "host",
+    "devices": ["/dev/null:/dev/nvidia0:rwm"],
+}
 
 
 def test_unsafe_host_config_stops_the_hub_at_start_with_the_keys(tmp_path):
@@ -164,12 +183,19 @@ def test_unsafe_host_config_stops_the_hub_at_start_with_the_keys(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "jupyterhub", "-f", str(config), "--JupyterHub.port=0"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     said = result.stderr + result.stdout
     assert result.returncode != 0, said[-2000:]
-    for key in ("cap_add ['SYS_ADMIN', 'NET_ADMIN']", "pid_mode 'host'", "devices ['/dev/null:/dev/nvidia0:rwm']",
-                "allow_unsafe_host_config = True"):
+    for key in (
+        "cap_add ['SYS_ADMIN', 'NET_ADMIN']",
+        "pid_mode 'host'",
+        "devices ['/dev/null:/dev/nvidia0:rwm']",
+        "allow_unsafe_host_config = True",
+    ):
         assert key in said, said[-2000:]
 
 
@@ -178,14 +204,19 @@ def test_unsafe_host_config_from_a_callable_refuses_the_spawn(hub_factory, docke
     hub.create_user("ivy")
     refused = hub.spawn("ivy", options={"image": "demo", "gpus": 0})
     assert refused.status_code == 503, refused.text[:500]
-    assert "cap_add" in refused.json()["message"] and "allow_unsafe_host_config" in refused.json()["message"]
+    assert (
+        "cap_add" in refused.json()["message"]
+        and "allow_unsafe_host_config" in refused.json()["message"]
+    )
     assert our_containers(docker_client, hub.settings["prefix"]) == []
 
 
 def test_opting_out_passes_the_keys_but_keeps_the_locks(hub_factory, docker_client):
-    hub = hub_factory(gpu_mode="runtime-env", extra_host_config={"cap_add": ["NET_ADMIN"], "pid_mode": "host",
-                                                                  "privileged": True},
-                      allow_unsafe_host_config=True)
+    hub = hub_factory(
+        gpu_mode="runtime-env",
+        extra_host_config={"cap_add": ["NET_ADMIN"], "pid_mode": "host", "privileged": True},
+        allow_unsafe_host_config=True,
+    )
     hub.create_user("ola")
     assert hub.spawn("ola", options={"image": "demo", "gpus": 0}).status_code in (201, 202)
     hub.wait_ready("ola")
@@ -197,14 +228,22 @@ def test_opting_out_passes_the_keys_but_keeps_the_locks(hub_factory, docker_clie
 
 
 def workspace_of(container) -> str:
-    (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+    (volume,) = [
+        m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"
+    ]
     return volume
 
 
 def write_note(hub, user, server, text):
     token = hub.user_token(user)
-    put = hub.through_proxy("PUT", user, "api/contents/note.txt", token, server=server,
-                            json={"type": "file", "format": "text", "content": text})
+    put = hub.through_proxy(
+        "PUT",
+        user,
+        "api/contents/note.txt",
+        token,
+        server=server,
+        json={"type": "file", "format": "text", "content": text},
+    )
     assert put.status_code in (200, 201), put.text
     return token
 
@@ -236,7 +275,9 @@ def test_renamed_user_keeps_quota_workspace_and_ledger(hub_factory, docker_clien
     assert after.exec_run(["cat", "/home/jovyan/work/note.txt"]).output == b"before the rename"
 
 
-def test_deleted_users_files_never_reach_a_new_user_of_that_name(hub_factory, docker_client, test_image):
+def test_deleted_users_files_never_reach_a_new_user_of_that_name(
+    hub_factory, docker_client, test_image
+):
     hub = hub_factory(gpu_mode="runtime-env")
     hub.create_user("dana")
     assert hub.spawn("dana", options={"image": "demo", "gpus": 0}).status_code in (201, 202)
@@ -252,7 +293,9 @@ def test_deleted_users_files_never_reach_a_new_user_of_that_name(hub_factory, do
     (archive,) = docker_client.volumes.list(filters={"label": "gpuspawner.archived-user=dana"})
     assert archive.name.startswith(hub.settings["prefix"] + "-archive-u")
     reader = docker_client.containers.create(
-        test_image["demo"]["image"], ["cat", "/a/note.txt"], entrypoint=[],
+        test_image["demo"]["image"],
+        ["cat", "/a/note.txt"],
+        entrypoint=[],
         volumes={archive.name: {"bind": "/a", "mode": "ro"}},
     )
     try:

@@ -32,7 +32,10 @@ ALLOWED_HOST_CONFIG = [
     {"network_mode": "hub-net"},
     {"ipc_mode": "private"},
     {"security_opt": ["apparmor=docker-default"]},
-    {"ulimits": [{"name": "memlock", "soft": -1, "hard": -1}], "sysctls": {"net.core.somaxconn": "1024"}},
+    {
+        "ulimits": [{"name": "memlock", "soft": -1, "hard": -1}],
+        "sysctls": {"net.core.somaxconn": "1024"},
+    },
 ]
 
 
@@ -81,9 +84,15 @@ def test_each_locked_pod_key_is_refused(extra):
 
 
 def test_harmless_pod_extras_pass():
-    container = {"resources": {"limits": {"memory": "4Gi", "ephemeral-storage": "10Gi"}},
-                 "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 1000},
-                 "env": [{"name": "HF_HOME", "value": "/home/jovyan/work/hf"}]}
-    pod = {"hostPID": False, "dnsPolicy": "ClusterFirst", "priorityClassName": "low",
-           "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}]}
+    container = {
+        "resources": {"limits": {"memory": "4Gi", "ephemeral-storage": "10Gi"}},
+        "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 1000},
+        "env": [{"name": "HF_HOME", "value": "/home/jovyan/work/hf"}],
+    }
+    pod = {
+        "hostPID": False,
+        "dnsPolicy": "ClusterFirst",
+        "priorityClassName": "low",
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}],
+    }
     assert pod_violations(container, pod) == []
