@@ -13,10 +13,11 @@ import secrets
 import sys
 from pathlib import Path
 
-import kube_cluster
 import kube_node
 import pytest
-from hubprocess import Hub, free_port
+
+from gpuspawner.testing import kube_cluster
+from gpuspawner.testing.hubprocess import Hub, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "gpuhost"))
 import simstate  # noqa: E402
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.kubernetes
 REQUIRE = os.environ.get("GPUSPAWNER_REQUIRE_KUBE_NODE") == "1"
 HUB_CONFIG = Path(__file__).with_name("kube_hub_config.py")
 STORAGE_CLASS = "gpuspawner-node"
+MIG_RESOURCE = "nvidia.com/mig-1g.10gb"
 CHECKPOINT = Path("/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint")
 # what NVML shows inside a pod: the devices it enumerates, or why it cannot start
 NVML_INSIDE = """
@@ -38,6 +40,14 @@ try:
     pynvml.nvmlInit()
     handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
     seen["uuids"] = [pynvml.nvmlDeviceGetUUID(h) for h in handles]
+    seen["migs"] = []
+    for h in handles:
+        for j in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(h)):
+            try:
+                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
+                seen["migs"].append(pynvml.nvmlDeviceGetUUID(mig))
+            except pynvml.NVMLError:
+                pass
 except pynvml.NVMLError as e:
     seen["error"] = type(e).__name__
 print(json.dumps(seen))
@@ -128,7 +138,10 @@ def hub(node_cluster, tmp_path_factory, test_image):
         "usage_db_url": "sqlite:///%s" % (workdir / "usage.sqlite"),
         "workdir": str(workdir),
         "token": secrets.token_hex(16),
-        "images": test_image,
+        "images": dict(
+            test_image, **{"demo-mig": dict(test_image["demo"], display_name="Demo, MIG")}
+        ),
+        "gpu_profiles": {"demo-mig": {"resource": MIG_RESOURCE}},
         "kubeconfig": str(cluster.kubeconfig),
         "namespace": namespace,
         "storage_class": STORAGE_CLASS,
@@ -209,7 +222,7 @@ def test_one_gpu_server_on_the_real_node_sees_exactly_its_device(node_cluster, h
     assert node.allocations()[before:] == [[uuid]]
     seen = nvml_inside(cluster, pod)
     assert seen["visible"] == uuid
-    assert seen["uuids"] == [uuid], seen
+    assert seen["uuids"] == [uuid] and seen["migs"] == [], seen
 
     hub.stop_server("gina")
     assert (
@@ -283,3 +296,62 @@ def test_workspace_survives_stop_start_and_a_change_of_image(node_cluster, hub, 
     assert got.status_code == 200, got.text
     assert got.json()["content"] == text
     hub.stop_server("wendy")
+
+
+def test_mig_server_sees_only_its_slice(node_cluster, hub):
+    cluster, node, host = node_cluster
+    start_server(hub, "mia", image="demo-mig", gpus=1)
+    pod = pod_of(cluster, hub.namespace, "mia")
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert {k: v for k, v in limits.items() if k.startswith("nvidia.com/")} == {MIG_RESOURCE: "1"}
+    assert answers(hub, "mia")["started"]
+    assigned = kubelet_assigned(pod)
+    slices = [m.uuid for gpu in host.gpus for m in gpu.migs if m.name.endswith(" 1g.10gb")]
+    assert assigned == {MIG_RESOURCE: slices}
+    parent = next(gpu.uuid for gpu in host.gpus if any(m.uuid == slices[0] for m in gpu.migs))
+    seen = nvml_inside(cluster, pod)
+    # the MIG instance comes with its parent GPU, and with none of the parent's other instances
+    assert seen["visible"] == slices[0]
+    assert seen["uuids"] == [parent] and seen["migs"] == slices, seen
+    hub.stop_server("mia")
+
+
+def test_time_sliced_replicas_share_one_gpu(node_cluster):
+    """Two pods on nvidia.com/gpu.shared replicas (NVIDIA's plugin's name) see the same GPU."""
+    cluster, node, host = node_cluster
+    namespace = "shared-" + secrets.token_hex(3)
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.wait_for(lambda: cluster._sa_ready(namespace), "the default service account", 30)
+    image = os.environ.get("GPUSPAWNER_TEST_IMAGE") or "gpuspawner/singleuser:offline"
+    names = ["replica-a", "replica-b"]
+    for name in names:
+        container = {
+            "name": "main",
+            "image": image,
+            "imagePullPolicy": "Never",
+            "command": ["sleep", "infinity"],
+            "resources": {"limits": {"nvidia.com/gpu.shared": "1"}},
+            "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": False},
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [container], "terminationGracePeriodSeconds": 0},
+        }
+        cluster.apply(pod)
+    for name in names:
+        cluster.kubectl(
+            "wait", "--for=condition=Ready", "pod/" + name, "-n", namespace, "--timeout=120s"
+        )
+    shared_gpu = [gpu.uuid for gpu in host.gpus if not gpu.mig][-1]
+    replicas = set()
+    for name in names:
+        pod = cluster.get_json("pod", name, "-n", namespace)
+        ids = kubelet_assigned(pod)["nvidia.com/gpu.shared"]
+        assert len(ids) == 1 and ids[0].startswith(shared_gpu + "::"), ids
+        replicas.update(ids)
+        seen = nvml_inside(cluster, pod)
+        assert seen["visible"] == shared_gpu and seen["uuids"] == [shared_gpu], seen
+    assert len(replicas) == 2
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
