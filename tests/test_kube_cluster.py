@@ -632,3 +632,28 @@ async def test_unsafe_pod_extras_are_refused_unless_opted_out(cluster, make_spaw
     security = container["securityContext"]
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
     assert security["runAsNonRoot"] is True and "nvidia.com/gpu" not in str(container["resources"])
+
+
+async def test_deleted_user_disk_is_archived_and_a_new_user_of_that_name_gets_a_new_one(
+    cluster, make_spawner
+):
+    first = make_spawner(user="dora")
+    await spawn(first, image="demo", gpus=0)
+    namespace, claim = first.namespace, first.pvc_name
+    disk = cluster.get_json("pvc", claim, "-n", namespace)["spec"]["volumeName"]
+    await first.stop(now=True)
+    await first.delete_forever()  # what JupyterHub calls when the user is deleted
+    cluster.wait_for(
+        lambda: cluster.kubectl("get", "pvc", claim, "-n", namespace, check=False).returncode != 0,
+        "the claim's removal",
+        30,
+    )
+    kept = cluster.get_json("pv", disk)
+    assert kept["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert kept["metadata"]["annotations"]["gpuspawner.io/archived-user"] == "dora"
+    assert kept["metadata"]["labels"]["gpuspawner.io/archived-user-id"] == str(first.user.id)
+    second = make_spawner(user="dora")  # a new person given the same name
+    await spawn(second, image="demo", gpus=0)
+    assert second.pvc_name == claim
+    assert cluster.get_json("pvc", claim, "-n", namespace)["spec"]["volumeName"] != disk
+    assert cluster.get_json("pv", disk)["status"]["phase"] == "Released"  # never bound again

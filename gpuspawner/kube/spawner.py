@@ -46,6 +46,7 @@ from .nodes import (
     is_gpu_resource,
     unsatisfiable_reason,
 )
+from .workspace import KubeWorkspace
 from .objects import (
     DEFAULT_GPU_TOLERATIONS,
     GpuPlacement,
@@ -78,7 +79,7 @@ class _Json:
         self.data = json.dumps(data)
 
 
-class KubeGPUSpawner(GPUSpawnerMixin, KubeSpawner):
+class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     """One pod per server with GPUs as extended resources, a quota and a persistent workspace."""
 
     gpu_resource = Unicode(
