@@ -24,8 +24,7 @@ from pathlib import Path
 
 import docker
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from hubprocess import Hub, free_port
+from gpuspawner.testing.hubprocess import Hub, free_port
 
 IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "gpuspawner/singleuser:offline")
 GPUS = [

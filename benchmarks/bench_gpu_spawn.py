@@ -22,10 +22,10 @@ from pathlib import Path
 import docker
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tools" / "gpuhost"))
 import simstate  # noqa: E402
-from hubprocess import Hub, free_port  # noqa: E402
+
+from gpuspawner.testing.hubprocess import Hub, free_port  # noqa: E402
 
 IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "gpuspawner/singleuser:offline")
 

@@ -21,9 +21,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-import kube_cluster
+from gpuspawner.testing import kube_cluster
 
 CALLS: Counter = Counter()
 

@@ -5,7 +5,8 @@ import os
 import secrets
 
 import pytest
-from hubprocess import FAKE_GPUS, Hub, free_port
+
+from gpuspawner.testing.hubprocess import FAKE_GPUS, Hub, free_port
 
 TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
 REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
@@ -20,7 +21,10 @@ def _docker_or_skip():
         client.images.get(TEST_IMAGE)
         return client
     except Exception as e:
-        reason = "needs a Docker engine and the test image %r (scripts/test.sh builds it): %s" % (TEST_IMAGE, e)
+        reason = "needs a Docker engine and the test image %r (scripts/test.sh builds it): %s" % (
+            TEST_IMAGE,
+            e,
+        )
         if REQUIRE_DOCKER:
             pytest.fail(reason)
         pytest.skip(reason)
@@ -33,12 +37,15 @@ def docker_client():
 
 @pytest.fixture(scope="session")
 def test_image(docker_client):
-    """The offline single-user image, under two catalog tags (an image change keeps the workspace)."""
+    """The offline single-user image, under two catalog tags (an image change keeps the
+    workspace)."""
     image = docker_client.images.get(TEST_IMAGE)
     repository = TEST_IMAGE.rsplit(":", 1)[0]
     image.tag(repository, "second")
-    return {"demo": {"image": TEST_IMAGE, "display_name": "Demo"},
-            "demo-second": {"image": repository + ":second", "display_name": "Demo (second tag)"}}
+    return {
+        "demo": {"image": TEST_IMAGE, "display_name": "Demo"},
+        "demo-second": {"image": repository + ":second", "display_name": "Demo (second tag)"},
+    }
 
 
 @pytest.fixture(scope="session")

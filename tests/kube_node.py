@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import kube_cluster
+from gpuspawner.testing import kube_cluster
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpuspawner"
 NODE_ENV = CACHE / "kube-node" / "node.env"

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hubprocess import FAKE_GPUS, RUN_ID
+
+from gpuspawner.testing.hubprocess import FAKE_GPUS, RUN_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "gpuhost"))
 import simstate  # noqa: E402
@@ -27,7 +28,9 @@ UUIDS = [gpu["uuid"] for gpu in FAKE_GPUS]
 def container_of(docker_client, user, server=""):
     found = [
         c
-        for c in docker_client.containers.list(all=True, filters={"label": "gpuspawner.user=" + user})
+        for c in docker_client.containers.list(
+            all=True, filters={"label": "gpuspawner.user=" + user}
+        )
         if c.labels.get("gpuspawner.server") == server
     ]
     assert len(found) == 1, found
@@ -68,7 +71,10 @@ def test_workspace_survives_stop_start_and_image_change(hub_factory, docker_clie
     hub.wait_ready("bea")
     token = hub.user_token("bea")
     put = hub.through_proxy(
-        "PUT", "bea", "api/contents/notes.txt", token,
+        "PUT",
+        "bea",
+        "api/contents/notes.txt",
+        token,
         json={"type": "file", "format": "text", "content": "epoch 3: loss 0.12"},
     )
     assert put.status_code in (200, 201), put.text
@@ -81,15 +87,20 @@ def test_workspace_survives_stop_start_and_image_change(hub_factory, docker_clie
     second = container_of(docker_client, "bea")
     assert second.id != first and second.attrs["Config"]["Image"].endswith(":second")
     got = hub.through_proxy("GET", "bea", "api/contents/notes.txt", token)
-    assert got.status_code == 200 and got.json()["content"] == "epoch 3: loss 0.12"  # ... the workspace is not
+    assert (
+        got.status_code == 200 and got.json()["content"] == "epoch 3: loss 0.12"
+    )  # ... the workspace is not
     hub.stop_server("bea")
-    (volume,) = [m["Name"] for m in second.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+    (volume,) = [
+        m["Name"] for m in second.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"
+    ]
     assert volume == hub.settings["prefix"] + "-workspace-bea"
     docker_client.volumes.get(volume)  # stopping never removes the workspace
 
 
 def watch_gpu_creates(docker_client, users: list, seen: list, stop: threading.Event):
-    """Record the GPU labels of the containers the engine creates for ``users`` (the engine's own word)."""
+    """Record the GPU labels of the containers the engine creates for ``users`` (the engine's
+    own word)."""
     events = docker_client.events(decode=True, filters={"type": "container", "event": "create"})
     for event in events:
         attributes = event["Actor"]["Attributes"]
@@ -122,21 +133,27 @@ def test_concurrent_gpu_spawns_get_distinct_gpus_and_missing_runtime_releases_th
     for user in users:
         hub.create_user(user)
     seen, stop = [], threading.Event()
-    watcher = threading.Thread(target=watch_gpu_creates, args=(docker_client, users, seen, stop), daemon=True)
+    watcher = threading.Thread(
+        target=watch_gpu_creates, args=(docker_client, users, seen, stop), daemon=True
+    )
     watcher.start()
     time.sleep(0.5)
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
         responses = list(pool.map(lambda u: hub.spawn(u, options={"gpus": 1}), users))
     stop.set()
-    docker_client.containers.run(hub.settings["images"]["demo"]["image"], "true", remove=True)  # wake the watcher
+    docker_client.containers.run(
+        hub.settings["images"]["demo"]["image"], "true", remove=True
+    )  # wake the watcher
     watcher.join(10)
 
     for response in responses:
         assert response.status_code == 503, response.text
         assert "cannot attach GPUs" in response.json()["message"]
         # the engine ran NVIDIA's hook, whose CLI found no loaded driver
-        assert "nvidia-container-cli: initialization error: nvml error: driver not loaded" in (
-            response.json()["message"])
+        assert (
+            "nvidia-container-cli: initialization error: nvml error: driver not loaded"
+            in (response.json()["message"])
+        )
     created = dict(seen)
     assert sorted(created) == users
     assert len(set(created.values())) == len(users), created  # no GPU handed out twice
@@ -169,7 +186,10 @@ def test_quota_counts_gpus_across_named_servers(hub_factory, docker_client):
     hub.create_user("carl", groups=("staff",))
     assert hub.spawn("carl", "eval", {"gpus": 1}).status_code in (201, 202)
     hub.wait_ready("carl", "eval")
-    assert env_of(container_of(docker_client, "carl", "eval"))["NVIDIA_VISIBLE_DEVICES"] not in ("void", held)
+    assert env_of(container_of(docker_client, "carl", "eval"))["NVIDIA_VISIBLE_DEVICES"] not in (
+        "void",
+        held,
+    )
 
 
 def test_no_free_gpu_fails_at_once_with_the_count(hub_factory):
@@ -208,7 +228,9 @@ def test_hub_killed_and_restarted_rebuilds_allocations(hub_factory, docker_clien
     for user in ("gus", "hal"):
         hub.spawn(user, options={"gpus": 1})
         hub.wait_ready(user)
-    held = {env_of(container_of(docker_client, u))["NVIDIA_VISIBLE_DEVICES"] for u in ("gus", "hal")}
+    held = {
+        env_of(container_of(docker_client, u))["NVIDIA_VISIBLE_DEVICES"] for u in ("gus", "hal")
+    }
     assert len(held) == 2
 
     hub.kill9()
@@ -219,7 +241,10 @@ def test_hub_killed_and_restarted_rebuilds_allocations(hub_factory, docker_clien
     ivy = env_of(container_of(docker_client, "ivy"))["NVIDIA_VISIBLE_DEVICES"]
     assert ivy in UUIDS[:3] and ivy not in held
     refused = hub.spawn("gus", "second", {"gpus": 1})
-    assert refused.status_code == 403 and "you already hold 1 GPU on the default server" in refused.json()["message"]
+    assert (
+        refused.status_code == 403
+        and "you already hold 1 GPU on the default server" in refused.json()["message"]
+    )
     hub.create_user("jon")
     full = hub.spawn("jon", options={"gpus": 1})
     assert full.status_code == 503 and "0 of 3 are free" in full.json()["message"]
@@ -237,13 +262,20 @@ def test_spawn_form_offers_catalog_and_what_is_left(hub_factory, docker_client):
 
     # the form posts the same options the API takes; a bad count is refused on the form
     xsrf = browser.cookies.get("_xsrf")
-    bad = browser.post(hub.url + "/hub/spawn/kim", data={"image": "demo", "gpus": "two", "_xsrf": xsrf})
+    bad = browser.post(
+        hub.url + "/hub/spawn/kim", data={"image": "demo", "gpus": "two", "_xsrf": xsrf}
+    )
     assert "The number of GPUs must be a whole number, not &#39;two&#39;." in bad.text
-    good = browser.post(hub.url + "/hub/spawn/kim", data={"image": "demo-second", "gpus": "1", "_xsrf": xsrf})
+    good = browser.post(
+        hub.url + "/hub/spawn/kim", data={"image": "demo-second", "gpus": "1", "_xsrf": xsrf}
+    )
     assert good.status_code == 200, good.text[-3000:]
     hub.wait_ready("kim")
     container = container_of(docker_client, "kim")
-    assert container.labels["gpuspawner.image"] == "demo-second" and env_of(container)["GPU_LIMIT"] == "1"
+    assert (
+        container.labels["gpuspawner.image"] == "demo-second"
+        and env_of(container)["GPU_LIMIT"] == "1"
+    )
     form = hub.spawn_form(browser, "kim", "second")
     assert "7 of 8 GPUs free on this hub. You hold 1 GPU on the default server" in form
     assert '<option value="1">1 GPU</option>' in form and '"2"' not in form
@@ -263,10 +295,14 @@ def test_any_user_name_gets_its_own_container_and_workspace(hub_factory, docker_
         assert hub.through_proxy("GET", name, "api/status", hub.user_token(name)).status_code == 200
         container = container_of(docker_client, name)
         assert container.labels["gpuspawner.user"] == name  # labels keep the real name
-        (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"]
+        (volume,) = [
+            m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/jovyan/work"
+        ]
         volumes.add(volume)
     assert len(volumes) == len(HOSTILE_NAMES)  # escaping never merges two users' workspaces
-    assert hub.settings["prefix"] + "-workspace-ab-2d2d" in volumes  # '-' is escaped too: no collisions
+    assert (
+        hub.settings["prefix"] + "-workspace-ab-2d2d" in volumes
+    )  # '-' is escaped too: no collisions
 
 
 BAD_OPTIONS = [
@@ -275,7 +311,11 @@ BAD_OPTIONS = [
     ({"gpus": 1.5}, "The number of GPUs must be a whole number from 0 to 8, not 1.5."),
     ({"gpus": "1"}, "The number of GPUs must be a whole number from 0 to 8, not '1'."),
     ({"gpus": None}, "The number of GPUs must be a whole number from 0 to 8, not None."),
-    ({"image": "ubuntu:latest"}, "There is no image 'ubuntu:latest' in this hub's catalog; choose one of: demo, demo-second."),
+    (
+        {"image": "ubuntu:latest"},
+        "There is no image 'ubuntu:latest' in this hub's catalog; choose one of: demo,"
+        " demo-second.",
+    ),
     ({"image": {"$ne": 1}}, "The image must be given by its catalog name, such as 'demo'."),
     ({"privileged": True}, "Unknown spawn option(s) 'privileged'; the options are: gpus, image."),
     # the hub itself refuses options that are not an object, before the spawner sees them
@@ -302,10 +342,12 @@ def test_progress_names_the_stages_and_the_gpu(hub_factory):
     hub.create_user("lea")
     assert hub.spawn("lea", options={"gpus": 1}).status_code == 202
     messages = []
-    with hub.session.get(hub.url + "/hub/api/users/lea/server/progress", stream=True, timeout=90) as stream:
+    with hub.session.get(
+        hub.url + "/hub/api/users/lea/server/progress", stream=True, timeout=90
+    ) as stream:
         for line in stream.iter_lines(decode_unicode=True):
             if line.startswith("data:"):
-                event = json.loads(line[len("data:"):])
+                event = json.loads(line[len("data:") :])
                 messages.append(event.get("message", ""))
                 if event.get("ready") or event.get("failed"):
                     break

@@ -5,11 +5,11 @@ import zlib
 
 import docker
 import pytest
-from hubprocess import FAKE_GPUS
 from traitlets.config import Config
 
 from gpuspawner.docker import GPUDockerSpawner
 from gpuspawner.lifecycle.shared import reset_shared_state
+from gpuspawner.testing.hubprocess import FAKE_GPUS
 
 pytestmark = pytest.mark.docker
 

@@ -15,12 +15,12 @@ import time
 import zlib
 from types import SimpleNamespace
 
-import kube_cluster
 import pytest
 
 from gpuspawner.lifecycle.base import apply_gpu_options
 from gpuspawner.lifecycle.refusal import SpawnRefused
 from gpuspawner.lifecycle.shared import reset_shared_state
+from gpuspawner.testing import kube_cluster
 
 pytestmark = pytest.mark.kubernetes
 

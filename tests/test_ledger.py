@@ -4,12 +4,12 @@ CSV."""
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from databases import fresh_postgres_database
 from sqlalchemy import create_engine, text
 
 from gpuspawner.policy.allocation import Holding
 from gpuspawner.policy.budget import ResetSchedule, period_bounds, usage_hours
 from gpuspawner.policy.inventory import Gpu
+from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.usage.ledger import SCHEMA_VERSION, Ledger, _v1
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)

@@ -1,4 +1,5 @@
-"""Image pulls from a real registry: Debian's docker-registry on loopback (scripts/setup-registry.sh).
+"""Image pulls from a real registry: Debian's docker-registry on loopback
+(scripts/setup-registry.sh).
 
 The test image is copied into one layer of its own (so none of it is on this host once the
 local copy is removed), pushed to the registry, removed locally, and pulled by a real hub
@@ -18,7 +19,8 @@ import time
 
 import pytest
 import requests
-from hubprocess import free_port
+
+from gpuspawner.testing.hubprocess import free_port
 
 pytestmark = pytest.mark.docker
 REGISTRY = os.environ.get("GPUSPAWNER_TEST_REGISTRY", "127.0.0.1:5000")
@@ -105,7 +107,8 @@ def copies() -> dict[str, tuple[str, float]]:
 
 
 def delete_copy(digest: str) -> None:
-    """Untag a copy; setup-registry.sh garbage-collects its layer when it next starts the registry."""
+    """Untag a copy; setup-registry.sh garbage-collects its layer when it next starts the
+    registry."""
     requests.delete("http://%s/v2/%s/manifests/%s" % (REGISTRY, REPOSITORY, digest), timeout=10)
 
 
@@ -223,8 +226,10 @@ def test_a_missing_tag_is_refused_with_a_sentence(hub_factory, pushed_image):
     response = hub.spawn("tagless", options={"image": "demo"})
     assert response.status_code == 503, response.text
     assert response.json()["message"] == (
-        "The image %s of 'Demo' is not in the registry %s (no such tag or repository), so it cannot be"
-        " pulled. Ask an admin to push it or to fix the catalog. (Docker said: manifest for %s not found:"
+        "The image %s of 'Demo' is not in the registry %s (no such tag or repository), so it"
+        " cannot be"
+        " pulled. Ask an admin to push it or to fix the catalog. (Docker said: manifest for %s"
+        " not found:"
         " manifest unknown: manifest unknown.)" % (missing, REGISTRY, missing)
     )
 
@@ -240,7 +245,8 @@ def test_an_unreachable_registry_is_refused_with_a_sentence(hub_factory):
     assert response.status_code == 503, response.text
     message = response.json()["message"]
     assert message.startswith(
-        "The registry %s could not be reached, so the image %s of 'Demo' cannot be pulled right now."
+        "The registry %s could not be reached, so the image %s of 'Demo' cannot be pulled right"
+        " now."
         " Try again later, or ask an admin. (Docker said: " % (nowhere, image)
     ), message
     assert "connection refused" in message

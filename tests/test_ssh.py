@@ -12,9 +12,9 @@ import time
 import zlib
 
 import pytest
-from hubprocess import free_port
 
 from gpuspawner.ssh import SETTINGS_ENV, SSHSettings, add_ssh_service, public_hub_url
+from gpuspawner.testing.hubprocess import free_port
 
 pytestmark = pytest.mark.docker
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from databases import fresh_postgres_database
-from hubprocess import free_port
 
+from gpuspawner.testing.databases import fresh_postgres_database
+from gpuspawner.testing.hubprocess import free_port
 from gpuspawner.usage.ledger import Ledger
 
 pytestmark = pytest.mark.docker

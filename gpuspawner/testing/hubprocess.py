@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 import requests
 
-CONFIG = Path(__file__).with_name("hub_config.py")
+# the repository's tests/hub_config.py (the harness runs from a checkout)
+CONFIG = Path(__file__).resolve().parents[2] / "tests" / "hub_config.py"
 # the GPUs test hubs declare (this machine has none); their UUIDs are this test run's own,
 # since a hub counts every container on the engine that holds one (another run's too)
 RUN_ID = secrets.token_hex(4)

@@ -18,7 +18,14 @@ import urllib.request
 from pathlib import Path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpuspawner" / "kube"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+)
 A100 = "NVIDIA-A100-SXM4-80GB"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
@@ -65,7 +72,10 @@ class Cluster:
     def _spawn(self, name: str, *args: str) -> None:
         with open(self.workdir / ("%s.log" % name), "wb") as log:
             self.processes[name] = subprocess.Popen(
-                [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [str(self.bin / name), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def start(self) -> "Cluster":
@@ -73,66 +83,102 @@ class Cluster:
         (w / "tokens.csv").write_text(
             '%s,admin,admin,"system:masters"\n%s,hub,hub\n' % (self.token, self.hub_token)
         )
-        subprocess.run(["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"],
+            check=True,
+            capture_output=True,
+        )
         self.kubeconfig.write_text(self._kubeconfig("admin", self.token))
         self.hub_kubeconfig.write_text(self._kubeconfig("hub", self.hub_token))
         etcd_port, peer_port = free_port(), free_port()
         self._spawn(
             "etcd",
-            "--data-dir", str(w / "etcd"),
-            "--listen-client-urls", "http://127.0.0.1:%d" % etcd_port,
-            "--advertise-client-urls", "http://127.0.0.1:%d" % etcd_port,
-            "--listen-peer-urls", "http://127.0.0.1:%d" % peer_port,
-            "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer_port,
-            "--initial-cluster", "default=http://127.0.0.1:%d" % peer_port,
+            "--data-dir",
+            str(w / "etcd"),
+            "--listen-client-urls",
+            "http://127.0.0.1:%d" % etcd_port,
+            "--advertise-client-urls",
+            "http://127.0.0.1:%d" % etcd_port,
+            "--listen-peer-urls",
+            "http://127.0.0.1:%d" % peer_port,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:%d" % peer_port,
+            "--initial-cluster",
+            "default=http://127.0.0.1:%d" % peer_port,
             "--unsafe-no-fsync",
-        )  # fmt: skip
+        )
         self._spawn(
             "kube-apiserver",
-            "--etcd-servers", "http://127.0.0.1:%d" % etcd_port,
-            "--bind-address", "127.0.0.1",
-            "--advertise-address", "127.0.0.1",
-            "--secure-port", str(self.api_port),
-            "--cert-dir", str(w / "certs"),
-            "--token-auth-file", str(w / "tokens.csv"),
-            "--authorization-mode", "RBAC",
-            "--service-account-key-file", str(w / "sa.key"),
-            "--service-account-signing-key-file", str(w / "sa.key"),
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-cluster-ip-range", "10.96.0.0/16",
-            "--endpoint-reconciler-type", "none",  # the loopback address cannot be an endpoint
-            "--kubelet-preferred-address-types", "InternalIP,Hostname",  # the real node has no DNS name
+            "--etcd-servers",
+            "http://127.0.0.1:%d" % etcd_port,
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(self.api_port),
+            "--cert-dir",
+            str(w / "certs"),
+            "--token-auth-file",
+            str(w / "tokens.csv"),
+            "--authorization-mode",
+            "RBAC",
+            "--service-account-key-file",
+            str(w / "sa.key"),
+            "--service-account-signing-key-file",
+            str(w / "sa.key"),
+            "--service-account-issuer",
+            "https://kubernetes.default.svc",
+            "--service-cluster-ip-range",
+            "10.96.0.0/16",
+            "--endpoint-reconciler-type",
+            "none",  # the loopback address cannot be an endpoint
+            "--kubelet-preferred-address-types",
+            "InternalIP,Hostname",  # the real node has no DNS name
             "--profiling=false",
-        )  # fmt: skip
+        )
         self.wait_ready()
         self._spawn(
             "kube-controller-manager",
-            "--kubeconfig", str(self.kubeconfig),
+            "--kubeconfig",
+            str(self.kubeconfig),
             "--leader-elect=false",
-            "--bind-address", "127.0.0.1",
-            "--secure-port", "0",
-            "--service-account-private-key-file", str(w / "sa.key"),
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            "0",
+            "--service-account-private-key-file",
+            str(w / "sa.key"),
             "--use-service-account-credentials=false",
-            "--concurrent-resource-quota-syncs", "5",
+            "--concurrent-resource-quota-syncs",
+            "5",
             "--profiling=false",
-        )  # fmt: skip
+        )
         self._spawn(
             "kube-scheduler",
-            "--kubeconfig", str(self.kubeconfig),
+            "--kubeconfig",
+            str(self.kubeconfig),
             "--leader-elect=false",
-            "--bind-address", "127.0.0.1",
-            "--secure-port", "0",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            "0",
             "--profiling=false",
-        )  # fmt: skip
+        )
         self._spawn(
             "kwok",
-            "--kubeconfig", str(self.kubeconfig),
+            "--kubeconfig",
+            str(self.kubeconfig),
             "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-            "--cidr", "10.244.0.1/16",
-            "--node-ip", "10.0.0.1",
-            "--server-address", "127.0.0.1:%d" % free_port(),
-        )  # fmt: skip
+            "--manage-nodes-with-annotation-selector",
+            "kwok.x-k8s.io/node=fake",
+            "--cidr",
+            "10.244.0.1/16",
+            "--node-ip",
+            "10.0.0.1",
+            "--server-address",
+            "127.0.0.1:%d" % free_port(),
+        )
         self.wait_for(lambda: self._sa_ready("default"), "the default service account", 60)
         return self
 
@@ -141,19 +187,36 @@ class Cluster:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {"server": self.server, "insecure-skip-tls-verify": True},
+                    }
+                ],
                 "users": [{"name": user, "user": {"token": token}}],
-                "contexts": [{"name": "local", "context": {"cluster": "local", "user": user, "namespace": "default"}}],
+                "contexts": [
+                    {
+                        "name": "local",
+                        "context": {"cluster": "local", "user": user, "namespace": "default"},
+                    }
+                ],
                 "current-context": "local",
             }
         )
 
     def _sa_ready(self, namespace: str) -> bool:
-        return self.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0
+        return (
+            self.kubectl(
+                "get", "serviceaccount", "default", "-n", namespace, check=False
+            ).returncode
+            == 0
+        )
 
     def wait_ready(self, timeout: float = 60) -> None:
         def ready():
-            request = urllib.request.Request(self.server + "/readyz", headers={"Authorization": "Bearer " + self.token})
+            request = urllib.request.Request(
+                self.server + "/readyz", headers={"Authorization": "Bearer " + self.token}
+            )
             import ssl
 
             context = ssl.create_default_context()
@@ -172,7 +235,9 @@ class Cluster:
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError("%s exited (%s): %s" % (name, process.returncode, self.log_tail(name)))
+                    raise RuntimeError(
+                        "%s exited (%s): %s" % (name, process.returncode, self.log_tail(name))
+                    )
             if check():
                 return
             time.sleep(0.2)
@@ -180,7 +245,11 @@ class Cluster:
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / ("%s.log" % name)
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def stop(self) -> None:
         # the cluster's state is thrown away with its directory: no graceful shutdown needed
@@ -192,10 +261,18 @@ class Cluster:
 
     # --- kubectl ---
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig),
-             "--cache-dir", str(self.workdir / "kubectl-cache"), *args],
+            [
+                str(self.bin / "kubectl"),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--cache-dir",
+                str(self.workdir / "kubectl-cache"),
+                *args,
+            ],
             input=input,
             capture_output=True,
             text=True,
@@ -206,16 +283,36 @@ class Cluster:
         return result
 
     def apply(self, *objects: dict) -> None:
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
+        )
 
     def get_json(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", "-o", "json", *args).stdout)
 
     # --- fake nodes ---
 
-    def add_node(self, name: str, *, gpus: int = 0, resource: str = "nvidia.com/gpu", product: str | None = None,
-                 taints=(), cpu: str = "64", memory: str = "512Gi", labels=None) -> None:
-        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok", **(labels or {})}
+    def add_node(
+        self,
+        name: str,
+        *,
+        gpus: int = 0,
+        resource: str = "nvidia.com/gpu",
+        product: str | None = None,
+        taints=(),
+        cpu: str = "64",
+        memory: str = "512Gi",
+        labels=None,
+    ) -> None:
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "type": "kwok",
+            **(labels or {}),
+        }
         capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
         if gpus:
             capacity[resource] = str(gpus)
@@ -225,13 +322,19 @@ class Cluster:
         node = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+            },
             "spec": {"taints": list(taints)},
         }
         self.apply(node)
         # status is a subresource: set capacity there (kwok keeps the Ready condition)
         patch = {"status": {"capacity": capacity, "allocatable": capacity}}
-        self.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
+        self.kubectl(
+            "patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+        )
 
 
 def start_cluster(workdir: Path) -> Cluster:
@@ -243,7 +346,9 @@ def start_cluster(workdir: Path) -> Cluster:
         cluster.start()
         for i in range(2):
             cluster.add_node("a100-%d" % i, gpus=8, product=A100, taints=[GPU_TAINT])
-        cluster.add_node("mig-0", gpus=7, resource="nvidia.com/mig-1g.10gb", product=A100, taints=[GPU_TAINT])
+        cluster.add_node(
+            "mig-0", gpus=7, resource="nvidia.com/mig-1g.10gb", product=A100, taints=[GPU_TAINT]
+        )
         cluster.add_node("cpu-0")
         cluster.wait_for(lambda: nodes_ready(cluster) == 4, "4 Ready, untainted nodes", 90)
     except BaseException:
@@ -257,6 +362,11 @@ def nodes_ready(cluster: Cluster) -> int:
     return sum(
         1
         for node in items
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
-        and not any(t["key"].startswith("node.kubernetes.io/") for t in node["spec"].get("taints", []))
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in node.get("status", {}).get("conditions", [])
+        )
+        and not any(
+            t["key"].startswith("node.kubernetes.io/") for t in node["spec"].get("taints", [])
+        )
     )

@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 import pytest
 import simstate
-from hubprocess import RUN_ID, free_port
+
+from gpuspawner.testing.hubprocess import RUN_ID, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output")) / "gpuhost"
