@@ -8,7 +8,7 @@
 #   bash scripts/setup-kube.sh          # build what is missing, print the bin directory
 #
 # The bin directory is also written to ~/.cache/gpuspawner/kube/bin-dir, where the tests
-# (tests/kube_cluster.py) look for it unless GPUSPAWNER_KUBE_BIN is set.
+# (gpuspawner/testing/kube_cluster.py) look for it unless GPUSPAWNER_KUBE_BIN is set.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 

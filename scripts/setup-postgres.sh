@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The PostgreSQL the ledger tests use: Debian's postgresql, cluster 15/main on 127.0.0.1:5432,
 # a role and database gpuspawner/gpuspawner_test. Idempotent; run as root. Exports nothing:
-# it prints the URL the tests read (tests/databases.py has the same fixed default), the only
+# it prints the URL the tests read (gpuspawner/testing/databases.py has the same fixed default), the only
 # line on its stdout; what it does goes to stderr.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
