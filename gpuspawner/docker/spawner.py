@@ -38,7 +38,11 @@ LABEL_GPUS = "gpuspawner.gpus"
 LABEL_IMAGE = "gpuspawner.image"
 HOLDING_STATES = {"running", "restarting", "paused"}
 ENDED_STATES = {"exited", "dead"}  # killed from outside (docker kill, OOM) or crashed
-NO_GPU_RUNTIME_ERRORS = ("could not select device driver", "nvidia-container-cli", "unknown runtime")
+NO_GPU_RUNTIME_ERRORS = (
+    "could not select device driver",
+    "nvidia-container-cli",
+    "unknown runtime",
+)
 PULLING_POLICIES = ("ifnotpresent", "always")
 
 
@@ -227,7 +231,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
 
     @validate("driver_cuda_version", "driver_version")
     def _validate_driver_setting(self, proposal):
-        parse = cuda.parse_cuda if proposal.trait.name == "driver_cuda_version" else cuda.driver_tuple
+        parse = (
+            cuda.parse_cuda if proposal.trait.name == "driver_cuda_version" else cuda.driver_tuple
+        )
         if proposal.value:
             try:
                 parse(proposal.value)
@@ -237,7 +243,8 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
 
     @default("remove")
     def _default_remove(self):
-        # containers are disposable (GPUs are allocated afresh each start); data lives in the workspace volume
+        # containers are disposable (GPUs are allocated afresh each start); the data lives in
+        # the workspace volume
         return True
 
     @default("prefix")
@@ -248,7 +255,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     def _validate_container_user(self, proposal):
         uid = proposal.value.split(":", 1)[0]
         if uid in ("", "0", "root"):
-            raise TraitError("container_user must be a non-root uid such as '1000', not %r." % proposal.value)
+            raise TraitError(
+                "container_user must be a non-root uid such as '1000', not %r." % proposal.value
+            )
         return proposal.value
 
     # --- the backend contract (gpuspawner.lifecycle.base) ---
@@ -343,8 +352,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
             self.log.warning("Cannot check the GPUs for lost ones: %s", e)
             return
         for gpu in pool.lookup(sorted(lost - pool.lost)):
-            self.log.error("GPU %s is lost (fallen off the bus); it is not handed out",
-                           gpu.describe())
+            self.log.error(
+                "GPU %s is lost (fallen off the bus); it is not handed out", gpu.describe()
+            )
         for gpu in pool.lookup(sorted(pool.lost - lost)):
             self.log.warning("GPU %s answers again; it is handed out again", gpu.describe())
         pool.lost = lost
@@ -414,7 +424,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
         key = self.choice.image.key if self.choice else image
         display_name = self.choice.image.display_name if self.choice else image
         started = time.monotonic()
-        self.emit_progress(50, "pulling %s: asking the registry %s" % (key, pull.registry_of(image)))
+        self.emit_progress(
+            50, "pulling %s: asking the registry %s" % (key, pull.registry_of(image))
+        )
 
         def report(progress: pull.PullProgress) -> None:
             self.emit_progress(50 + int(35 * progress.fraction()), progress.message(key))
@@ -425,7 +437,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
             )
         except pull.PullTimedOut as e:
             raise SpawnRefused(
-                pull.timeout_refusal(image, display_name, e, key), reason="image-pull", status_code=503
+                pull.timeout_refusal(image, display_name, e, key),
+                reason="image-pull",
+                status_code=503,
             ) from None
         except (pull.PullFailed, APIError) as e:
             text = str(getattr(e, "explanation", "") or e)
