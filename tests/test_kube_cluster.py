@@ -16,6 +16,7 @@ import zlib
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gpuspawner.lifecycle.base import apply_gpu_options
 from gpuspawner.lifecycle.refusal import SpawnRefused
@@ -184,6 +185,14 @@ async def test_gpu_server_runs_on_a_gpu_node(cluster, make_spawner):
         == "Pod running on node %s; waiting for JupyterLab to answer" % pod["spec"]["nodeName"]
     )
     assert await spawner.poll() is None
+    # the GPUs are typed by their node's product: the hub's gauge and the ledger's intervals
+    # say A100, so GPU-type weights apply to this server's usage
+    gauge = {"gpu_type": kube_cluster.A100, "state": "allocated"}
+    assert REGISTRY.get_sample_value("gpuspawner_gpus", gauge) == 2
+    free = {"gpu_type": kube_cluster.A100, "state": "free"}
+    assert REGISTRY.get_sample_value("gpuspawner_gpus", free) == 16 + 7 - 2  # 2 A100 + 1 MIG node
+    names = {i.gpu_name for i in spawner.accounting.ledger.open_intervals() if i.user == "alice"}
+    assert names == {kube_cluster.A100}
 
     await spawner.stop(now=True)
     assert (
