@@ -19,6 +19,7 @@ bash scripts/setup-lab.sh "$VENV/bin/python"
 
 say "PostgreSQL for the ledger tests: $(bash scripts/setup-postgres.sh)"
 bash scripts/setup-kube.sh
+bash scripts/setup-kube-node.sh; export GPUSPAWNER_REQUIRE_KUBE_NODE=1  # a real node beside kwok's
 say "building the single-user image with this checkout's wheel"
 wheel=$(build_wheel)
 image=$(bash images/build-offline.sh --wheel "$wheel" | tail -n 1)
