@@ -55,6 +55,7 @@ print(json.dumps(seen))
 
 
 def unavailable(reason: str):
+    """Fail where the test command set the node up (scripts/test.sh); skip elsewhere."""
     if REQUIRE:
         pytest.fail(reason)
     pytest.skip(reason)
