@@ -252,6 +252,11 @@ def test_server_without_gpu_gets_no_gpu_resource_no_device_and_answers(node_clus
     assert seen["visible"] == "void"
     assert not seen["library"] and not seen["simnvml"]
     assert "uuids" not in seen and seen["error"] == "NVMLError_LibraryNotFound", seen
+    # the pod network leads nowhere but the node's bridge: no default route
+    routes = [
+        line.split()[1] for line in inside(cluster, pod, "cat", "/proc/net/route").splitlines()[1:]
+    ]
+    assert routes and "00000000" not in routes, routes
     hub.stop_server("carl")
 
 
