@@ -98,6 +98,15 @@ class Node:
             lambda: self.ctr("version", check=False).returncode == 0, "the node's containerd", 30
         )
 
+    def _forget_dead_containers(self) -> None:
+        """Earlier sessions' stopped pod containers (their kubelet stopped before its garbage
+        collector ran); running ones are left to the new kubelet, which stops what it does not
+        know."""
+        if self.running_tasks():
+            return
+        for container in self.ctr("containers", "ls", "-q").stdout.split():
+            self.ctr("containers", "delete", container, check=False)
+
     def import_image(self, image: str, *aliases: str) -> None:
         """Docker's ``image`` into the node's containerd (again when its ID changed), aliased."""
         image_id = run("docker", "image", "inspect", "-f", "{{.Id}}", image).stdout.strip()
@@ -134,6 +143,7 @@ class Node:
                 time.sleep(2)
         self.tunables = {name: Path("/proc/sys", name).read_text() for name in KERNEL_TUNABLES}
         self.ensure_containerd()
+        self._forget_dead_containers()
         self._network()
         self._kubelet()
         self._device_plugin()

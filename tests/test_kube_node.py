@@ -10,6 +10,7 @@ proxy, and what a pod sees is asked from inside it (kubectl exec, pynvml).
 import json
 import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def node_cluster(tmp_path_factory, docker_client, test_image):
                 "disk %s: %s"
                 % (disk, sorted(p.name for p in disk.iterdir()) if disk.exists() else "gone")
             )
+            shutil.rmtree(disk, ignore_errors=True)
         for name in ("kubelet", "deviceplugin"):
             print("---- %s ----\n%s" % (name, node.log_tail(name, 20)))
 
