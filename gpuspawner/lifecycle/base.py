@@ -396,6 +396,14 @@ class GPUSpawnerMixin(UsageSettings):
                 keyed.append(h)
         return keyed
 
+    def own_holdings(self, holdings: list[Holding]) -> list[Holding]:
+        """The holdings of this hub's users, for its ledger. A shared engine lists other hubs'
+        servers too: their GPUs are taken (the pool counts them), but they are not this hub's
+        to record. Without the hub's database (no ids to tell by), every holding counts."""
+        if getattr(self.user, "db", None) is None:
+            return holdings
+        return of_scope(holdings, self.holder_scope)
+
     def refuse_unservable_names(self) -> None:
         """A user or server name the engines cannot carry is a 400 with the reason."""
         for what, name in (("user name", self.user.name), ("server name", self.server_name)):
@@ -480,7 +488,8 @@ class GPUSpawnerMixin(UsageSettings):
         every = max(self.holdings_max_age, MIN_RECONCILE_SECONDS)
         if shared.reconciled_at is None or shared.rebuilt_at - shared.reconciled_at >= every:
             shared.reconciled_at = shared.rebuilt_at
-            await self.accounting.reconciled([replace(h, user=h.owner or h.user) for h in holdings])
+            own = self.own_holdings(holdings)
+            await self.accounting.reconciled([replace(h, user=h.owner or h.user) for h in own])
         await self.publish_gpu_counts()
 
     async def publish_gpu_counts(self) -> None:
@@ -590,6 +599,12 @@ class GPUSpawnerMixin(UsageSettings):
         )
         env.update(self.accounting.deadline_env(self.held_gpus))
         return env
+
+
+def of_scope(holdings: list[Holding], scope: str) -> list[Holding]:
+    """The holdings keyed by a holder of ``scope`` (see :func:`holder_key`)."""
+    prefix = holder_key(scope, "")
+    return [h for h in holdings if h.user.startswith(prefix)]
 
 
 def holder_key(scope: str, user_id) -> str:
