@@ -1,6 +1,6 @@
 """The Kubernetes hub the real-node tests run as a process (tests/test_kube_node.py).
 
-KubeGPUSpawner against the test control plane (tests/kube_cluster.py) and its real node
+KubeGPUSpawner against the test control plane (gpuspawner.testing.kube_cluster) and its real node
 (tests/kube_node.py); settings come from the environment, as in tests/hub_config.py.
 """
 

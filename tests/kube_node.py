@@ -1,4 +1,4 @@
-"""One real Kubernetes node joined to a test control plane (tests/kube_cluster.py).
+"""One real Kubernetes node joined to a test control plane (gpuspawner.testing.kube_cluster).
 
 scripts/setup-kube-node.sh builds the kubelet (the control plane's version), the project's
 device plugin (tools/kube-deviceplugin) and a pause image, and starts a containerd of the

@@ -1,7 +1,7 @@
 """KubeGPUSpawner servers on a real Kubernetes node, through a real hub process.
 
-The control plane is tests/kube_cluster.py's; the node is a real kubelet on its own containerd
-with CNI networking and the project's device plugin over a simulated GPU host
+The control plane is gpuspawner/testing/kube_cluster.py's; the node is a real kubelet on its
+own containerd with CNI networking and the project's device plugin over a simulated GPU host
 (tests/kube_node.py, scripts/setup-kube-node.sh). The hub is a JupyterHub process
 (tests/kube_hub_config.py) driven through its REST API; JupyterLab is reached through the hub's
 proxy, and what a pod sees is asked from inside it (kubectl exec, pynvml).
