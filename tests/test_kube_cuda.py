@@ -209,7 +209,7 @@ def test_affinity_terms_agree_with_the_rule(image, mode):
     assert matches({"nvidia.com/gpu.product": "A100"}, terms)  # no GFD labels: unknown, admitted
 
 
-BASE = PodRequest(name="p", image="i", env={}, labels={}, annotations={}, gpus=1)
+BASE = PodRequest(name="p", image="i", env={}, labels={}, annotations={}, gpu_count=1)
 
 
 def test_pod_affinity_combines_product_and_cuda_terms():
@@ -238,5 +238,5 @@ def test_pod_affinity_combines_product_and_cuda_terms():
     assert only_cuda["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ] == [{"matchExpressions": t} for t in terms]
-    assert "affinity" not in pod_spec(replace(BASE, cuda_terms=terms, gpus=0))["spec"]
+    assert "affinity" not in pod_spec(replace(BASE, cuda_terms=terms, gpu_count=0))["spec"]
     assert "affinity" not in pod_spec(BASE)["spec"]

@@ -26,7 +26,7 @@ BASE = PodRequest(
     labels={"component": "singleuser-server", "gpuspawner.io/gpus": "2"},
     annotations={"hub.jupyter.org/username": "alice"},
     command=["jupyterhub-singleuser"],
-    gpus=2,
+    gpu_count=2,
     cpu_limit=4.0,
     cpu_guarantee=0.5,
     mem_limit=8 * 1024**3,
@@ -95,9 +95,9 @@ def test_full_gpu_pod():
 
 
 def test_zero_gpus_no_gpu_resources_no_tolerations_and_void():
-    spec = pod_spec(replace(BASE, gpus=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB")))[
-        "spec"
-    ]
+    spec = pod_spec(
+        replace(BASE, gpu_count=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB"))
+    )["spec"]
     resources = spec["containers"][0]["resources"]
     assert resources == {
         "limits": {"cpu": "4", "memory": str(8 * 1024**3)},
@@ -121,7 +121,9 @@ def test_mig_resource_and_product_affinity_and_selector():
             {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
         ),
     )
-    spec = pod_spec(replace(BASE, gpus=1, placement=placement, node_selector={"zone": "a"}))["spec"]
+    spec = pod_spec(replace(BASE, gpu_count=1, placement=placement, node_selector={"zone": "a"}))[
+        "spec"
+    ]
     resources = spec["containers"][0]["resources"]
     assert (
         resources["limits"]["nvidia.com/mig-1g.10gb"]
@@ -155,7 +157,7 @@ def test_mig_resource_and_product_affinity_and_selector():
 def test_admin_extras_cannot_add_gpus_or_privilege():
     request = replace(
         BASE,
-        gpus=0,
+        gpu_count=0,
         extra_container_config={
             "securityContext": {
                 "privileged": True,
@@ -282,13 +284,13 @@ CLUSTER = [
 
 def test_satisfiable_requests():
     assert unsatisfiable_reason(pod_needs(BASE), CLUSTER) is None
-    mig = replace(BASE, gpus=7, placement=GpuPlacement(resource="nvidia.com/mig-1g.10gb"))
+    mig = replace(BASE, gpu_count=7, placement=GpuPlacement(resource="nvidia.com/mig-1g.10gb"))
     assert unsatisfiable_reason(pod_needs(mig), CLUSTER) is None
-    assert unsatisfiable_reason(pod_needs(replace(BASE, gpus=0)), CLUSTER) is None
+    assert unsatisfiable_reason(pod_needs(replace(BASE, gpu_count=0)), CLUSTER) is None
 
 
 def test_too_many_gpus_for_any_node():
-    reason = unsatisfiable_reason(pod_needs(replace(BASE, gpus=9)), CLUSTER)
+    reason = unsatisfiable_reason(pod_needs(replace(BASE, gpu_count=9)), CLUSTER)
     assert reason == (
         "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0)."
         " Ask for at most 8."
@@ -305,7 +307,7 @@ def test_unknown_gpu_type():
 
 
 def test_resource_nobody_offers():
-    request = replace(BASE, gpus=1, placement=GpuPlacement(resource="nvidia.com/mig-3g.40gb"))
+    request = replace(BASE, gpu_count=1, placement=GpuPlacement(resource="nvidia.com/mig-3g.40gb"))
     assert unsatisfiable_reason(pod_needs(request), CLUSTER).startswith(
         "No node of this cluster offers nvidia.com/mig-3g.40gb, so a server asking for 1 GPU can"
         " never start."
@@ -401,7 +403,7 @@ def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits
     env = {} if env_devices is None else {"NVIDIA_VISIBLE_DEVICES": env_devices}
     request = replace(
         BASE,
-        gpus=gpus,
+        gpu_count=gpus,
         env=env,
         placement=GpuPlacement(resource=resource),
         extra_container_config={"resources": {"limits": extra_limits, "requests": extra_limits}},
@@ -473,7 +475,7 @@ def test_the_typed_needs_are_what_the_pod_asks_for(
         extra_pod["tolerations"] = extra_tolerations
     request = replace(
         BASE,
-        gpus=gpus,
+        gpu_count=gpus,
         placement=GpuPlacement(product=product, node_selector={"gpu": "yes"}),
         node_selector=selector,
         cpu_guarantee=cpu,

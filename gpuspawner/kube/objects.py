@@ -52,7 +52,7 @@ class PodRequest:
     port: int = 8888
     command: Sequence[str] = ()  # empty: the image's own command
     image_pull_policy: str = "IfNotPresent"
-    gpus: int = 0
+    gpu_count: int = 0
     placement: GpuPlacement = GpuPlacement()
     uid: int = 1000
     gid: int = 100
@@ -121,9 +121,9 @@ def resources(request: PodRequest) -> dict:
         limits["memory"] = str(request.mem_limit)
     if request.mem_guarantee is not None:
         requests["memory"] = str(request.mem_guarantee)
-    if request.gpus:
-        limits[request.placement.resource] = str(request.gpus)
-        requests[request.placement.resource] = str(request.gpus)
+    if request.gpu_count:
+        limits[request.placement.resource] = str(request.gpu_count)
+        requests[request.placement.resource] = str(request.gpu_count)
     return {"limits": limits, "requests": requests}
 
 
@@ -133,7 +133,7 @@ def node_affinity(request: PodRequest) -> dict | None:
     Node selector terms are ORed and a term's expressions ANDed, so the product
     expression is repeated in every CUDA term.
     """
-    if not request.gpus or not (request.placement.product or request.cuda_terms):
+    if not request.gpu_count or not (request.placement.product or request.cuda_terms):
         return None
     base = []
     if request.placement.product:
@@ -150,7 +150,7 @@ def node_affinity(request: PodRequest) -> dict | None:
 
 def pod_spec(request: PodRequest) -> dict:
     """The Pod of one server."""
-    env = lock_visible_devices(request.env, request.gpus)
+    env = lock_visible_devices(request.env, request.gpu_count)
     mounts = [dict(m) for m in request.extra_volume_mounts]
     volumes = [dict(v) for v in request.extra_volumes]
     if request.workspace_pvc:
@@ -199,7 +199,7 @@ def pod_spec(request: PodRequest) -> dict:
         "volumes": volumes,
     }
     node_selector = _node_selector(request)
-    if request.gpus:
+    if request.gpu_count:
         spec["tolerations"] = [dict(t) for t in request.placement.tolerations]
         affinity = node_affinity(request)
         if affinity:
@@ -230,7 +230,7 @@ def pod_spec(request: PodRequest) -> dict:
 def _node_selector(request: PodRequest) -> dict:
     """The labels every node running this server must have (GPU servers: the placement's too)."""
     selector = dict(request.node_selector)
-    if request.gpus:
+    if request.gpu_count:
         selector.update(request.placement.node_selector)
     return selector
 
@@ -261,10 +261,12 @@ def pod_needs(request: PodRequest) -> PodNeeds:
     selector = _node_selector(request)
     if isinstance(extra.get("nodeSelector"), Mapping):
         selector = deep_merge(selector, extra["nodeSelector"])
-    tolerations = [dict(t) for t in request.placement.tolerations] if request.gpus else []
+    tolerations = [dict(t) for t in request.placement.tolerations] if request.gpu_count else []
     if "tolerations" in extra:
         tolerations = [dict(t) for t in extra.get("tolerations") or []]
-    products = (request.placement.product,) if request.gpus and request.placement.product else ()
+    products = (
+        (request.placement.product,) if request.gpu_count and request.placement.product else ()
+    )
     return PodNeeds(
         requests=amounts, node_selector=selector, products=products, tolerations=tuple(tolerations)
     )

@@ -422,7 +422,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
             port=self.port,
             command=(self.cmd + self.get_args()) if self.cmd else (),
             image_pull_policy=self.image_pull_policy or "IfNotPresent",
-            gpus=self.gpu_count,
+            gpu_count=self.gpu_count,
             placement=placement,
             uid=await value(self.uid),
             gid=await value(self.gid),
