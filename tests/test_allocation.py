@@ -176,7 +176,7 @@ class PoolMachine(RuleBasedStateMachine):
             self.running[(user, server)] = outcome.uuids
         else:
             mine = sum(len(h.uuids) for h in others if h.user == user)
-            assert mine + count > LIMITS[user].gpus or len(free_before) < count
+            assert mine + count > LIMITS[user].count or len(free_before) < count
 
     @rule(data=st.data())
     @precondition(lambda self: self.running)
@@ -207,7 +207,7 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def nobody_over_quota(self):
         for user in USERS:
-            assert sum(len(h.uuids) for h in self.pool.held_by(user)) <= LIMITS[user].gpus
+            assert sum(len(h.uuids) for h in self.pool.held_by(user)) <= LIMITS[user].count
 
 
 PoolMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)

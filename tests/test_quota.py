@@ -31,7 +31,7 @@ def test_group_override_may_be_lower_than_default():
 )
 def test_limit_is_max_of_member_overrides_or_default(groups, overrides, default):
     mine = [limit for group, limit in overrides.items() if group in groups]
-    assert gpu_limit(groups, default, overrides).gpus == (max(mine) if mine else default)
+    assert gpu_limit(groups, default, overrides).count == (max(mine) if mine else default)
 
 
 @pytest.mark.parametrize("default, groups", [(-1, {}), (1, {"a": -2}), (1, {"a": 1.5}), (True, {})])

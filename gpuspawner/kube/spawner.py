@@ -641,7 +641,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         resources = {self.gpu_resource} | {
             p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()
         }
-        hard = {"requests.%s" % name: str(self.user_quota.gpus) for name in sorted(resources)}
+        hard = {"requests.%s" % name: str(self.user_quota.count) for name in sorted(resources)}
         body = {
             "apiVersion": "v1",
             "kind": "ResourceQuota",

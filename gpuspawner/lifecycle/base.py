@@ -581,7 +581,7 @@ class GPUSpawnerMixin(UsageSettings):
     # --- the contract with the container ---
 
     def no_gpu_reason(self) -> str:
-        if self.user_quota.gpus == 0:
+        if self.user_quota.count == 0:
             return "Your GPU quota is 0 (%s)." % self.user_quota.source
         return "No GPU was requested for this server."
 

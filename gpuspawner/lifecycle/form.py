@@ -12,13 +12,13 @@ async def render_options_form(spawner) -> str:
     """The spawn form: a catalog image and a GPU count the user may still take."""
     availability = await spawner.gpu_availability()
     limit = spawner.user_quota
-    may_take = min(limit.gpus, spawner.max_gpus_per_server)
+    may_take = min(limit.count, spawner.max_gpus_per_server)
     if availability is not None:
         may_take = max(0, min(may_take - availability.held, availability.free))
     budget_text, budget_spent = await spawner.accounting.budget_status()
     if budget_spent:
         may_take = 0
-    lines = ["Your limit: %s at once (%s)." % (plural(limit.gpus), limit.source)]
+    lines = ["Your limit: %s at once (%s)." % (plural(limit.count), limit.source)]
     if availability is not None:
         lines.append(
             "%d of %d GPUs free on this hub. You hold %s."

@@ -17,7 +17,7 @@ from .wording import join_phrases, plural
 class GpuLimit:
     """A user's limit and where it comes from, for messages."""
 
-    gpus: int
+    count: int  # GPUs at once, across all of the user's servers
     source: str  # "the default for every user" or "group 'staff'"
 
 
@@ -51,12 +51,12 @@ def over_quota(count: int, limit: GpuLimit, held: Sequence[tuple[int, str]]) -> 
     if count == 0:
         return None
     already = sum(gpus for gpus, _ in held)
-    if already + count <= limit.gpus:
+    if already + count <= limit.count:
         return None
-    may_take = max(limit.gpus - already, 0)
+    may_take = max(limit.count - already, 0)
     asked = "You asked for %s, but your limit is %s at once (%s)" % (
         plural(count),
-        plural(limit.gpus),
+        plural(limit.count),
         limit.source,
     )
     if not held:
