@@ -11,3 +11,60 @@ def test_a_hub_records_only_its_own_users_holdings():
     unknown_name = Holding("someone", "", (Gpu("GPU-c"),))  # a legacy label no user of ours has
     assert of_scope([ours, other_hub, unknown_name], "gpst1") == [ours]
     assert of_scope([ours, other_hub], "gpst") == []  # a scope is a whole prefix, not a start
+
+
+def docker_spawner():
+    import types
+
+    from traitlets.config import Config
+
+    from gpuspawner.docker import GPUDockerSpawner
+
+    config = Config()
+    config.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1.0"}}
+    config.GPUDockerSpawner.inventory = [{"uuid": "GPU-s0", "name": "NVIDIA A100"}]
+    return GPUDockerSpawner(
+        user=types.SimpleNamespace(name="ann", id=3, groups=[], url="/user/ann/"),
+        orm_spawner=types.SimpleNamespace(name="", user_options={}, server=None),
+        config=config,
+    )
+
+
+def kube_spawner():
+    import types
+
+    from gpuspawner.kube import KubeGPUSpawner
+
+    user = types.SimpleNamespace(name="ann", id=3, url="/user/ann/", escaped_name="ann", groups=[])
+    orm = types.SimpleNamespace(user_options={}, server=None, name="")
+    images = {"demo": {"image": "org/demo:1.0"}}
+    return KubeGPUSpawner(_mock=True, user=user, orm_spawner=orm, images=images, namespace="jhub")
+
+
+async def test_one_saved_state_key_and_the_old_ones_still_load(tmp_path, monkeypatch):
+    # a kubeconfig naming no reachable cluster: building a spawner asks the cluster nothing
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: x, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    spawner = docker_spawner()
+    spawner.load_state({"gpu_uuids": ["GPU-s0"]})  # what the Docker backend saved before
+    assert [gpu.uuid for gpu in spawner.held_gpus] == ["GPU-s0"]
+    state = spawner.get_state()
+    assert state["held_gpus"] == [{"uuid": "GPU-s0", "name": "GPU"}] and "gpu_uuids" not in state
+    again = docker_spawner()
+    again.load_state(state)
+    assert again.held_gpus == spawner.held_gpus
+    again.clear_state()
+    assert again.held_gpus == () and "held_gpus" not in again.get_state()
+
+    kube = kube_spawner()
+    kube.load_state({"gpus": 2})  # a count, what the Kubernetes backend saved before
+    assert [gpu.uuid for gpu in kube.held_gpus] == [
+        "%s/nvidia.com/gpu#%d" % (kube.pod_name, i) for i in (0, 1)
+    ]
+    assert kube.gpu_count == 2 and kube.get_state()["held_gpus"][0]["resource"] == "nvidia.com/gpu"
