@@ -130,7 +130,8 @@ else
 fi
 
 # 4. the pause image: the pause program alone in an image, through docker import/save
-if ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE"; then
+images=$(ctr_ images ls -q)
+if grep -qxF "$PAUSE_IMAGE" <<<"$images"; then
     say "kube-node: pause image: present"
 else
     say "kube-node: pause image: building"
