@@ -50,7 +50,16 @@ async def test_one_saved_state_key_and_the_old_ones_still_load(tmp_path, monkeyp
         "users: [{name: x, user: {token: t}}]\n"
         "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
     )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
+
+    monkeypatch.setattr(Configuration, "_default", Configuration._default)  # restored after
+    monkeypatch.setattr(clients, "_client_cache", {})
+
+    # kubernetes_asyncio reads KUBECONFIG once, at import; kubespawner loads the config once
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    clients.load_config.cache_clear()
     spawner = docker_spawner()
     spawner.load_state({"gpu_uuids": ["GPU-s0"]})  # what the Docker backend saved before
     assert [gpu.uuid for gpu in spawner.held_gpus] == ["GPU-s0"]
@@ -68,3 +77,4 @@ async def test_one_saved_state_key_and_the_old_ones_still_load(tmp_path, monkeyp
         "%s/nvidia.com/gpu#%d" % (kube.pod_name, i) for i in (0, 1)
     ]
     assert kube.gpu_count == 2 and kube.get_state()["held_gpus"][0]["resource"] == "nvidia.com/gpu"
+    clients.load_config.cache_clear()  # the next spawner loads the real configuration
