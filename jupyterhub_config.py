@@ -21,7 +21,8 @@ c.JupyterHub.spawner_class = "gpu-docker"
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = int(os.environ.get("GPUSPAWNER_PORT", "8000"))
 # containers reach the hub on the docker0 bridge; nothing else needs to
-c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = os.environ.get("GPUSPAWNER_HUB_CONNECT_IP", "172.17.0.1")
+hub_address = os.environ.get("GPUSPAWNER_HUB_CONNECT_IP", "172.17.0.1")
+c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = hub_address
 c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
 
 # demo login: any user name with the shared password; "admin" logs in with the admin password
@@ -54,7 +55,11 @@ if os.environ.get("GPUSPAWNER_DEMO_IMAGE"):
     images = {
         "demo": {"display_name": "Demo image (%s)" % os.environ["GPUSPAWNER_DEMO_IMAGE"],
                  "image": os.environ["GPUSPAWNER_DEMO_IMAGE"]},
-        **{key: image for key, image in images.items() if image["image"] != os.environ["GPUSPAWNER_DEMO_IMAGE"]},
+        **{
+            key: image
+            for key, image in images.items()
+            if image["image"] != os.environ["GPUSPAWNER_DEMO_IMAGE"]
+        },
     }
 c.GPUDockerSpawner.images = images
 c.GPUDockerSpawner.pull_policy = "ifnotpresent"
@@ -68,7 +73,8 @@ c.GPUDockerSpawner.gpu_quota_groups = {"staff": 4}
 c.GPUDockerSpawner.gpu_hour_budget_groups = {"students": 10, "staff": None}
 c.GPUDockerSpawner.budget_period = "week"
 if os.environ.get("GPUSPAWNER_GPUS"):
-    c.GPUDockerSpawner.inventory = [{"uuid": uuid.strip()} for uuid in os.environ["GPUSPAWNER_GPUS"].split(",")]
+    declared = os.environ["GPUSPAWNER_GPUS"].split(",")
+    c.GPUDockerSpawner.inventory = [{"uuid": uuid.strip()} for uuid in declared]
 
 # PyTorch needs: shared memory for DataLoader workers, limits per server
 c.GPUDockerSpawner.shm_size = "2g"

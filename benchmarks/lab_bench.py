@@ -163,13 +163,14 @@ def bench_simulated(counts: list[int], args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for uuid in host.allocatable():
                 host.update(uuid, util_gpu=37, memory_used=12 * simstate.GIB)
-            baseline_env = {k: v for k, v in os.environ.items()
-                            if k not in ("LD_LIBRARY_PATH", "SIMNVML_STATE", "NVIDIA_VISIBLE_DEVICES")}
+            simulated_only = ("LD_LIBRARY_PATH", "SIMNVML_STATE", "NVIDIA_VISIBLE_DEVICES")
+            baseline_env = {k: v for k, v in os.environ.items() if k not in simulated_only}
             runs = [("no driver (baseline)", measure_in_child(baseline_env, args))]
             for count in counts:
                 result = measure_in_child(simulated_env(host, count, Path(tmp)), args)
                 if result["sampler"]["gpus"] != count:
-                    raise SystemExit("expected %d GPUs, the sampler saw %r" % (count, result["sampler"]))
+                    raise SystemExit(
+                        "expected %d GPUs, the sampler saw %r" % (count, result["sampler"]))
                 runs.append(("%d simulated GPU%s" % (count, "" if count == 1 else "s"), result))
     finally:
         host.remove()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs (as root: the Docker
 # engine, debootstrap, Chromium, the proxy, NVIDIA's container toolkit over a simulated
-# GPU driver), builds the offline single-user image,
-# then runs every test against the real engine, hub, browser and database.
+# GPU driver, a Kubernetes control plane with a real node), lints, builds the offline
+# single-user image, then runs every test against the real engine, hub, browser and database.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -10,6 +10,8 @@ started=$SECONDS
 
 ensure_commands debootstrap:debootstrap ssh:openssh-client
 ensure_venv test
+# Python lint first (seconds): ruff with pyproject.toml, flake8 with setup.cfg
+bash scripts/lint.sh "$VENV/bin/python"
 # a GPU host as far as software can make one (NVIDIA's toolkit over a simulated driver); it
 # starts dockerd with the toolkit's hook on its PATH, or restarts one that lacks it
 bash scripts/setup-gpuhost.sh

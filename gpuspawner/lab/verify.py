@@ -105,9 +105,10 @@ def _gpuspawner_verify_cuda():
         say("PyTorch is not installed in this kernel (%s)." % sys.executable)
         if no_gpu_given and not nvml_seen:
             say("This server has no GPU either: %s" % (given_reason or "GPU_LIMIT is 0."))
+        seen = "%s, but PyTorch is not installed in this kernel: " % seen_text if nvml_seen else ""
         say("VERDICT: NO TORCH - %sinstall a CUDA build of PyTorch into this environment "
-            "(pip install torch) or switch to a kernel that has it, then run this cell again." % (
-                "%s, but PyTorch is not installed in this kernel: " % seen_text if nvml_seen else ""))
+            "(pip install torch) or switch to a kernel that has it, then run this cell again."
+            % seen)
         return
 
     import torch

@@ -139,7 +139,8 @@ def test_selection_properties(nvd, cvd, limit, uuids, gpus):
     ],
 )
 def test_deadline_is_read_as_utc(value, expected):
-    deadline = env(GPUSPAWNER_GPU_DEADLINE=value, GPUSPAWNER_GPU_DEADLINE_REASON=" Why. ").deadline_json()
+    given = env(GPUSPAWNER_GPU_DEADLINE=value, GPUSPAWNER_GPU_DEADLINE_REASON=" Why. ")
+    deadline = given.deadline_json()
     assert deadline == {"at": expected, "reason": "Why."}
 
 

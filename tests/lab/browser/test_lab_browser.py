@@ -148,7 +148,7 @@ def deadline_lab(tmp_path_factory):
 
 
 def test_deadline_warning(browser, deadline_lab, output_dir):
-    """Within the lead time: the status item warns, the panel has a banner, a notification shows once."""
+    """Within the lead time: the status item warns, the panel has a banner, one notification."""
     lab, deadline = deadline_lab
     local = deadline.astimezone(ZoneInfo(BROWSER_ZONE)).strftime("%H:%M")
     context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=BROWSER_ZONE)
@@ -163,7 +163,8 @@ def test_deadline_warning(browser, deadline_lab, output_dir):
         toast = page.get_by_role("alert").filter(has_text="save your work before then")
         expect(toast).to_have_count(1)
         expect(toast).to_have_text(re.compile(
-            r"^This server stops at %s \(in [34] min\) – GPU-hour budget\. Your workspace is kept;" % local))
+            r"^This server stops at %s \(in [34] min\) – GPU-hour budget\. "
+            r"Your workspace is kept;" % local))
 
         status_item.click()
         panel = page.get_by_role("region", name="GPU status")
