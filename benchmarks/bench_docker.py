@@ -24,7 +24,7 @@ from pathlib import Path
 
 import docker
 
-from gpuspawner.testing.hubprocess import Hub, free_port
+from gpuspawner.testing.hubprocess import Hub, hub_settings
 
 IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "gpuspawner/singleuser:offline")
 GPUS = [
@@ -42,22 +42,15 @@ def bridge_gateway(client) -> str:
 def spawn_times(spawner: str, rounds: int, client) -> list[float]:
     prefix = "gpbench" + secrets.token_hex(3)
     workdir = Path(tempfile.mkdtemp(prefix="gpuspawner-bench-"))
-    hub = Hub(
+    settings = hub_settings(
         workdir,
-        {
-            "spawner": spawner,
-            "port": free_port(),
-            "hub_port": free_port(),
-            "proxy_api_port": free_port(),
-            "hub_ip": bridge_gateway(client),
-            "db_url": "sqlite:///%s" % (workdir / "hub.sqlite"),
-            "workdir": str(workdir),
-            "token": secrets.token_hex(16),
-            "images": {"demo": {"image": IMAGE}},
-            "gpus": GPUS,
-            "prefix": prefix,
-        },
-    ).start()
+        bridge_gateway(client),
+        spawner=spawner,
+        images={"demo": {"image": IMAGE}},
+        gpus=GPUS,
+        prefix=prefix,
+    )
+    hub = Hub(workdir, settings).start()
     times = []
     try:
         for i in range(rounds + 1):

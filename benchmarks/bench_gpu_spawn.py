@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "gpuhost"))
 import simstate  # noqa: E402
 
-from gpuspawner.testing.hubprocess import Hub, free_port  # noqa: E402
+from gpuspawner.testing.hubprocess import Hub, hub_settings  # noqa: E402
 
 IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "gpuspawner/singleuser:offline")
 
@@ -43,23 +43,16 @@ def start_hub(spawner: str, client, env: dict) -> Hub:
     saved = dict(os.environ)
     os.environ.update(env)  # the hub process inherits it
     try:
-        return Hub(
+        settings = hub_settings(
             workdir,
-            {
-                "spawner": spawner,
-                "port": free_port(),
-                "hub_port": free_port(),
-                "proxy_api_port": free_port(),
-                "hub_ip": bridge_gateway(client),
-                "db_url": "sqlite:///%s" % (workdir / "hub.sqlite"),
-                "workdir": str(workdir),
-                "token": secrets.token_hex(16),
-                "images": {"demo": {"image": IMAGE}},
-                "gpus": None,
-                "prefix": prefix,
-                "gpu_mode": "device-request",
-            },
-        ).start()
+            bridge_gateway(client),
+            spawner=spawner,
+            images={"demo": {"image": IMAGE}},
+            gpus=None,
+            prefix=prefix,
+            gpu_mode="device-request",
+        )
+        return Hub(workdir, settings).start()
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from gpuspawner.testing.hubprocess import FAKE_GPUS, Hub, free_port
+from gpuspawner.testing.hubprocess import FAKE_GPUS, Hub, hub_settings
 
 TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
 REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
@@ -63,20 +63,8 @@ def hub_factory(tmp_path_factory, docker_client, test_image, bridge_gateway):
 
     def make(**overrides) -> Hub:
         workdir = tmp_path_factory.mktemp("hub")
-        settings = {
-            "port": free_port(),
-            "hub_port": free_port(),
-            "proxy_api_port": free_port(),
-            "hub_ip": bridge_gateway,
-            "db_url": "sqlite:///%s" % (workdir / "jupyterhub.sqlite"),
-            "workdir": str(workdir),
-            "token": secrets.token_hex(16),
-            "images": test_image,
-            "gpus": FAKE_GPUS,
-            "prefix": prefix,
-        }
-        settings.update(overrides)
-        hub = Hub(workdir, settings).start()
+        settings = {"images": test_image, "gpus": FAKE_GPUS, "prefix": prefix, **overrides}
+        hub = Hub(workdir, hub_settings(workdir, bridge_gateway, **settings)).start()
         hubs.append(hub)
         return hub
 

@@ -16,25 +16,11 @@ from kubernetes_asyncio.config import kube_config  # noqa: E402
 
 os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = settings["kubeconfig"]
 
+# ports, database, login and the tests' API token: tests/hub_base_config.py
+load_subconfig("hub_base_config.py", os.path.dirname(__file__))  # noqa: F821
 c.JupyterHub.spawner_class = "gpu-kubernetes"
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = settings["port"]
-# pods reach the hub on the node's bridge gateway; the hub and proxy reach pods on their IPs
-c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = settings["hub_ip"]
-c.JupyterHub.hub_port = settings["hub_port"]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:%d" % settings["proxy_api_port"]
-c.JupyterHub.db_url = settings["db_url"]
-c.JupyterHub.cookie_secret_file = os.path.join(settings["workdir"], "cookie_secret")
-c.ConfigurableHTTPProxy.pid_file = os.path.join(settings["workdir"], "proxy.pid")
-c.JupyterHub.log_level = "DEBUG"
-c.JupyterHub.tornado_settings = {"slow_spawn_timeout": settings.get("slow_spawn_timeout", 10)}
-
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.allow_named_servers = True
-c.JupyterHub.named_server_limit_per_user = 5
-c.JupyterHub.services = [{"name": "tests", "api_token": settings["token"]}]
-c.JupyterHub.load_roles = [{"name": "admin", "services": ["tests"]}]
+# settings["hub_ip"] is the real node's bridge gateway: pods reach the hub there, and the
+# hub and proxy reach pods on their IPs
 
 c.KubeGPUSpawner.namespace = settings["namespace"]
 c.KubeGPUSpawner.images = settings["images"]

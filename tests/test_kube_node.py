@@ -18,7 +18,7 @@ import kube_node
 import pytest
 
 from gpuspawner.testing import kube_cluster
-from gpuspawner.testing.hubprocess import Hub, free_port
+from gpuspawner.testing.hubprocess import Hub, hub_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "gpuhost"))
 import simstate  # noqa: E402
@@ -132,23 +132,18 @@ def hub(node_cluster, tmp_path_factory, test_image):
         lambda: cluster._sa_ready(namespace), "the default service account of " + namespace, 30
     )
     workdir = tmp_path_factory.mktemp("kube-hub")
-    settings = {
-        "port": free_port(),
-        "hub_port": free_port(),
-        "proxy_api_port": free_port(),
-        "hub_ip": kube_node.GATEWAY,
-        "db_url": "sqlite:///%s" % (workdir / "jupyterhub.sqlite"),
-        "usage_db_url": "sqlite:///%s" % (workdir / "usage.sqlite"),
-        "workdir": str(workdir),
-        "token": secrets.token_hex(16),
-        "images": dict(
+    settings = hub_settings(
+        workdir,
+        kube_node.GATEWAY,
+        usage_db_url="sqlite:///%s" % (workdir / "usage.sqlite"),
+        images=dict(
             test_image, **{"demo-mig": dict(test_image["demo"], display_name="Demo, MIG")}
         ),
-        "gpu_profiles": {"demo-mig": {"resource": MIG_RESOURCE}},
-        "kubeconfig": str(cluster.kubeconfig),
-        "namespace": namespace,
-        "storage_class": STORAGE_CLASS,
-    }
+        gpu_profiles={"demo-mig": {"resource": MIG_RESOURCE}},
+        kubeconfig=str(cluster.kubeconfig),
+        namespace=namespace,
+        storage_class=STORAGE_CLASS,
+    )
     started = Hub(workdir, settings, config=HUB_CONFIG).start(timeout=90)
     started.namespace = namespace
     yield started

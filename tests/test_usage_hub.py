@@ -7,7 +7,6 @@ file the test writes (this machine has no GPU to sample).
 """
 
 import json
-import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gpuspawner.testing.browser import chromium, hub_page
 from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.testing.hubprocess import free_port
 from gpuspawner.usage.ledger import Ledger
@@ -157,44 +157,14 @@ def test_admin_service_auth_api_csv_metrics_and_page(hub_factory, docker_client,
 
 def screenshot_dashboard(hub):
     """The page an admin sees, in Chromium, saved for a person to look at."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if sync_playwright is None or not os.path.exists("/usr/bin/chromium"):
-        message = (
-            "needs Playwright and Chromium at /usr/bin/chromium"
-            " (scripts/setup-lab.sh installs them)"
-        )
-        if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-    ]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=args)
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 768})
-            page.goto(hub.url + "/hub/login")
-            page.fill("#username_input", "boss")
-            page.fill("#password_input", "x")
-            page.click("#login_submit")
-            page.wait_for_load_state()
-            page.goto(hub.url + SERVICE)
-            assert page.get_by_role("heading", name="GPU usage").is_visible()
-            assert page.get_by_role("heading", name=re.compile("GPU inventory")).is_visible()
-            assert page.get_by_role("img", name="GPU-hours per day and group").is_visible()
-            assert page.get_by_role("button", name="Download CSV").is_visible()
-            SCREENSHOTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOTS / "gpu-admin-dashboard.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        _, page = hub_page(browser, hub, "boss", SERVICE)
+        assert page.get_by_role("heading", name="GPU usage").is_visible()
+        assert page.get_by_role("heading", name=re.compile("GPU inventory")).is_visible()
+        assert page.get_by_role("img", name="GPU-hours per day and group").is_visible()
+        assert page.get_by_role("button", name="Download CSV").is_visible()
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "gpu-admin-dashboard.png"), full_page=True)
 
 
 def test_spent_budget_warns_stops_after_grace_and_refuses_gpu_spawns(

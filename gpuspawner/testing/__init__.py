@@ -5,6 +5,7 @@
 - :mod:`.kube_cluster`: a local Kubernetes control plane (etcd, kube-apiserver, scheduler,
   controller-manager) with fake GPU nodes (``scripts/setup-kube.sh`` builds it)
 - :mod:`.databases`: fresh PostgreSQL databases (``scripts/setup-postgres.sh``)
+- :mod:`.browser`: Debian's Chromium through Playwright, and a page logged in to a hub
 
 Both ``tests/`` and ``benchmarks/`` import it as ``gpuspawner.testing``; a hub never does.
 """

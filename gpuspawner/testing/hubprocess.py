@@ -35,6 +35,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def hub_settings(workdir: Path, hub_ip: str, **settings) -> dict:
+    """What tests/hub_base_config.py reads for a new hub in ``workdir`` (free ports, a sqlite
+    database there, a fresh API token, the address servers reach the hub at), plus ``settings``
+    for the backend's config file."""
+    return {
+        "port": free_port(),
+        "hub_port": free_port(),
+        "proxy_api_port": free_port(),
+        "hub_ip": hub_ip,
+        "db_url": "sqlite:///%s" % (workdir / "jupyterhub.sqlite"),
+        "workdir": str(workdir),
+        "token": secrets.token_hex(16),
+        **settings,
+    }
+
+
 class Hub:
     """One hub: start, kill -9, restart on the same database, call its API."""
 

@@ -8,7 +8,6 @@ NVIDIA's hook and the stand-in nvidia-container-cli, which finds the host owning
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -16,16 +15,13 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 import simstate
 
+from gpuspawner.testing.browser import hub_page
 from gpuspawner.testing.hubprocess import RUN_ID, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output")) / "gpuhost"
-CHROMIUM = os.environ.get("GPUSPAWNER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 SERVICE = "/services/gpu-admin/"
 GIB = simstate.GIB
 
@@ -89,39 +85,9 @@ def wait_for(condition, timeout: float = 60, what: str = "condition", every: flo
     raise AssertionError("timed out waiting for " + what)
 
 
-@contextlib.contextmanager
-def chromium():
-    """Debian's Chromium through Playwright (scripts/setup-lab.sh installs both)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if sync_playwright is None or not os.path.exists(CHROMIUM):
-        message = "needs Playwright and Chromium at %s (scripts/setup-lab.sh)" % CHROMIUM
-        if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 def open_page(browser, hub, user: str, path: str):
-    """A page of ``user``, logged in to the hub, at ``path``."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(hub.url + "/hub/login")
-    page.fill("#username_input", user)
-    page.fill("#password_input", "x")
-    page.click("#login_submit")
-    page.wait_for_load_state()
-    page.goto(hub.url + path)
-    return page
+    """A page of ``user``, logged in to the hub, at ``path`` (closed with the browser)."""
+    return hub_page(browser, hub, user, path)[1]
 
 
 def open_lab(browser, hub, user: str):
@@ -146,6 +112,7 @@ def open_panel(page):
 
 
 def screenshot(page, name: str, full_page: bool = False) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / name
     page.screenshot(path=str(path), full_page=full_page)
     return path

@@ -13,7 +13,6 @@ import re
 import pytest
 from gpuhost_lab_helpers import (
     GIB,
-    chromium,
     held_gpus,
     make_host,
     open_lab,
@@ -23,6 +22,8 @@ from gpuhost_lab_helpers import (
     status_item,
     user_names,
 )
+
+from gpuspawner.testing.browser import chromium
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]

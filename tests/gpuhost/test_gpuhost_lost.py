@@ -13,7 +13,6 @@ import re
 import pytest
 from gpuhost_lab_helpers import (
     SERVICE,
-    chromium,
     held_gpus,
     open_lab,
     open_page,
@@ -24,6 +23,8 @@ from gpuhost_lab_helpers import (
     user_names,
     wait_for,
 )
+
+from gpuspawner.testing.browser import chromium
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]

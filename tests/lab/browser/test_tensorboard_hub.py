@@ -7,6 +7,8 @@ login (/user/<name>/tensorboard/); another user's browser session is refused.
 
 import pytest
 
+from gpuspawner.testing.browser import hub_page
+
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
 # what torch.utils.tensorboard.SummaryWriter.add_scalar writes, with TensorBoard's own writer
@@ -25,18 +27,6 @@ print("written")
 """
 
 
-def logged_in_page(browser, hub, user):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(hub.url + "/hub/login")
-    page.fill("#username_input", user)
-    page.fill("#password_input", "x")
-    page.click("#login_submit")
-    page.wait_for_load_state()
-    return context, page
-
-
 def test_tensorboard_from_the_launcher_through_the_hub_and_403_for_others(
     hub_factory, docker_client, browser, output_dir
 ):
@@ -49,7 +39,7 @@ def test_tensorboard_from_the_launcher_through_the_hub_and_403_for_others(
     written = container.exec_run(["python", "-c", WRITE_SCALARS], user="1000")
     assert written.exit_code == 0 and b"written" in written.output, written.output
 
-    context, page = logged_in_page(browser, hub, "tbuser")
+    context, page = hub_page(browser, hub, "tbuser")
     try:
         page.goto(hub.url + "/user/tbuser/lab")
         card = page.locator(".jp-LauncherCard", has_text="TensorBoard")
@@ -81,7 +71,7 @@ def test_tensorboard_from_the_launcher_through_the_hub_and_403_for_others(
         context.close()
 
     # another user's session reaches the hub's refusal, not tbuser's TensorBoard
-    context, page = logged_in_page(browser, hub, "tbother")
+    context, page = hub_page(browser, hub, "tbother")
     try:
         for path in ("/user/tbuser/tensorboard/", "/user/tbuser/tensorboard/data/runs",
                      "/user/tbuser/proxy/6007/data/runs"):
