@@ -20,6 +20,7 @@ say "setting up the JupyterLab extension's tests"
 bash scripts/setup-lab.sh "$VENV/bin/python"
 
 say "PostgreSQL for the ledger tests: $(bash scripts/setup-postgres.sh)"
+export GPUSPAWNER_PROMETHEUS; GPUSPAWNER_PROMETHEUS=$(bash scripts/setup-prometheus.sh)  # GPU-idle culling tests
 bash scripts/setup-kube.sh
 bash scripts/setup-kube-node.sh; export GPUSPAWNER_REQUIRE_KUBE_NODE=1  # a real node beside kwok's
 say "building the single-user image with this checkout's wheel"

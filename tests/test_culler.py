@@ -1,6 +1,7 @@
-"""GPU-idle culling policy (pure) and the file utilisation source."""
+"""GPU-idle culling policy (pure), the file and NVML utilisation sources, and what they log."""
 
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -91,5 +92,70 @@ def test_file_source(tmp_path):
 def test_source_spec():
     assert isinstance(utilisation_source("nvml"), NvmlUtilisation)
     assert utilisation_source("file:/tmp/x.json").path.name == "x.json"
-    with pytest.raises(ValueError, match="'nvml' or 'file:/path'"):
-        utilisation_source("prometheus")
+    prometheus = utilisation_source("prometheus:http://prometheus.monitoring:9090/", "jhub")
+    assert (prometheus.url, prometheus.namespace) == ("http://prometheus.monitoring:9090", "jhub")
+    for spec in ("prometheus", "file:", "dcgm"):
+        with pytest.raises(ValueError, match="'nvml', 'file:/path' or 'prometheus:<url>'"):
+            utilisation_source(spec)
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_gpu_without_a_reading_is_warned_about_once_then_at_debug(tmp_path, caplog):
+    path = tmp_path / "u.json"
+    path.write_text(json.dumps({"GPU-a": 50}))
+    source = FileUtilisation(str(path))
+    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage.culler"):
+        for _ in range(4):  # the service samples every 30 s
+            assert source.sample(["GPU-a", "GPU-b"]) == {"GPU-a": 50.0, "GPU-b": None}
+    assert warnings_of(caplog) == [
+        "No GPU utilisation for GPU-b (not a number in %s): it counts as busy" % path
+    ]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 3
+    # known again, then lost again: that is news, said once more
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gpuspawner.usage.culler"):
+        path.write_text(json.dumps({"GPU-a": 50, "GPU-b": 1}))
+        source.sample(["GPU-b"])
+        path.write_text(json.dumps({"GPU-a": 50}))
+        source.sample(["GPU-b"])
+        source.sample(["GPU-b"])
+    assert len(warnings_of(caplog)) == 1
+
+
+def test_an_unreadable_file_is_warned_about_once_until_it_reads_again(tmp_path, caplog):
+    path = tmp_path / "u.json"
+    source = FileUtilisation(str(path))
+    with caplog.at_level(logging.INFO, logger="gpuspawner.usage.culler"):
+        for _ in range(3):
+            assert source.sample(["GPU-a"]) == {"GPU-a": None}
+        path.write_text(json.dumps({"GPU-a": 3}))
+        assert source.sample(["GPU-a"]) == {"GPU-a": 3.0}
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("GPU utilisation file %s cannot be read (" % path)
+    assert messages[0].endswith("no GPU counts as idle, none is culled")
+    assert messages[1] == "GPU utilisation file %s answers again: GPU-idle culling resumes" % path
+
+
+def test_nvml_warns_once_per_gpu_it_cannot_read(caplog):
+    # a UUID no GPU of this host has (on a host without NVML: every GPU)
+    source = NvmlUtilisation()
+    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage.culler"):
+        for _ in range(3):
+            assert source.sample(["GPU-foreign-hub"]) == {"GPU-foreign-hub": None}
+    (warning,) = warnings_of(caplog)
+    assert warning.startswith("No GPU utilisation for GPU-foreign-hub (")
+    assert warning.endswith("): it counts as busy")
+
+
+def test_a_bad_source_is_a_start_up_error():
+    from traitlets import TraitError
+
+    from gpuspawner.usage.settings import UsageSettings
+
+    assert UsageSettings(gpu_utilisation_source="prometheus:http://prom:9090")
+    with pytest.raises(TraitError, match="must be 'nvml', 'file:/path' or 'prometheus:<url>'"):
+        UsageSettings(gpu_utilisation_source="dcgm")

@@ -5,9 +5,13 @@ which servers have been idle (every GPU below the threshold) for the timeout. A 
 whose utilisation is unknown counts as busy, so a missing reading never culls a
 training run. The admin service's loop feeds it and stops what it names.
 
-Sources are pluggable: :class:`NvmlUtilisation` samples the GPUs of the host it runs
-on (the Docker host); :class:`FileUtilisation` reads a JSON object {"GPU-…": percent}
-that an exporter writes (and that tests control).
+Sources are pluggable (:func:`utilisation_source`): :class:`NvmlUtilisation` samples the
+GPUs of the host it runs on (the Docker host); :class:`FileUtilisation` reads a JSON
+object {"GPU-…": percent} that an exporter writes (and that tests control);
+:class:`gpuspawner.usage.prometheus.PrometheusUtilisation` asks a Prometheus server for
+DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL``, as clusters expose it. Every source says once
+(a warning) that a GPU's utilisation is unknown or that the source cannot be read, then
+only at debug level until it is known again: the service samples every 30 s.
 """
 
 import json
@@ -18,6 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+SOURCES = "'nvml', 'file:/path' or 'prometheus:<url>'"
 
 
 @dataclass
@@ -54,41 +60,88 @@ class IdleTracker:
         )
 
 
-class FileUtilisation:
-    """Utilisation from a JSON file {"GPU-…": percent}; unknown GPUs, unreadable files: None."""
+class UtilisationSource:
+    """What every source shares: ``sample`` and the GPUs it found lost, and logging that
+    says a thing once: a GPU without a reading, a source that cannot be read.
 
-    def __init__(self, path: str):
-        self.path = Path(path)
-        self.lost: set[str] = set()  # a file cannot tell
-
-    def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
-        try:
-            values = json.loads(self.path.read_text())
-        except (OSError, ValueError) as e:
-            log.warning(
-                "GPU utilisation file %s unreadable (%s): no GPU counts as idle", self.path, e
-            )
-            values = {}
-        result = {}
-        for uuid in uuids:
-            value = values.get(uuid) if isinstance(values, dict) else None
-            result[uuid] = (
-                float(value)
-                if isinstance(value, (int, float)) and not isinstance(value, bool)
-                else None
-            )
-        return result
-
-
-class NvmlUtilisation:
-    """Utilisation of this host's GPUs through NVML (not supported on MIG instances: None).
-
-    ``lost`` holds the GPUs the last sample found lost (fallen off the bus).
+    ``lost`` holds the GPUs the last sample found lost (fallen off the bus); a source
+    that cannot tell leaves it empty.
     """
 
     def __init__(self):
         self.lost: set[str] = set()
-        self._unreadable: set[str] = set()  # GPUs already warned about
+        self._unknown: set[str] = set()  # GPUs already warned about
+        self._unreadable = False  # the source as a whole, already warned about
+
+    def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
+        """Each GPU's utilisation in percent, None where unknown."""
+        raise NotImplementedError
+
+    def unknown(self, uuid: str, why: str) -> None:
+        """``uuid`` has no reading: a warning the first time, then debug until it has one."""
+        level = logging.DEBUG if uuid in self._unknown else logging.WARNING
+        log.log(level, "No GPU utilisation for %s (%s): it counts as busy", uuid, why)
+        self._unknown.add(uuid)
+
+    def known(self, uuid: str) -> None:
+        """``uuid`` has a reading again: losing it later warns again."""
+        self._unknown.discard(uuid)
+
+    def unreadable(self, what: str, why: str) -> None:
+        """The whole source failed: a warning the first time, then debug until it answers."""
+        level = logging.DEBUG if self._unreadable else logging.WARNING
+        log.log(level, "%s cannot be read (%s): no GPU counts as idle, none is culled", what, why)
+        self._unreadable = True
+
+    def readable(self, what: str) -> None:
+        """The source answered; after a failure that was warned about, say so once."""
+        if self._unreadable:
+            log.info("%s answers again: GPU-idle culling resumes", what)
+        self._unreadable = False
+
+    def readings(
+        self, uuids: Iterable[str], values: Mapping[str, float | None], why: str
+    ) -> dict[str, float | None]:
+        """``values`` for ``uuids``, None (and said once) for each GPU it lacks."""
+        result = {}
+        for uuid in uuids:
+            value = values.get(uuid)
+            if value is None:
+                self.unknown(uuid, why)
+            else:
+                self.known(uuid)
+            result[uuid] = value
+        return result
+
+
+class FileUtilisation(UtilisationSource):
+    """Utilisation from a JSON file {"GPU-…": percent}; unknown GPUs, unreadable files: None."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = Path(path)
+
+    def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
+        uuids = list(uuids)
+        what = "GPU utilisation file %s" % self.path
+        try:
+            values = json.loads(self.path.read_text())
+        except (OSError, ValueError) as e:
+            self.unreadable(what, str(e))
+            return {uuid: None for uuid in uuids}
+        self.readable(what)
+        if not isinstance(values, dict):
+            values = {}
+        numbers = {
+            uuid: float(value)
+            for uuid, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        return self.readings(uuids, numbers, "not a number in %s" % self.path)
+
+
+class NvmlUtilisation(UtilisationSource):
+    """Utilisation of this host's GPUs through NVML (not supported on MIG instances: None)."""
 
     def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
         from .. import nvml
@@ -99,25 +152,46 @@ class NvmlUtilisation:
             try:
                 reading = nvml.read_gpu(uuid, with_processes=False)
             except nvml.NvmlUnavailable as e:
-                level = logging.DEBUG if uuid in self._unreadable else logging.WARNING
-                log.log(level, "No GPU utilisation for %s (%s): it counts as busy", uuid, e)
-                self._unreadable.add(uuid)
+                self.unknown(uuid, str(e))
                 result[uuid] = None
                 continue
-            self._unreadable.discard(uuid)
             if reading.lost:
                 lost.add(uuid)
-            result[uuid] = (
-                None if reading.utilization_gpu is None else float(reading.utilization_gpu)
-            )
+            value = None if reading.utilization_gpu is None else float(reading.utilization_gpu)
+            if value is None:
+                self.unknown(uuid, "lost" if reading.lost else "NVML reports none")
+            else:
+                self.known(uuid)
+            result[uuid] = value
         self.lost = lost
         return result
 
 
-def utilisation_source(spec: str):
-    """'nvml' or 'file:/path' -> a source with .sample(uuids)."""
+def check_utilisation_source(spec: str) -> None:
+    """Raise ValueError with a sentence for a ``gpu_utilisation_source`` no source reads."""
+    if spec == "nvml":
+        return
+    if spec.startswith("file:") and spec.removeprefix("file:"):
+        return
+    if spec.startswith("prometheus:"):
+        from .prometheus import check_prometheus_url
+
+        check_prometheus_url(spec.removeprefix("prometheus:"))
+        return
+    raise ValueError("gpu_utilisation_source must be %s, not %r" % (SOURCES, spec))
+
+
+def utilisation_source(spec: str, namespace: str = "") -> UtilisationSource:
+    """'nvml', 'file:/path' or 'prometheus:<url>' -> a source with .sample(uuids).
+
+    ``namespace``: the Kubernetes namespace of the hub's pods, which a Prometheus source
+    matches with a pod's name (empty: a pod name found in one namespace only).
+    """
+    check_utilisation_source(spec)
     if spec == "nvml":
         return NvmlUtilisation()
     if spec.startswith("file:"):
         return FileUtilisation(spec.removeprefix("file:"))
-    raise ValueError("gpu_utilisation_source must be 'nvml' or 'file:/path', not %r" % spec)
+    from .prometheus import PrometheusUtilisation
+
+    return PrometheusUtilisation(spec.removeprefix("prometheus:"), namespace=namespace)

@@ -127,11 +127,24 @@ class UsageSettings(LoggingConfigurable):
     gpu_utilisation_source = Unicode(
         "nvml",
         help="""Where the admin service reads GPU utilisation for culling:
-        "nvml" (the GPUs of the host it runs on: run it on the Docker host) or
+        "nvml" (the GPUs of the host it runs on: run it on the Docker host),
         "file:/path/to/utilisation.json" (a JSON object {"GPU-…": percent}, written by
-        an exporter you run). A GPU whose utilisation is unknown counts as busy.
+        an exporter you run) or "prometheus:http://prometheus.monitoring:9090" (DCGM
+        exporter's DCGM_FI_DEV_GPU_UTIL from that Prometheus server, matched to servers by
+        GPU UUID, or by pod and namespace on Kubernetes). A GPU whose utilisation is
+        unknown counts as busy.
         """,
     ).tag(config=True)
+
+    @validate("gpu_utilisation_source")
+    def _validate_utilisation_source(self, proposal):
+        from .culler import check_utilisation_source
+
+        try:
+            check_utilisation_source(proposal.value)
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+        return proposal.value
 
     @validate("gpu_hour_weights")
     def _validate_weights(self, proposal):
