@@ -23,7 +23,14 @@ from traitlets.config import LoggingConfigurable
 
 from .. import nvml
 from .processes import attribute, in_container
-from .visible import GpuEnvironment, reason_for_none, reason_without_gpu, select_visible
+from .visible import (
+    GpuEnvironment,
+    allocated_gpus,
+    reason_for_none,
+    reason_not_visible,
+    reason_without_gpu,
+    select_visible,
+)
 
 #: The name of a given GPU that NVML reported lost before it could be named.
 UNKNOWN_NAME = "GPU (name unknown)"
@@ -289,6 +296,7 @@ class GpuSampler(LoggingConfigurable):
             "reason": None,
             "driver": None,
             "gpu_limit": env.gpu_limit,
+            "allocated_not_visible": None,
             "deadline": env.deadline_json(),
             "gpus": [],
         }
@@ -296,6 +304,7 @@ class GpuSampler(LoggingConfigurable):
         if reason is not None:
             snapshot["reason"] = reason
             return snapshot
+        allocated = allocated_gpus(env)
         try:
             stale = time.monotonic() - self._discovered_at > self.rediscover_interval
             if self._visible is None or stale:
@@ -303,11 +312,21 @@ class GpuSampler(LoggingConfigurable):
         except nvml.NvmlUnavailable as e:
             self._visible = None
             snapshot["reason"] = str(e)
+            if allocated is not None:
+                snapshot["reason"] = reason_not_visible(allocated, str(e), driver_reached=False)
+                snapshot["allocated_not_visible"] = allocated
             return snapshot
         assert self._visible is not None
         snapshot["driver"] = self._driver
         if not self._visible:
             snapshot["reason"] = reason_for_none(self._discovered, env)
+            if allocated is not None:
+                listed = "it" if allocated["count"] == 1 else "them"
+                snapshot["reason"] = reason_not_visible(
+                    allocated, "the NVIDIA driver here does not list %s." % listed,
+                    driver_reached=True,
+                )
+                snapshot["allocated_not_visible"] = allocated
             return snapshot
         for gpu in self._visible:
             snapshot["gpus"].append(self._read(gpu))

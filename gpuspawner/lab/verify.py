@@ -101,14 +101,25 @@ def _gpuspawner_verify_cuda():
         "the GPU" if len(nvml_seen) == 1 else "%d GPUs" % len(nvml_seen),
         ", ".join(name for name, _ in nvml_seen), driver) if nvml_seen else ""
 
+    # a hub's server: its image is what the hub's catalog offers (and it may reach no package
+    # index), so the way to PyTorch is another image from that catalog, not pip
+    hub_server = bool(os.environ.get("JUPYTERHUB_API_URL"))
+    pick_image = ("pick a PyTorch image from the hub's catalog: stop this server (File > Hub "
+                  "Control Panel) and start it again with that image (if the catalog has none, "
+                  "ask the hub's admin for one)")
+
     if importlib.util.find_spec("torch") is None:
         say("PyTorch is not installed in this kernel (%s)." % sys.executable)
         if no_gpu_given and not nvml_seen:
             say("This server has no GPU either: %s" % (given_reason or "GPU_LIMIT is 0."))
         seen = "%s, but PyTorch is not installed in this kernel: " % seen_text if nvml_seen else ""
-        say("VERDICT: NO TORCH - %sinstall a CUDA build of PyTorch into this environment "
-            "(pip install torch) or switch to a kernel that has it, then run this cell again."
-            % seen)
+        if hub_server:
+            say("VERDICT: NO TORCH - %sthis server's image has no PyTorch; %s." % (
+                seen, pick_image))
+        else:
+            say("VERDICT: NO TORCH - %sinstall a CUDA build of PyTorch into this environment "
+                "(pip install torch) or switch to a kernel that has it, then run this cell again."
+                % seen)
         return
 
     import torch
@@ -116,8 +127,9 @@ def _gpuspawner_verify_cuda():
     say("torch        %s" % torch.__version__)
     say("CUDA build   %s" % (torch.version.cuda or "none: this is a CPU-only build of PyTorch"))
     if torch.version.cuda is None:
-        say("VERDICT: NO CUDA DEVICE - this PyTorch is a CPU-only build; install a CUDA build "
-            "of PyTorch to use a GPU.")
+        say("VERDICT: NO CUDA DEVICE - this PyTorch is a CPU-only build; %s." % (
+            pick_image.replace("a PyTorch image", "an image with a CUDA build of PyTorch")
+            if hub_server else "install a CUDA build of PyTorch to use a GPU"))
         return
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     say("cuDNN        %s" % (cudnn or "not available"))

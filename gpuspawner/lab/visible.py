@@ -170,6 +170,42 @@ def select_visible(gpus: Sequence[NvmlGpu], env: GpuEnvironment) -> list[NvmlGpu
     return chosen
 
 
+def allocated_gpus(env: GpuEnvironment) -> dict | None:
+    """What the hub says it allocated to this server, ``{"count": 1, "uuids": [...]}``
+    (``uuids`` empty where the engine picks the devices); None when it allocated none, or
+    outside a hub (no ``GPU_LIMIT`` and no UUIDs named)."""
+    if reason_without_gpu(env) is not None:
+        return None
+    uuids = list(env.gpu_uuids or ()) or [
+        t for t in _tokens(env.nvidia_visible_devices or "") if _UUID.match(t)
+    ]
+    count = env.gpu_limit if env.gpu_limit is not None else len(uuids)
+    if count <= 0:
+        return None
+    return {"count": count, "uuids": uuids}
+
+
+def reason_not_visible(allocated: dict, problem: str, driver_reached: bool) -> str:
+    """Why a server that holds GPUs shows none: the hub allocated them (so they count as this
+    server's), ``problem`` is what NVML says here; without a reachable driver the engine did
+    not pass them into the container."""
+    count, uuids = allocated["count"], allocated["uuids"]
+    if uuids:
+        what = ", ".join(uuids)
+    else:
+        what = "1 GPU" if count == 1 else "%d GPUs" % count
+    verb = "it is" if count == 1 else "they are"
+    sentence = "The hub allocated %s to this server, but %s not visible here: %s" % (
+        what, verb, problem[:1].lower() + problem[1:] if problem[1:2].islower() else problem)
+    if not driver_reached:
+        sentence += (
+            " The container engine started this server without passing the GPU in (on Docker,"
+            ' gpu_mode "runtime-env" needs the engine\'s default runtime to be nvidia; "device-'
+            'request" needs the NVIDIA Container Toolkit). Tell the hub\'s admin.'
+        )
+    return sentence
+
+
 def reason_for_none(gpus: Sequence[NvmlGpu], env: GpuEnvironment) -> str:
     """Explain an empty selection, given what NVML saw and what the environment says."""
     reason = reason_without_gpu(env)

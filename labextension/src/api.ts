@@ -50,6 +50,10 @@ export interface ISnapshot {
    */
   gpu_limit: number | null;
   /**
+   * GPUs the hub allocated to this server (they count as its own) that the driver here does not show; null when none is missing.
+   */
+  allocated_not_visible: IAllocatedGpus | null;
+  /**
    * When the hub stops this GPU server at the latest, and why; null: no limit.
    */
   deadline: IHubDeadline | null;
@@ -68,6 +72,16 @@ export interface IDriver {
    * The newest CUDA version the driver supports, "13.0".
    */
   cuda: string;
+}
+export interface IAllocatedGpus {
+  /**
+   * How many GPUs the hub allocated (GPU_LIMIT).
+   */
+  count: number;
+  /**
+   * Their UUIDs (GPUSPAWNER_GPU_UUIDS); empty where the engine picks the devices.
+   */
+  uuids: string[];
 }
 export interface IHubDeadline {
   /**

@@ -100,7 +100,7 @@ export function statusText(snapshot: ISnapshot | null, error: string | null): st
   }
   const gpus = snapshot.gpus;
   if (!snapshot.available || gpus.length === 0) {
-    return 'No GPU';
+    return snapshot.allocated_not_visible ? 'GPU not visible' : 'No GPU';
   }
   const label = gpus.length === 1 ? 'GPU' : `${gpus.length} GPUs`;
   const working = gpus.filter(g => !g.lost);
@@ -128,9 +128,46 @@ export function statusTitle(snapshot: ISnapshot | null, error: string | null): s
     return 'Asking the server about its GPUs…';
   }
   if (!snapshot.available) {
-    return `This server has no GPU. ${snapshot.reason ?? ''}`.trim();
+    const what = snapshot.allocated_not_visible
+      ? 'This server holds a GPU it cannot see.'
+      : 'This server has no GPU.';
+    return `${what} ${snapshot.reason ?? ''}`.trim();
   }
   return snapshot.gpus
     .map(g => `${g.name} (${g.uuid}): ${g.lost ? 'lost (fallen off the bus)' : memoryText(g)}`)
     .join('\n');
+}
+
+/** What the panel says when it has no GPU card to show: a title, why, and what to do. */
+export interface INoGpuText {
+  title: string;
+  reason: string;
+  hint: string;
+}
+
+/**
+ * "No GPU" (none was given: start again with one) or, for a server the hub allocated GPUs to
+ * that the driver here does not show, that they are allocated but not visible, and why: the
+ * GPUs still count as this server's, and starting it again on the same engine cannot help.
+ */
+export function noGpuText(snapshot: ISnapshot): INoGpuText {
+  const hidden = snapshot.allocated_not_visible;
+  if (hidden) {
+    const one = hidden.count === 1;
+    return {
+      title: one ? 'GPU allocated, not visible' : `${hidden.count} GPUs allocated, not visible`,
+      reason: snapshot.reason ?? `The hub allocated ${one ? 'a GPU' : 'GPUs'} to this server.`,
+      hint:
+        `The hub counts ${one ? 'this GPU' : 'these GPUs'} as this server's (and against ` +
+        'any GPU-hour budget) while it runs, but code here runs on the CPU. Starting the ' +
+        "server again will not help until the hub's admin fixes this; stop it from the hub " +
+        'control panel when you do not need it.'
+    };
+  }
+  let hint = 'Code in this server runs on the CPU.';
+  if (snapshot.gpu_limit !== null) {
+    hint +=
+      ' To use a GPU, stop this server from the hub control panel and start it again with a GPU.';
+  }
+  return { title: 'No GPU', reason: snapshot.reason ?? 'This server has no GPU.', hint };
 }

@@ -6,7 +6,7 @@ import addFormats from 'ajv-formats';
 
 import schema from '../../gpuspawner/lab/schema/api.schema.json';
 import { IRoutes } from '../src/api';
-import { gpu, HISTORY, MIG_GPU, NO_GPU, snapshot } from './samples';
+import { gpu, HIDDEN_GPU, HISTORY, MIG_GPU, NO_GPU, snapshot } from './samples';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv);
@@ -31,6 +31,7 @@ describe('the schema', () => {
     ['one GPU', snapshot()],
     ['a MIG instance', snapshot({ gpus: [MIG_GPU] })],
     ['no GPU', NO_GPU],
+    ['an allocated GPU that is not visible', HIDDEN_GPU],
     ['a deadline', snapshot({ deadline: { at: '2026-11-25T14:32:00+00:00', reason: null } })],
     ['a lost GPU', snapshot({ gpus: [gpu({ lost: true, utilization: null, errors: {} })] })],
     [

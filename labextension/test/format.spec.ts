@@ -5,11 +5,12 @@ import {
   gib,
   leftText,
   memoryText,
+  noGpuText,
   statusText,
   statusTitle,
   statusWithDeadline
 } from '../src/format';
-import { gpu, MIG_GPU, NO_GPU, snapshot } from './samples';
+import { gpu, HIDDEN_GPU, MIG_GPU, NO_GPU, snapshot } from './samples';
 
 const GIB = 1024 ** 3;
 const MINUTE = 60 * 1000;
@@ -48,6 +49,12 @@ describe('statusText', () => {
   it('says No GPU when there is none', () => {
     expect(statusText(NO_GPU, null)).toBe('No GPU');
     expect(statusText(snapshot({ gpus: [] }), null)).toBe('No GPU');
+  });
+  it('says a GPU the hub allocated is not visible', () => {
+    expect(statusText(HIDDEN_GPU, null)).toBe('GPU not visible');
+    expect(statusTitle(HIDDEN_GPU, null)).toBe(
+      `This server holds a GPU it cannot see. ${HIDDEN_GPU.reason}`
+    );
   });
   it('shows one GPU', () => {
     expect(statusText(snapshot(), null)).toBe('GPU 37% · 12.1/79.6 GiB');
@@ -193,5 +200,37 @@ describe('deadlineNotice', () => {
     expect(deadlineNotice({ ...short, reason: null }, now)).toBe(
       'This server stops at 14:32 (in 5 min). Your workspace is kept; save your work before then.'
     );
+  });
+});
+
+describe('noGpuText', () => {
+  it('tells a server without a GPU how to get one', () => {
+    const text = noGpuText(NO_GPU);
+    expect(text.title).toBe('No GPU');
+    expect(text.reason).toBe('No GPU was requested for this server.');
+    expect(text.hint).toContain('start it again with a GPU');
+  });
+  it('outside a hub, says only that code runs on the CPU', () => {
+    const text = noGpuText(snapshot({ available: false, gpu_limit: null, gpus: [], reason: 'x' }));
+    expect(text.hint).toBe('Code in this server runs on the CPU.');
+  });
+  it('says an allocated GPU is not visible, and why, not to start again with a GPU', () => {
+    const text = noGpuText(HIDDEN_GPU);
+    expect(text.title).toBe('GPU allocated, not visible');
+    expect(text.reason).toBe(HIDDEN_GPU.reason);
+    expect(text.hint).toContain('counts this GPU as this server');
+    expect(text.hint).toContain("will not help until the hub's admin fixes this");
+    expect(text.hint).not.toContain('start it again with a GPU');
+  });
+  it('counts several hidden GPUs', () => {
+    const two = snapshot({
+      ...HIDDEN_GPU,
+      gpu_limit: 2,
+      allocated_not_visible: { count: 2, uuids: [] },
+      reason: null
+    });
+    expect(noGpuText(two).title).toBe('2 GPUs allocated, not visible');
+    expect(noGpuText(two).reason).toBe('The hub allocated GPUs to this server.');
+    expect(noGpuText(two).hint).toContain('counts these GPUs');
   });
 });

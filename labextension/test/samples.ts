@@ -48,6 +48,7 @@ export function snapshot(overrides: Partial<ISnapshot> = {}): ISnapshot {
     reason: null,
     driver: { version: '580.82.07', cuda: '13.0' },
     gpu_limit: 1,
+    allocated_not_visible: null,
     deadline: null,
     gpus: [gpu()],
     sampler: { cost_ms: 1.234, samples: 3, interval: 2 },
@@ -60,6 +61,18 @@ export const NO_GPU = snapshot({
   reason: 'No GPU was requested for this server.',
   driver: null,
   gpu_limit: 0,
+  gpus: []
+});
+
+/** A server the hub gave a GPU that the container cannot see (no NVIDIA runtime). */
+export const HIDDEN_GPU = snapshot({
+  available: false,
+  reason:
+    'The hub allocated GPU-aaaa1111 to this server, but it is not visible here: no NVIDIA ' +
+    'driver was found here (libnvidia-ml.so.1 is missing).',
+  driver: null,
+  gpu_limit: 1,
+  allocated_not_visible: { count: 1, uuids: ['GPU-aaaa1111'] },
   gpus: []
 });
 

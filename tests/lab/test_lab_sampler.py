@@ -142,3 +142,38 @@ def test_history_is_bounded(sampler_factory, monkeypatch):
     for _ in range(5):
         sampler.sample_once()
     assert len(sampler.history()["gpus"]["GPU-a"]) == 3
+
+
+@needs_no_driver
+def test_a_gpu_allocated_without_the_runtime_is_said_to_be_allocated_not_visible(sampler_factory):
+    """runtime-env mode on an engine without the NVIDIA runtime: the hub gave the GPU (it
+    counts as this server's), the container has no driver."""
+    sampler = sampler_factory({"GPU_LIMIT": "1", "GPUSPAWNER_GPU_UUIDS": "GPU-aaaa1111",
+                               "NVIDIA_VISIBLE_DEVICES": "GPU-aaaa1111"})
+    snapshot = run(sampler.snapshot())
+    assert snapshot["available"] is False and snapshot["gpus"] == []
+    assert snapshot["allocated_not_visible"] == {"count": 1, "uuids": ["GPU-aaaa1111"]}
+    reason = snapshot["reason"]
+    assert reason.startswith(
+        "The hub allocated GPU-aaaa1111 to this server, but it is not visible here: no NVIDIA"
+        " driver was found here (libnvidia-ml.so.1 is missing)"), reason
+    assert 'gpu_mode "runtime-env" needs the engine\'s default runtime to be nvidia' in reason
+
+
+def test_an_allocated_gpu_the_driver_does_not_list_is_allocated_not_visible(
+    sampler_factory, monkeypatch
+):
+    FakeDriver(monkeypatch, [FakeDevice("GPU-a", "A")])
+    sampler = sampler_factory({"GPU_LIMIT": "2", "GPUSPAWNER_GPU_UUIDS": "GPU-y,GPU-z"})
+    snapshot = sampler.sample_once()
+    assert snapshot["allocated_not_visible"] == {"count": 2, "uuids": ["GPU-y", "GPU-z"]}
+    assert snapshot["reason"] == (
+        "The hub allocated GPU-y, GPU-z to this server, but they are not visible here: the"
+        " NVIDIA driver here does not list them.")
+
+
+def test_outside_a_hub_nothing_is_allocated(sampler_factory, monkeypatch):
+    FakeDriver(monkeypatch, [])
+    snapshot = sampler_factory().sample_once()
+    assert snapshot["allocated_not_visible"] is None
+    assert snapshot["reason"] == "The NVIDIA driver is loaded but reports no GPU on this machine."

@@ -53,6 +53,20 @@ def test_without_torch_the_verdict_says_so_and_what_to_do():
 
 
 @pytest.mark.skipif(HAS_TORCH, reason="torch is installed here")
+def test_in_a_hubs_server_without_torch_the_advice_is_another_image_not_pip():
+    """A hub's server (JUPYTERHUB_API_URL set, as jupyterhub-singleuser has it) may reach no
+    package index, and its image is what the catalog offers: pick a PyTorch image there."""
+    output = run_cell(cell_source(), {"JUPYTERHUB_API_URL": "http://172.17.0.1:8081/hub/api",
+                                      "GPU_LIMIT": "0", "NVIDIA_VISIBLE_DEVICES": "void",
+                                      "GPUSPAWNER_NO_GPU_REASON": "No GPU was requested."})
+    line = verdict(output)
+    assert line.startswith("VERDICT: NO TORCH - this server's image has no PyTorch; pick a"
+                           " PyTorch image from the hub's catalog: stop this server (File > Hub"
+                           " Control Panel) and start it again with that image"), line
+    assert "pip" not in line
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="torch is installed here")
 def test_without_torch_and_without_gpu_the_hubs_reason_is_shown():
     output = run_cell(cell_source(), {"GPU_LIMIT": "0", "NVIDIA_VISIBLE_DEVICES": "void",
                                       "GPUSPAWNER_NO_GPU_REASON": "Your GPU quota is 0."})

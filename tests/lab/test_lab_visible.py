@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from gpuspawner.lab.visible import (
     NO_GPU_GIVEN,
     GpuEnvironment,
+    allocated_gpus,
     reason_for_none,
+    reason_not_visible,
     reason_without_gpu,
     select_visible,
 )
@@ -148,3 +150,40 @@ def test_deadline_is_read_as_utc(value, expected):
 def test_an_unreadable_deadline_is_none(value):
     assert env(GPUSPAWNER_GPU_DEADLINE=value).deadline_json() is None
     assert env().deadline_json() is None
+
+
+@pytest.mark.parametrize(
+    "variables, allocated",
+    [
+        ({}, None),  # outside a hub
+        ({"NVIDIA_VISIBLE_DEVICES": "all"}, None),
+        ({"GPU_LIMIT": "0", "NVIDIA_VISIBLE_DEVICES": "void"}, None),
+        ({"GPU_LIMIT": "1", "GPUSPAWNER_GPU_UUIDS": "GPU-a", "NVIDIA_VISIBLE_DEVICES": "GPU-a"},
+         {"count": 1, "uuids": ["GPU-a"]}),
+        ({"GPU_LIMIT": "2", "GPUSPAWNER_GPU_UUIDS": ""}, {"count": 2, "uuids": []}),  # Kubernetes
+        ({"NVIDIA_VISIBLE_DEVICES": "GPU-a,MIG-b"}, {"count": 2, "uuids": ["GPU-a", "MIG-b"]}),
+        ({"GPU_LIMIT": "1", "NVIDIA_VISIBLE_DEVICES": "void"}, None),
+        ({"GPU_LIMIT": "1", "CUDA_VISIBLE_DEVICES": ""}, None),  # hidden on purpose
+    ],
+)
+def test_allocated_gpus(variables, allocated):
+    assert allocated_gpus(GpuEnvironment.from_environ(variables)) == allocated
+
+
+@pytest.mark.parametrize(
+    "allocated, problem, reached, expected",
+    [
+        ({"count": 1, "uuids": ["GPU-a"]}, "NVML is gone.", True,
+         "The hub allocated GPU-a to this server, but it is not visible here: NVML is gone."),
+        ({"count": 2, "uuids": []}, "The driver is old.", True,
+         "The hub allocated 2 GPUs to this server, but they are not visible here: the driver is"
+         " old."),
+        ({"count": 1, "uuids": []}, "x.", False,
+         "The hub allocated 1 GPU to this server, but it is not visible here: x. The container"
+         " engine started this server without passing the GPU in"),
+    ],
+)
+def test_reason_not_visible(allocated, problem, reached, expected):
+    reason = reason_not_visible(allocated, problem, driver_reached=reached)
+    assert reason.startswith(expected)
+    assert ("Tell the hub's admin." in reason) is not reached

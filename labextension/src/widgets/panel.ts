@@ -1,7 +1,7 @@
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { clockText, gib, IDeadline, leftText, memoryText } from '../format';
+import { clockText, gib, IDeadline, leftText, memoryText, noGpuText } from '../format';
 import { gpuIcon } from '../icon';
 import { GpuModel } from '../model';
 import { IGpu, ISnapshot } from '../api';
@@ -97,16 +97,13 @@ export class GpuPanel extends Widget {
   }
 
   private _noGpu(snapshot: ISnapshot): HTMLElement {
+    const text = noGpuText(snapshot);
     const box = h('div', 'jp-gpuspawner-nogpu');
     box.setAttribute('role', 'status');
-    box.appendChild(h('h3', 'jp-gpuspawner-nogpu-title', 'No GPU'));
-    box.appendChild(h('p', '', snapshot.reason ?? 'This server has no GPU.'));
-    let hint = 'Code in this server runs on the CPU.';
-    if (snapshot.gpu_limit !== null) {
-      hint +=
-        ' To use a GPU, stop this server from the hub control panel and start it again with a GPU.';
-    }
-    box.appendChild(h('p', 'jp-gpuspawner-muted', hint));
+    box.classList.toggle('jp-mod-warning', snapshot.allocated_not_visible !== null);
+    box.appendChild(h('h3', 'jp-gpuspawner-nogpu-title', text.title));
+    box.appendChild(h('p', '', text.reason));
+    box.appendChild(h('p', 'jp-gpuspawner-muted', text.hint));
     return box;
   }
 

@@ -42,7 +42,8 @@ export class GpuStatusItem extends Widget {
     this.node.setAttribute('aria-label', `${text}. Show the GPU panel.`);
     this.toggleClass('jp-mod-nogpu', statusText(snapshot, error) === 'No GPU');
     const lost = snapshot?.gpus.some(g => g.lost) ?? false;
-    this.toggleClass('jp-mod-warning', Boolean(deadline?.near) || lost);
+    const hidden = Boolean(snapshot?.allocated_not_visible);
+    this.toggleClass('jp-mod-warning', Boolean(deadline?.near) || lost || hidden);
   }
 
   private _model: GpuModel;

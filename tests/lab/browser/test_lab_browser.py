@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from lab_helpers import needs_no_driver
 from lab_server import labextension_built, start_lab
 from playwright.sync_api import expect
 
@@ -188,5 +189,59 @@ def test_deadline_warning(browser, deadline_lab, output_dir):
         banner.wait_for()
         page.wait_for_timeout(1_000)
         expect(toast).to_have_count(1)
+    finally:
+        context.close()
+
+
+HIDDEN_UUID = "GPU-aaaa1111-0000-4000-8000-000000000000"
+
+
+@pytest.fixture(scope="module")
+def hidden_gpu_lab(tmp_path_factory):
+    """A JupyterLab the hub gave a GPU that it cannot see: what a server in runtime-env mode on
+    an engine without the NVIDIA runtime gets (the GPU variables, no driver in the container;
+    this machine has none either). The deadline banner counts its GPU budget as well."""
+    if not labextension_built():
+        pytest.fail("the labextension is not built: run scripts/setup-lab.sh first")
+    deadline = (datetime.now(timezone.utc) + timedelta(hours=3)).replace(microsecond=0)
+    server = start_lab(tmp_path_factory.mktemp("hidden-gpu-lab"), env={
+        "GPU_LIMIT": "1",
+        "GPUSPAWNER_GPU_UUIDS": HIDDEN_UUID,
+        "NVIDIA_VISIBLE_DEVICES": HIDDEN_UUID,
+        "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+        "GPUSPAWNER_GPU_DEADLINE": deadline.isoformat(),
+        "GPUSPAWNER_GPU_DEADLINE_REASON": DEADLINE_REASON,
+    })
+    yield server
+    server.stop()
+
+
+@needs_no_driver
+def test_a_gpu_allocated_but_not_visible_is_said_so(browser, hidden_gpu_lab, output_dir):
+    """Not "No GPU … start it again with a GPU": the GPU is allocated (it counts), not visible
+    here, and the panel says why."""
+    lab = hidden_gpu_lab
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto("%slab/workspaces/hidden-gpu?reset&token=%s" % (lab.url, lab.token))
+        status_item = page.get_by_role("button", name=re.compile(r"Show the GPU panel"))
+        expect(status_item).to_have_text("GPU not visible")
+        expect(status_item).to_have_class(re.compile(r"\bjp-mod-warning\b"))
+        status_item.click()
+        panel = page.get_by_role("region", name="GPU status")
+        box = panel.get_by_role("status")
+        expect(box).to_contain_text("GPU allocated, not visible")
+        expect(box).to_contain_text(
+            "The hub allocated %s to this server, but it is not visible here: no NVIDIA driver"
+            " was found here" % HIDDEN_UUID)
+        expect(box).to_contain_text('gpu_mode "runtime-env" needs the engine\'s default runtime')
+        expect(box).to_contain_text("counts this GPU as this server's")
+        expect(box).not_to_contain_text("start it again with a GPU")
+        expect(box).not_to_contain_text("No GPU")
+        expect(panel.get_by_role("note", name="Server stop time")).to_contain_text(
+            DEADLINE_REASON)
+        page.screenshot(path=str(output_dir / "panel-gpu-not-visible.png"))
     finally:
         context.close()
