@@ -1,6 +1,9 @@
 """The usage ledger on sqlite and on a real PostgreSQL: intervals, reconciliation, migrations,
-CSV."""
+CSV, the group commit of concurrent writes, and an interval that survives a hub SIGKILL."""
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,6 +18,7 @@ from gpuspawner.usage.ledger import SCHEMA_VERSION, Ledger, _v1
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
 A100 = Gpu("GPU-a", "NVIDIA A100-SXM4-80GB")
 T4 = Gpu("GPU-t", "Tesla T4")
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -170,3 +174,87 @@ def test_a_newer_schema_is_refused(db_url):
     engine.dispose()
     with pytest.raises(RuntimeError, match="schema 99, newer than this gpuspawner's 2"):
         Ledger(db_url)
+
+
+def test_concurrent_writes_are_group_committed_each_with_its_own_result(ledger):
+    """Fifty servers starting at once (each in a worker thread, as the hub calls it) and then
+    stopping: every write gets its own count, and writes share transactions."""
+    gpus = {i: Gpu("pod-%d/nvidia.com/gpu#0" % i, "A100") for i in range(50)}
+    with ThreadPoolExecutor(16) as pool:
+        opened = list(pool.map(lambda i: ledger.open("u%d" % i, "", [gpus[i]], T0), gpus))
+        again = list(pool.map(lambda i: ledger.open("u%d" % i, "", [gpus[i]], T0), gpus))
+    assert opened == [1] * 50 and again == [0] * 50  # never twice, even within one group
+    assert len(ledger.open_intervals()) == 50
+    before = ledger.transactions
+    with ThreadPoolExecutor(16) as pool:
+        closed = list(
+            pool.map(lambda i: ledger.close("u%d" % i, "", [gpus[i].uuid], T0 + HOUR), gpus)
+        )
+    assert closed == [1] * 50 and ledger.open_intervals() == []
+    assert ledger.transactions - before < 50
+    assert {i.end for i in ledger.intervals()} == {T0 + HOUR}
+
+
+def test_a_failing_write_fails_only_its_caller_and_not_its_group(ledger):
+    # hold the transaction lock so that the next writes queue up into one group
+    results = {}
+
+    def write(name, gpus):
+        try:
+            results[name] = ledger.open(name, "", gpus, T0)
+        except Exception as e:  # noqa: BLE001 (what the caller would see)
+            results[name] = type(e).__name__
+
+    with ledger._write_lock:
+        first = threading.Thread(target=write, args=("first", [A100]))
+        first.start()
+        wait_until(lambda: ledger._committing)  # it took its group and waits for the lock
+        others = [
+            threading.Thread(target=write, args=("ann", [T4])),
+            threading.Thread(target=write, args=("bad", [Gpu("GPU-x", None)])),  # NOT NULL
+            threading.Thread(target=write, args=("cy", [A100])),
+        ]
+        for thread in others:
+            thread.start()
+        wait_until(lambda: len(ledger._queued) == 3)
+        before = ledger.transactions
+    for thread in [first, *others]:
+        thread.join(30)
+    assert results == {"first": 1, "ann": 1, "bad": "IntegrityError", "cy": 1}
+    # the group of three failed as a whole, then each was committed alone
+    assert ledger.transactions - before == 1 + 2
+    assert sorted(i.user for i in ledger.open_intervals()) == ["ann", "cy", "first"]
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.docker
+def test_an_interval_is_committed_before_the_spawn_is_reported(hub_factory, tmp_path):
+    """The hub killed (SIGKILL) the moment it logged the opened interval, before the server
+    was even reported ready: the interval is in the ledger with its start, and after the
+    restart it is the one interval of that server, still open."""
+    url = "sqlite:///%s" % (tmp_path / "usage.sqlite")
+    hub = hub_factory(gpu_mode="runtime-env", usage_db_url=url, gpu_resync_interval=1)
+    hub.create_user("kit")
+    asked = datetime.now(timezone.utc)
+    assert hub.spawn("kit", options={"gpus": 1}).status_code in (201, 202)
+    wait_until(lambda: "interval(s) opened for kit's server" in hub.log_path.read_text(), 90)
+    hub.kill9()
+    killed = datetime.now(timezone.utc)
+    ledger = Ledger(url)
+    try:
+        (row,) = ledger.rows(user="kit")
+        started = row.started.replace(tzinfo=timezone.utc)
+        assert asked <= started <= killed and row.ended is None
+        hub.start()
+        hub.wait_ready("kit")
+        hub.spawn_form(hub.login("kit"), "kit", "another")  # lists the engine: reconciles
+        (after,) = ledger.rows(user="kit")
+        assert (after.id, after.started, after.ended) == (row.id, row.started, None)
+    finally:
+        ledger.dispose()

@@ -10,13 +10,19 @@ engine's listing (a container gone while the hub was down is closed at the last 
 it was seen, so usage is neither lost nor counted twice). The admin service reads
 intervals, writes notices (budget warnings, culls) and marks why it is about to stop a
 server, so that the interval records the reason when the hub closes it.
+
+The hub's per-server writes (:meth:`Ledger.open`, :meth:`Ledger.close`) are group-committed:
+a write waits for the transaction that carries it, and every write queued while one
+transaction commits goes into the next one. Fifty servers starting at once cost a few
+transactions, not fifty, and nothing is deferred: when ``open`` returns, the interval is
+committed, so a hub killed right after a spawn finds it on restart.
 """
 
 import csv
 import io
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (
@@ -27,6 +33,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    insert,
     inspect,
     select,
     text,
@@ -139,6 +146,73 @@ def as_interval(row: GpuInterval) -> Interval:
     )
 
 
+class _QueuedWrite:
+    """One caller's write waiting for its group transaction, then its outcome."""
+
+    __slots__ = ("write", "args", "done", "result", "error")
+
+    def __init__(self, write: Callable[..., int], args: tuple):
+        self.write = write
+        self.args = args
+        self.done = False
+        self.result = 0
+        self.error: BaseException | None = None
+
+    def finish(self, result: int = 0, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+
+def _open(session: Session, user: str, server: str, gpus: tuple[Gpu, ...], at: datetime) -> int:
+    """Add an interval for each of ``gpus`` this server has none open for (in ``session``)."""
+    already = set(
+        session.scalars(
+            select(GpuInterval.gpu_uuid).where(
+                GpuInterval.user == user,
+                GpuInterval.server == server,
+                GpuInterval.gpu_uuid.in_([gpu.uuid for gpu in gpus]),
+                GpuInterval.ended.is_(None),
+            )
+        )
+    )
+    rows = []
+    for gpu in gpus:
+        if gpu.uuid not in already:
+            already.add(gpu.uuid)
+            rows.append(
+                {
+                    "user": user,
+                    "server": server,
+                    "gpu_uuid": gpu.uuid,
+                    "gpu_name": gpu.name,
+                    "started": _naive(at),
+                    "last_seen": _naive(at),
+                }
+            )
+    if rows:
+        session.execute(insert(GpuInterval), rows)
+    return len(rows)
+
+
+def _close(
+    session: Session, user: str, server: str, uuids: tuple[str, ...], at: datetime, reason: str
+) -> int:
+    """End this server's open intervals of ``uuids`` at ``at`` (in ``session``)."""
+    rows = session.scalars(
+        select(GpuInterval).where(
+            GpuInterval.user == user,
+            GpuInterval.server == server,
+            GpuInterval.gpu_uuid.in_(uuids),
+            GpuInterval.ended.is_(None),
+        )
+    ).all()
+    for row in rows:
+        row.ended = max(_naive(at), row.started)
+        row.last_seen = row.ended
+        row.end_reason = row.pending_end_reason or reason
+    session.flush()  # the next write of this group transaction sees these
+    return len(rows)
+
+
 class Ledger:
     """The usage ledger in the database at ``url``, upgraded to the latest schema on open."""
 
@@ -147,6 +221,12 @@ class Ledger:
         # one writer at a time in this process: a spawn's open and a listing's reconcile
         # both read-then-write and run in worker threads
         self._write_lock = threading.Lock()
+        # the group commit of open/close: writes queue here; one caller at a time commits
+        # everything queued so far in one transaction (see _write)
+        self._queued: list[_QueuedWrite] = []
+        self._committing = False
+        self._queue_changed = threading.Condition()
+        self.transactions = 0  # group transactions committed, for benchmarks and tests
         self.engine = create_engine(url, future=True, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -203,53 +283,75 @@ class Ledger:
     # --- the hub's writes ---
 
     def open(self, user: str, server: str, gpus: Iterable[Gpu], at: datetime) -> int:
-        """Open an interval per GPU, unless one is already open; returns how many were opened."""
-        opened = 0
-        with self._write_lock, Session(self.engine) as session, session.begin():
-            for gpu in gpus:
-                existing = session.scalar(
-                    select(GpuInterval.id).where(
-                        GpuInterval.user == user,
-                        GpuInterval.server == server,
-                        GpuInterval.gpu_uuid == gpu.uuid,
-                        GpuInterval.ended.is_(None),
-                    )
-                )
-                if existing is None:
-                    session.add(
-                        GpuInterval(
-                            user=user,
-                            server=server,
-                            gpu_uuid=gpu.uuid,
-                            gpu_name=gpu.name,
-                            started=_naive(at),
-                            last_seen=_naive(at),
-                        )
-                    )
-                    opened += 1
-        return opened
+        """Open an interval per GPU, unless one is already open; returns how many were opened.
+
+        Returns once the transaction that carries it is committed (a group commit).
+        """
+        return self._write(_open, user, server, tuple(gpus), at)
 
     def close(
         self, user: str, server: str, uuids: Iterable[str], at: datetime, reason: str = "stopped"
     ) -> int:
-        """Close the open intervals of this server's ``uuids`` at ``at``; returns how many."""
-        uuids = list(uuids)
+        """Close the open intervals of this server's ``uuids`` at ``at``; returns how many.
+
+        Returns once the transaction that carries it is committed (a group commit).
+        """
+        uuids = tuple(uuids)
         if not uuids:
             return 0
+        return self._write(_close, user, server, uuids, at, reason)
+
+    def _write(self, write: Callable[..., int], *args) -> int:
+        """Run ``write(session, *args)`` in the next group transaction and return its result.
+
+        The first caller to find no transaction committing takes everything queued (its own
+        write and any others) and commits it; the others wait, and whoever finds their
+        write still queued when that commit ends commits the next group. A write that fails
+        is retried alone, so it fails only its own caller.
+        """
+        queued = _QueuedWrite(write, args)
+        with self._queue_changed:
+            self._queued.append(queued)
+            while not queued.done:
+                if self._committing:
+                    self._queue_changed.wait()
+                    continue
+                self._committing = True
+                group, self._queued = self._queued, []
+                self._queue_changed.release()
+                try:
+                    self._commit_group(group)
+                finally:
+                    self._queue_changed.acquire()
+                    self._committing = False
+                    self._queue_changed.notify_all()
+        if queued.error is not None:
+            raise queued.error
+        return queued.result
+
+    def _commit_group(self, group: list[_QueuedWrite]) -> None:
+        """Commit ``group`` in one transaction; on an error, each write in one of its own."""
+        try:
+            results = self._transaction(group)
+        except Exception as e:
+            if len(group) == 1:
+                group[0].finish(error=e)
+            else:
+                for queued in group:
+                    self._commit_group([queued])
+            return
+        except BaseException as e:  # interrupted: no caller may wait forever
+            for queued in group:
+                queued.finish(error=e)
+            raise
+        for queued, result in zip(group, results):
+            queued.finish(result)
+
+    def _transaction(self, group: list[_QueuedWrite]) -> list[int]:
         with self._write_lock, Session(self.engine) as session, session.begin():
-            rows = session.scalars(
-                select(GpuInterval).where(
-                    GpuInterval.user == user,
-                    GpuInterval.server == server,
-                    GpuInterval.gpu_uuid.in_(uuids),
-                    GpuInterval.ended.is_(None),
-                )
-            ).all()
-            for row in rows:
-                row.ended = max(_naive(at), row.started)
-                row.last_seen = row.ended
-                row.end_reason = row.pending_end_reason or reason
-            return len(rows)
+            results = [queued.write(session, *queued.args) for queued in group]
+        self.transactions += 1
+        return results
 
     def reconcile(self, holdings: Iterable[Holding], at: datetime) -> tuple[int, int]:
         """Match open intervals with the engine's holdings listed at ``at``.
