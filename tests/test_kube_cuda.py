@@ -209,7 +209,8 @@ def test_affinity_terms_agree_with_the_rule(image, mode):
     assert matches({"nvidia.com/gpu.product": "A100"}, terms)  # no GFD labels: unknown, admitted
 
 
-BASE = PodRequest(name="p", image="i", env={}, labels={}, annotations={}, gpu_count=1)
+BASE = PodRequest(gpu_count=1)
+KUBESPAWNER_POD = {"spec": {"containers": [{"name": "notebook", "image": "i"}]}}
 
 
 def test_pod_affinity_combines_product_and_cuda_terms():
@@ -218,7 +219,9 @@ def test_pod_affinity_combines_product_and_cuda_terms():
         [{"key": "j", "operator": "DoesNotExist"}],
     ]
     product = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["A100"]}
-    spec = pod_spec(replace(BASE, cuda_terms=terms, placement=GpuPlacement(product="A100")))["spec"]
+    spec = pod_spec(
+        KUBESPAWNER_POD, replace(BASE, cuda_terms=terms, placement=GpuPlacement(product="A100"))
+    )["spec"]
     assert spec["affinity"] == {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -234,9 +237,10 @@ def test_pod_affinity_combines_product_and_cuda_terms():
             }
         }
     }
-    only_cuda = pod_spec(replace(BASE, cuda_terms=terms))["spec"]["affinity"]
+    only_cuda = pod_spec(KUBESPAWNER_POD, replace(BASE, cuda_terms=terms))["spec"]["affinity"]
     assert only_cuda["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ] == [{"matchExpressions": t} for t in terms]
-    assert "affinity" not in pod_spec(replace(BASE, cuda_terms=terms, gpu_count=0))["spec"]
-    assert "affinity" not in pod_spec(BASE)["spec"]
+    zero = replace(BASE, cuda_terms=terms, gpu_count=0)
+    assert "affinity" not in pod_spec(KUBESPAWNER_POD, zero)["spec"]
+    assert "affinity" not in pod_spec(KUBESPAWNER_POD, BASE)["spec"]

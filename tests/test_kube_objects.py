@@ -1,10 +1,12 @@
 """Pod and PVC specs built from dataclasses, and the cluster's words read back (pure)."""
 
+import copy
 from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kubespawner.objects import make_pod
 
 from gpuspawner.kube.messages import explain_quota_rejection, explain_unschedulable
 from gpuspawner.kube.nodes import PodNeeds, parse_quantity, unsatisfiable_reason
@@ -12,6 +14,7 @@ from gpuspawner.kube.objects import (
     GpuPlacement,
     PodRequest,
     PvcRequest,
+    api_dict,
     cpu_quantity,
     docker_size_to_quantity,
     pod_needs,
@@ -19,97 +22,148 @@ from gpuspawner.kube.objects import (
     pvc_spec,
 )
 
+
+def kubespawner_pod(**settings) -> dict:
+    """The pod plain kubespawner builds (its pure make_pod), as the API's dict."""
+    arguments = {
+        "name": "jupyter-alice",
+        "cmd": ["jupyterhub-singleuser"],
+        "port": 8888,
+        "image": "org/pt:2.9",
+        "image_pull_policy": "IfNotPresent",
+        "env": {"HF_TOKEN": "x", "GPU_LIMIT": "2"},
+        "labels": {"component": "singleuser-server"},
+        "annotations": {"hub.jupyter.org/username": "alice"},
+        "uid": 1000,
+        "gid": 100,
+        "fs_gid": 100,
+        "cpu_limit": 4.0,
+        "cpu_guarantee": 0.5,
+        "mem_limit": 8 * 1024**3,
+    }
+    arguments.update(settings)
+    return api_dict(make_pod(**arguments))
+
+
+KUBESPAWNER_POD = kubespawner_pod()
 BASE = PodRequest(
-    name="jupyter-alice",
-    image="org/pt:2.9",
-    env={"GPU_LIMIT": "2", "HF_TOKEN": "x"},
-    labels={"component": "singleuser-server", "gpuspawner.io/gpus": "2"},
-    annotations={"hub.jupyter.org/username": "alice"},
-    command=["jupyterhub-singleuser"],
     gpu_count=2,
-    cpu_limit=4.0,
-    cpu_guarantee=0.5,
-    mem_limit=8 * 1024**3,
+    labels={"gpuspawner.io/gpus": "2"},
+    annotations={"gpuspawner.io/gpu-resource": "nvidia.com/gpu"},
     workspace_pvc="gpuspawner-workspace-alice",
 )
 
 
-def test_full_gpu_pod():
-    assert pod_spec(BASE) == {
+def test_kubespawners_pod_as_the_api_shows_it():
+    assert KUBESPAWNER_POD == {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": "jupyter-alice",
-            "labels": {"component": "singleuser-server", "gpuspawner.io/gpus": "2"},
+            "labels": {"component": "singleuser-server"},
             "annotations": {"hub.jupyter.org/username": "alice"},
         },
         "spec": {
             "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsUser": 1000,
-                "runAsGroup": 100,
-                "runAsNonRoot": True,
-                "fsGroup": 100,
-            },
-            "tolerations": [
-                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-            ],
             "containers": [
                 {
-                    "name": "notebook",
-                    "image": "org/pt:2.9",
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["jupyterhub-singleuser"],
+                    "args": ["jupyterhub-singleuser"],
                     "env": [
                         {"name": "GPU_LIMIT", "value": "2"},
                         {"name": "HF_TOKEN", "value": "x"},
                     ],
-                    "ports": [{"name": "notebook-port", "containerPort": 8888}],
+                    "image": "org/pt:2.9",
+                    "imagePullPolicy": "IfNotPresent",
+                    "name": "notebook",
+                    "ports": [{"containerPort": 8888, "name": "notebook-port"}],
                     "resources": {
-                        "limits": {"cpu": "4", "memory": str(8 * 1024**3), "nvidia.com/gpu": "2"},
-                        "requests": {"cpu": "500m", "nvidia.com/gpu": "2"},
+                        "limits": {"cpu": 4.0, "memory": 8 * 1024**3},
+                        "requests": {"cpu": 0.5},
                     },
-                    "volumeMounts": [
-                        {"name": "workspace", "mountPath": "/home/jovyan/work"},
-                        {"name": "dshm", "mountPath": "/dev/shm"},
-                    ],
                     "securityContext": {
-                        "privileged": False,
                         "allowPrivilegeEscalation": False,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
-                        "runAsUser": 1000,
                         "runAsGroup": 100,
+                        "runAsUser": 1000,
                     },
+                    "volumeMounts": [],
                 }
             ],
-            "volumes": [
-                {
-                    "name": "workspace",
-                    "persistentVolumeClaim": {"claimName": "gpuspawner-workspace-alice"},
-                },
-                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
-            ],
+            "restartPolicy": "OnFailure",
+            "securityContext": {"fsGroup": 100},
+            "volumes": [],
         },
     }
 
 
+def test_full_gpu_pod():
+    expected = copy.deepcopy(KUBESPAWNER_POD)
+    expected["metadata"]["labels"]["gpuspawner.io/gpus"] = "2"
+    expected["metadata"]["annotations"]["gpuspawner.io/gpu-resource"] = "nvidia.com/gpu"
+    spec = expected["spec"]
+    spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    spec["volumes"] = [
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": "gpuspawner-workspace-alice"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+    ]
+    container = spec["containers"][0]
+    container["resources"] = {
+        "limits": {"cpu": "4.0", "memory": str(8 * 1024**3), "nvidia.com/gpu": "2"},
+        "requests": {"cpu": "0.5", "nvidia.com/gpu": "2"},
+    }
+    container["volumeMounts"] = [
+        {"name": "workspace", "mountPath": "/home/jovyan/work"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "runAsGroup": 100,
+        "runAsUser": 1000,
+        "privileged": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod_spec(KUBESPAWNER_POD, BASE) == expected
+    assert KUBESPAWNER_POD == kubespawner_pod()  # the base is not changed
+
+
 def test_zero_gpus_no_gpu_resources_no_tolerations_and_void():
-    spec = pod_spec(
-        replace(BASE, gpu_count=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB"))
-    )["spec"]
+    request = replace(BASE, gpu_count=0, placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB"))
+    spec = pod_spec(KUBESPAWNER_POD, request)["spec"]
     resources = spec["containers"][0]["resources"]
     assert resources == {
-        "limits": {"cpu": "4", "memory": str(8 * 1024**3)},
-        "requests": {"cpu": "500m"},
+        "limits": {"cpu": "4.0", "memory": str(8 * 1024**3)},
+        "requests": {"cpu": "0.5"},
     }
     assert "tolerations" not in spec and "affinity" not in spec and "nodeSelector" not in spec
-    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in spec["containers"][0]["env"]
+    assert spec["containers"][0]["env"][-1] == {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}
 
 
 def test_gpu_pod_never_names_devices_itself():
-    spec = pod_spec(replace(BASE, env={"NVIDIA_VISIBLE_DEVICES": "all"}))["spec"]
-    assert spec["containers"][0]["env"] == []
+    base = kubespawner_pod(env={"NVIDIA_VISIBLE_DEVICES": "all"})
+    assert pod_spec(base, BASE)["spec"]["containers"][0]["env"] == []
+    # without GPUs the entry is locked in place, whatever it was (a valueFrom too)
+    secret = {"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    base = kubespawner_pod(env={"A": "1", "NVIDIA_VISIBLE_DEVICES": dict(secret), "Z": "2"})
+    env = pod_spec(base, replace(BASE, gpu_count=0))["spec"]["containers"][0]["env"]
+    assert env == [
+        {"name": "A", "value": "1"},
+        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
+        {"name": "Z", "value": "2"},
+    ]
+
+
+def test_the_admins_env_is_merged_by_name_and_value_from_kept():
+    secret = {"valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    base = kubespawner_pod(env={"BASE": "/data", "CACHE": "$(BASE)/c", "TOKEN": dict(secret)})
+    extra = ({"name": "CACHE", "value": "/fast"}, {"name": "NEW", **secret})
+    env = pod_spec(base, replace(BASE, extra_env=extra))["spec"]["containers"][0]["env"]
+    # kubespawner's order (a $(VAR) after VAR), the admin's entries in place or appended
+    assert env == [
+        {"name": "BASE", "value": "/data"},
+        {"name": "TOKEN", **secret},
+        {"name": "CACHE", "value": "/fast"},
+        {"name": "NEW", **secret},
+    ]
 
 
 def test_mig_resource_and_product_affinity_and_selector():
@@ -121,9 +175,8 @@ def test_mig_resource_and_product_affinity_and_selector():
             {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
         ),
     )
-    spec = pod_spec(replace(BASE, gpu_count=1, placement=placement, node_selector={"zone": "a"}))[
-        "spec"
-    ]
+    base = kubespawner_pod(node_selector={"zone": "a"})
+    spec = pod_spec(base, replace(BASE, gpu_count=1, placement=placement))["spec"]
     resources = spec["containers"][0]["resources"]
     assert (
         resources["limits"]["nvidia.com/mig-1g.10gb"]
@@ -154,41 +207,106 @@ def test_mig_resource_and_product_affinity_and_selector():
     }
 
 
+USER_POOL = {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
+             "effect": "NoSchedule"}  # fmt: skip
+PURPOSE = {"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]}
+
+
+def test_the_gpu_placement_is_added_to_kubespawners():
+    preferred = {"weight": 100, "preference": {"matchExpressions": [PURPOSE]}}
+    base = kubespawner_pod(
+        tolerations=[USER_POOL],
+        node_affinity_required=[{"matchExpressions": [PURPOSE]}, {"matchFields": [PURPOSE]}],
+        node_affinity_preferred=[preferred],
+    )
+    placement = GpuPlacement(product="NVIDIA-L4")
+    cuda = [[{"key": "c", "operator": "Gt", "values": ["1"]}], [{"key": "d", "operator": "In",
+            "values": ["x"]}]]  # fmt: skip
+    spec = pod_spec(base, replace(BASE, placement=placement, cuda_terms=cuda))["spec"]
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert spec["tolerations"] == [USER_POOL, gpu]
+    product = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]}
+    node_affinity = spec["affinity"]["nodeAffinity"]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == [preferred]
+    assert node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [
+            {"matchExpressions": [PURPOSE, product, *cuda[0]]},
+            {"matchExpressions": [PURPOSE, product, *cuda[1]]},
+            {"matchFields": [PURPOSE], "matchExpressions": [product, *cuda[0]]},
+            {"matchFields": [PURPOSE], "matchExpressions": [product, *cuda[1]]},
+        ]
+    }
+    # a toleration kubespawner already has is not repeated
+    again = pod_spec(kubespawner_pod(tolerations=[gpu]), BASE)["spec"]["tolerations"]
+    assert again == [gpu]
+
+
 def test_admin_extras_cannot_add_gpus_or_privilege():
-    request = replace(
-        BASE,
-        gpu_count=0,
+    base = kubespawner_pod(
         extra_container_config={
             "securityContext": {
                 "privileged": True,
                 "allowPrivilegeEscalation": True,
                 "readOnlyRootFilesystem": True,
+                "runAsUser": 0,
             },
             "resources": {"limits": {"nvidia.com/gpu": "8", "example.com/fpga": "1"}},
         },
-        extra_pod_config={
-            "securityContext": {"runAsNonRoot": False},
-            "hostIPC": False,
-            "containers": [],
-        },
+        extra_resource_limits={"amd.com/gpu": "1"},
+        extra_pod_config={"hostIPC": False},
     )
-    spec = pod_spec(request)["spec"]
+    spec = pod_spec(base, replace(BASE, gpu_count=0))["spec"]
     container = spec["containers"][0]
-    assert container["securityContext"]["privileged"] is False
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["resources"]["limits"] == {
-        "example.com/fpga": "1",
-        "cpu": "4",
-        "memory": str(8 * 1024**3),
+    assert container["securityContext"] == {
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 100,
+        "capabilities": {"drop": ["ALL"]},
     }
-    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"] == {"limits": {"example.com/fpga": "1"}, "requests": {}}
     assert spec["hostIPC"] is False and len(spec["containers"]) == 1
 
 
+def test_kubespawners_other_containers_are_kept_as_they_are():
+    root = {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}}
+    init = {"name": "block-cloud-metadata", "image": "tools:1", "securityContext": root}
+    sidecar = {"name": "sidecar", "image": "busybox:1"}
+    base = kubespawner_pod(init_containers=[init], extra_containers=[sidecar])
+    spec = pod_spec(base, BASE)["spec"]
+    assert spec["initContainers"] == [init]
+    assert spec["containers"][1] == sidecar
+    assert "runAsNonRoot" not in spec["securityContext"]  # the init container runs as root
+
+
+def test_a_pod_without_kubespawners_container_is_an_error():
+    with pytest.raises(ValueError, match="no container named 'notebook'"):
+        pod_spec({"spec": {"containers": [{"name": "other"}]}}, BASE)
+
+
 def test_no_workspace_no_shm():
-    spec = pod_spec(replace(BASE, workspace_pvc=None, shm_size=None))["spec"]
+    spec = pod_spec(KUBESPAWNER_POD, replace(BASE, workspace_pvc=None, shm_size=None))["spec"]
     assert spec["volumes"] == [] and spec["containers"][0]["volumeMounts"] == []
+
+
+def test_api_dict_reads_either_clients_models():
+    from kubernetes_asyncio.client import V1Capabilities, V1Container, V1SecurityContext
+
+    container = V1Container(
+        name="init",
+        security_context=V1SecurityContext(run_as_user=0, capabilities=V1Capabilities(add=["X"])),
+    )
+    assert api_dict([container, {"a": container}]) == [
+        {"name": "init", "securityContext": {"runAsUser": 0, "capabilities": {"add": ["X"]}}},
+        {
+            "a": {
+                "name": "init",
+                "securityContext": {"runAsUser": 0, "capabilities": {"add": ["X"]}},
+            }
+        },
+    ]
 
 
 def test_pvc():
@@ -210,6 +328,8 @@ def test_pvc():
         },
     }
     assert "storageClassName" not in pvc_spec(replace(request, storage_class=None))["spec"]
+    selector = {"matchLabels": {"disk": "alice"}}
+    assert pvc_spec(replace(request, selector=selector))["spec"]["selector"] == selector
 
 
 @pytest.mark.parametrize(
@@ -282,15 +402,20 @@ CLUSTER = [
 ]
 
 
+def needs(request: PodRequest = BASE, **settings) -> PodNeeds:
+    """What the pod of ``request`` over kubespawner's pod from ``settings`` needs of a node."""
+    return pod_needs(pod_spec(kubespawner_pod(**settings), request))
+
+
 def test_satisfiable_requests():
-    assert unsatisfiable_reason(pod_needs(BASE), CLUSTER) is None
+    assert unsatisfiable_reason(needs(), CLUSTER) is None
     mig = replace(BASE, gpu_count=7, placement=GpuPlacement(resource="nvidia.com/mig-1g.10gb"))
-    assert unsatisfiable_reason(pod_needs(mig), CLUSTER) is None
-    assert unsatisfiable_reason(pod_needs(replace(BASE, gpu_count=0)), CLUSTER) is None
+    assert unsatisfiable_reason(needs(mig), CLUSTER) is None
+    assert unsatisfiable_reason(needs(replace(BASE, gpu_count=0)), CLUSTER) is None
 
 
 def test_too_many_gpus_for_any_node():
-    reason = unsatisfiable_reason(pod_needs(replace(BASE, gpu_count=9)), CLUSTER)
+    reason = unsatisfiable_reason(needs(replace(BASE, gpu_count=9)), CLUSTER)
     assert reason == (
         "No node of this cluster has 9 nvidia.com/gpu: the most one node has is 8 (a100-0)."
         " Ask for at most 8."
@@ -299,7 +424,7 @@ def test_too_many_gpus_for_any_node():
 
 def test_unknown_gpu_type():
     request = replace(BASE, placement=GpuPlacement(product="NVIDIA-H100-80GB-HBM3"))
-    assert unsatisfiable_reason(pod_needs(request), CLUSTER) == (
+    assert unsatisfiable_reason(needs(request), CLUSTER) == (
         "No node of this cluster has the GPU type NVIDIA-H100-80GB-HBM3 (label"
         " nvidia.com/gpu.product);"
         " the GPU types here are: NVIDIA-A100-SXM4-80GB."
@@ -308,7 +433,7 @@ def test_unknown_gpu_type():
 
 def test_resource_nobody_offers():
     request = replace(BASE, gpu_count=1, placement=GpuPlacement(resource="nvidia.com/mig-3g.40gb"))
-    assert unsatisfiable_reason(pod_needs(request), CLUSTER).startswith(
+    assert unsatisfiable_reason(needs(request), CLUSTER).startswith(
         "No node of this cluster offers nvidia.com/mig-3g.40gb, so a server asking for 1 GPU can"
         " never start."
     )
@@ -316,17 +441,17 @@ def test_resource_nobody_offers():
 
 def test_untolerated_taint_makes_gpu_nodes_unusable():
     request = replace(BASE, placement=GpuPlacement(tolerations=()))
-    assert "tolerates the node's taints" in unsatisfiable_reason(pod_needs(request), CLUSTER)
+    assert "tolerates the node's taints" in unsatisfiable_reason(needs(request), CLUSTER)
 
 
 def test_memory_larger_than_any_node():
-    reason = unsatisfiable_reason(pod_needs(replace(BASE, mem_limit=2**40)), CLUSTER)
+    reason = unsatisfiable_reason(needs(mem_limit=2**40), CLUSTER)
     assert reason.startswith("No node of this cluster has 1.09951e+12 bytes of memory")
 
 
 def test_no_nodes():
     assert (
-        unsatisfiable_reason(pod_needs(BASE), [])
+        unsatisfiable_reason(needs(), [])
         == "This cluster has no node to run servers on. Ask an admin."
     )
 
@@ -401,14 +526,13 @@ RESOURCE_NAMES = st.sampled_from(
 )
 def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits, env_devices):
     env = {} if env_devices is None else {"NVIDIA_VISIBLE_DEVICES": env_devices}
-    request = replace(
-        BASE,
-        gpu_count=gpus,
+    base = kubespawner_pod(
         env=env,
-        placement=GpuPlacement(resource=resource),
+        extra_resource_limits=extra_limits,
         extra_container_config={"resources": {"limits": extra_limits, "requests": extra_limits}},
     )
-    container = pod_spec(request)["spec"]["containers"][0]
+    request = replace(BASE, gpu_count=gpus, placement=GpuPlacement(resource=resource))
+    container = pod_spec(base, request)["spec"]["containers"][0]
     gpu_limits = {
         k: v for k, v in container["resources"]["limits"].items() if k.startswith("nvidia.com/")
     }
@@ -420,67 +544,30 @@ def test_gpu_resources_are_exactly_what_was_granted(gpus, resource, extra_limits
     assert env_out.get("NVIDIA_VISIBLE_DEVICES") == (None if gpus else "void")
 
 
-def needs_read_back(pod: dict) -> PodNeeds:
-    """What a pod needs of a node, read back from the pod itself (the oracle for pod_needs)."""
-    spec = pod["spec"]
-    res = spec["containers"][0].get("resources") or {}
-    requests = {
-        name: parse_quantity(value)
-        for name, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items()
-    }
-    terms = (
-        spec.get("affinity", {})
-        .get("nodeAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
-        .get("nodeSelectorTerms", [])
+def test_the_typed_needs_are_what_the_pod_asks_for():
+    init = {"name": "init", "resources": {"requests": {"cpu": "8", "memory": "1Gi"}}}
+    sidecar = {"name": "side", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
+    request = replace(BASE, placement=GpuPlacement(product="NVIDIA-L4", node_selector={"g": "y"}))
+    got = needs(
+        request,
+        init_containers=[init],
+        extra_containers=[sidecar],
+        node_selector={"zone": "a"},
+        tolerations=[USER_POOL],
+        mem_guarantee=2**30,
     )
-    products = sorted(
-        {
-            value
-            for term in terms
-            for e in term.get("matchExpressions", [])
-            if e.get("key") == "nvidia.com/gpu.product" and e.get("operator") == "In"
-            for value in e["values"]
-        }
+    assert got == PodNeeds(
+        # cpu: the init container's 8 beats the containers' 0.5 + 1; memory: 1 + 1 Gi
+        requests={"cpu": 8.0, "memory": 2.0 * 2**30, "nvidia.com/gpu": 2.0},
+        node_selector={"zone": "a", "g": "y"},
+        products=("NVIDIA-L4",),
+        tolerations=(
+            USER_POOL,
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        ),
     )
-    return PodNeeds(
-        requests,
-        spec.get("nodeSelector") or {},
-        tuple(products),
-        tuple(spec.get("tolerations") or ()),
-    )
-
-
-@given(
-    gpus=st.integers(min_value=0, max_value=4),
-    product=st.sampled_from(["", "NVIDIA-L4"]),
-    selector=st.dictionaries(
-        st.sampled_from(["pool", "zone"]), st.sampled_from(["a", "b"]), max_size=2
-    ),
-    extra_selector=st.dictionaries(
-        st.sampled_from(["zone", "rack"]), st.sampled_from(["c"]), max_size=2
-    ),
-    extra_tolerations=st.sampled_from([None, [], [{"key": "x", "operator": "Exists"}]]),
-    cpu=st.sampled_from([None, 0.5, 2.0]),
-    memory=st.sampled_from([None, 2**30]),
-    extra_limits=st.dictionaries(
-        st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), st.sampled_from(["1", "8"])
-    ),
-)
-def test_the_typed_needs_are_what_the_pod_asks_for(
-    gpus, product, selector, extra_selector, extra_tolerations, cpu, memory, extra_limits
-):
-    extra_pod = {"nodeSelector": extra_selector} if extra_selector else {}
-    if extra_tolerations is not None:
-        extra_pod["tolerations"] = extra_tolerations
-    request = replace(
-        BASE,
-        gpu_count=gpus,
-        placement=GpuPlacement(product=product, node_selector={"gpu": "yes"}),
-        node_selector=selector,
-        cpu_guarantee=cpu,
-        mem_limit=memory,
-        extra_pod_config=extra_pod,
-        extra_container_config={"resources": {"limits": extra_limits}},
-    )
-    assert pod_needs(request) == needs_read_back(pod_spec(request))
+    # the product is ANDed into kubespawner's required terms; without GPUs none is asked
+    anywhere = needs(request, node_affinity_required=[{"matchExpressions": [PURPOSE]}])
+    assert anywhere.products == ("NVIDIA-L4",)
+    assert needs(replace(BASE, gpu_count=0), node_affinity_required=[
+        {"matchExpressions": [PURPOSE]}]).products == ()  # fmt: skip

@@ -1,27 +1,37 @@
-"""The Kubernetes objects of one server, built from dataclasses with no I/O.
+"""The Kubernetes objects of one server, with no I/O.
 
-:func:`pod_spec` and :func:`pvc_spec` return plain dicts in the API's camelCase (what
-``kubectl get -o json`` shows), so a test compares dicts and the spawner sends them as is.
-What nodes offer and whether one could run a server is in :mod:`.nodes`; the cluster's
-messages in words a student understands are in :mod:`.messages`.
+The pod is kubespawner's: :func:`pod_spec` takes the pod ``KubeSpawner.get_pod_manifest``
+built (every setting kubespawner honours: init containers, tolerations, affinities, the
+scheduler, image pull secrets, lifecycle hooks, internal SSL, ``extra_pod_config``...) as
+the API's camelCase dict (:func:`api_dict`) and adds what a GPU server needs, from a
+:class:`PodRequest`: its GPU resources, NVIDIA_VISIBLE_DEVICES, its GPU nodes'
+tolerations, selector and affinity, the workspace and /dev/shm volumes, and the locked
+security settings. :func:`pvc_spec` builds the workspace claim. Both return plain dicts,
+so a test compares dicts and the spawner sends them as is. What nodes offer and whether one
+could run a server is in :mod:`.nodes`; the cluster's messages in words a student
+understands are in :mod:`.messages`.
 """
 
+import copy
+import datetime
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..lifecycle.env import NO_DEVICES, VISIBLE
+from ..policy.locks import GPU_RESOURCE_PREFIXES
 from ..policy.merge import deep_merge
-from ..lifecycle.env import lock_visible_devices
-from .nodes import GPU_RESOURCE, PRODUCT_LABEL, PodNeeds, is_gpu_resource, parse_quantity
+from .nodes import GPU_RESOURCE, PRODUCT_LABEL, PodNeeds, parse_quantity
 
 # the taint GPU node pools usually carry (GKE, AKS, the GPU operator's docs)
 DEFAULT_GPU_TOLERATIONS = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
 WORKSPACE_VOLUME = "workspace"
 SHM_VOLUME = "dshm"
-CONTAINER_NAME = "notebook"
+CONTAINER_NAME = "notebook"  # the server's container in kubespawner's pod
 PORT_NAME = "notebook-port"  # kubespawner finds the server's port by this name
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
-# what every server container gets, whatever the admin's extra_container_config says
+# what the server container gets, whatever the admin's extra_container_config says
 LOCKED_CONTAINER_SECURITY = {
     "privileged": False,
     "allowPrivilegeEscalation": False,
@@ -42,38 +52,21 @@ class GpuPlacement:
 
 @dataclass(frozen=True)
 class PodRequest:
-    """Everything the pod of one server depends on."""
+    """What the pod of one server adds to the pod kubespawner builds."""
 
-    name: str
-    image: str
-    env: Mapping[str, str]
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    port: int = 8888
-    command: Sequence[str] = ()  # empty: the image's own command
-    image_pull_policy: str = "IfNotPresent"
     gpu_count: int = 0
     placement: GpuPlacement = GpuPlacement()
+    # node selector terms (ORed) a GPU server's node must match: see nodes.cuda_affinity_terms
+    cuda_terms: Sequence[Sequence[Mapping]] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
     uid: int = 1000
     gid: int = 100
-    fs_gid: int | None = 100
-    cpu_limit: float | None = None
-    cpu_guarantee: float | None = None
-    mem_limit: int | None = None  # bytes
-    mem_guarantee: int | None = None  # bytes
     shm_size: str | None = "2Gi"  # a quantity; None: the runtime's default /dev/shm
     workspace_pvc: str | None = None
     workspace_path: str = "/home/jovyan/work"
-    working_dir: str | None = None
-    node_selector: Mapping[str, str] = field(default_factory=dict)  # applies to every server
-    service_account: str | None = None
-    priority_class_name: str | None = None
-    extra_volumes: Sequence[Mapping] = ()
-    extra_volume_mounts: Sequence[Mapping] = ()
-    extra_container_config: Mapping = field(default_factory=dict)
-    extra_pod_config: Mapping = field(default_factory=dict)
-    # node selector terms (ORed) a GPU server's node must match: see cuda_affinity_terms
-    cuda_terms: Sequence[Sequence[Mapping]] = ()
+    # the env entries of the admin's extra_container_config, merged into the server's by name
+    extra_env: Sequence[Mapping] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +79,30 @@ class PvcRequest:
     storage: str = "10Gi"
     storage_class: str | None = None  # None: the cluster's default class
     access_modes: Sequence[str] = ("ReadWriteOnce",)
+    selector: Mapping | None = None  # kubespawner's storage_selector: which volumes may bind
+
+
+def api_dict(value):
+    """A Kubernetes client model (or dicts and lists holding them) as the API's JSON dict.
+
+    camelCase keys as ``kubectl get -o json`` shows them, unset fields left out; models of
+    both the kubernetes and the kubernetes_asyncio clients (z2jh's hub config builds its
+    init container from one of them).
+    """
+    if isinstance(value, (list, tuple)):
+        return [api_dict(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: api_dict(item) for key, item in value.items()}
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    names = getattr(value, "attribute_map", None)
+    if isinstance(names, Mapping) and hasattr(value, "openapi_types"):
+        return {
+            names[attribute]: api_dict(getattr(value, attribute))
+            for attribute in value.openapi_types
+            if getattr(value, attribute) is not None
+        }
+    return value
 
 
 def cpu_quantity(cores: float) -> str:
@@ -109,50 +126,101 @@ def docker_size_to_quantity(size: str) -> str:
     return number + {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}[unit]
 
 
-def resources(request: PodRequest) -> dict:
-    """Limits and requests; GPU requests always equal GPU limits, and 0 GPUs means none."""
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    if request.cpu_limit is not None:
-        limits["cpu"] = cpu_quantity(request.cpu_limit)
-    if request.cpu_guarantee is not None:
-        requests["cpu"] = cpu_quantity(request.cpu_guarantee)
-    if request.mem_limit is not None:
-        limits["memory"] = str(request.mem_limit)
-    if request.mem_guarantee is not None:
-        requests["memory"] = str(request.mem_guarantee)
-    if request.gpu_count:
-        limits[request.placement.resource] = str(request.gpu_count)
-        requests[request.placement.resource] = str(request.gpu_count)
-    return {"limits": limits, "requests": requests}
+def gpu_resources(request: PodRequest) -> dict:
+    """The server's GPU limits and requests (requests always equal limits); none for 0 GPUs."""
+    if not request.gpu_count:
+        return {"limits": {}, "requests": {}}
+    amount = {request.placement.resource: str(request.gpu_count)}
+    return {"limits": dict(amount), "requests": dict(amount)}
 
 
-def node_affinity(request: PodRequest) -> dict | None:
-    """Required node affinity of a GPU server: its GPU product label and its CUDA terms.
+def node_selector_terms(request: PodRequest, required_terms: Sequence[Mapping] = ()) -> list[dict]:
+    """The required node selector terms (ORed) of a GPU server's pod.
 
-    Node selector terms are ORed and a term's expressions ANDed, so the product
-    expression is repeated in every CUDA term.
+    Each term kubespawner wrote (``node_affinity_required``, z2jh's node purpose in its
+    "require" mode) ANDed with the GPU product and with each CUDA term: a term's
+    expressions are ANDed, so the product expression is repeated in every term.
     """
-    if not request.gpu_count or not (request.placement.product or request.cuda_terms):
-        return None
-    base = []
+    product = []
     if request.placement.product:
-        base.append({"key": PRODUCT_LABEL, "operator": "In", "values": [request.placement.product]})
-    terms = [base + [dict(e) for e in term] for term in request.cuda_terms] or [base]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": term} for term in terms]
-            }
+        product.append(
+            {"key": PRODUCT_LABEL, "operator": "In", "values": [request.placement.product]}
+        )
+    ours = [product + [dict(e) for e in term] for term in request.cuda_terms] or [product]
+    if not required_terms:
+        return [{"matchExpressions": expressions} for expressions in ours]
+    return [
+        dict(term, matchExpressions=[dict(e) for e in term.get("matchExpressions") or ()] + expr)
+        for term in required_terms
+        for expr in ours
+    ]
+
+
+def server_env(env: Sequence[Mapping], request: PodRequest) -> list[dict]:
+    """The server container's env entries: kubespawner's (in its order, ``valueFrom`` kept),
+    the admin's ``extra_container_config`` entries merged by name (replacing in place,
+    else appended), then NVIDIA_VISIBLE_DEVICES as :func:`lifecycle.env.lock_visible_devices`
+    rules it: unset with GPUs (the device plugin's value must win), ``void`` without."""
+    entries = [dict(entry) for entry in env]
+    for extra in request.extra_env:
+        entries = _set_env(entries, dict(extra))
+    if request.gpu_count:
+        return [entry for entry in entries if entry.get("name") != VISIBLE]
+    return _set_env(entries, {"name": VISIBLE, "value": NO_DEVICES})
+
+
+def _set_env(entries: list[dict], entry: dict) -> list[dict]:
+    names = [e.get("name") for e in entries]
+    if entry.get("name") in names:
+        return [entry if name == entry.get("name") else e for e, name in zip(entries, names)]
+    return entries + [entry]
+
+
+def server_resources(resources: Mapping, request: PodRequest) -> dict:
+    """The server container's resources: kubespawner's (CPU, memory, ``extra_resource_*``,
+    ``extra_container_config``) without any GPU, then this server's own GPUs; quantities as
+    strings (kubespawner may give numbers)."""
+    merged = {
+        kind: {
+            name: str(value)
+            for name, value in (values or {}).items()
+            if not str(name).startswith(GPU_RESOURCE_PREFIXES)
         }
+        for kind, values in resources.items()
     }
+    for kind, values in gpu_resources(request).items():
+        merged.setdefault(kind, {}).update(values)
+    return merged
 
 
-def pod_spec(request: PodRequest) -> dict:
-    """The Pod of one server."""
-    env = lock_visible_devices(request.env, request.gpu_count)
-    mounts = [dict(m) for m in request.extra_volume_mounts]
-    volumes = [dict(v) for v in request.extra_volumes]
+def server_container(spec: Mapping) -> dict:
+    """The server's container in a pod spec (kubespawner names it "notebook")."""
+    for container in spec.get("containers") or ():
+        if container.get("name") == CONTAINER_NAME:
+            return container
+    raise ValueError("The pod has no container named %r." % CONTAINER_NAME)
+
+
+def pod_spec(base: Mapping, request: PodRequest) -> dict:
+    """The Pod of one server: kubespawner's pod ``base`` (an :func:`api_dict`) with the GPU
+    server's parts added, and its locks applied after every admin extra."""
+    pod = copy.deepcopy(api_dict(base))
+    metadata = pod.setdefault("metadata", {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), **request.labels}
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), **request.annotations}
+    spec = pod.setdefault("spec", {})
+    container = server_container(spec)
+    container["env"] = server_env(container.get("env") or (), request)
+    container["resources"] = server_resources(container.get("resources") or {}, request)
+    security = deep_merge(
+        container.get("securityContext") or {},
+        dict(LOCKED_CONTAINER_SECURITY, runAsUser=request.uid, runAsGroup=request.gid),
+    )
+    # exactly the locked capabilities: none added (kubespawner's container_security_context)
+    security["capabilities"] = copy.deepcopy(LOCKED_CONTAINER_SECURITY["capabilities"])
+    container["securityContext"] = security
+    volumes = spec["volumes"] = list(spec.get("volumes") or ())
+    mounts = container["volumeMounts"] = list(container.get("volumeMounts") or ())
     if request.workspace_pvc:
         volumes.append(
             {
@@ -166,117 +234,68 @@ def pod_spec(request: PodRequest) -> dict:
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": request.shm_size}}
         )
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
-
-    container: dict = {
-        "name": CONTAINER_NAME,
-        "image": request.image,
-        "imagePullPolicy": request.image_pull_policy,
-        "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
-        "ports": [{"name": PORT_NAME, "containerPort": request.port}],
-        "resources": resources(request),
-        "volumeMounts": mounts,
-    }
-    if request.command:
-        container["command"] = list(request.command)
-    if request.working_dir:
-        container["workingDir"] = request.working_dir
-    container = deep_merge(container, request.extra_container_config)
-    container["securityContext"] = deep_merge(
-        container.get("securityContext") or {},
-        dict(LOCKED_CONTAINER_SECURITY, runAsUser=request.uid, runAsGroup=request.gid),
-    )
-    # the GPUs are the spawner's to give, never the admin's extras
-    container["resources"] = container_resources(request)
-    container["env"] = [{"name": key, "value": value} for key, value in sorted(env.items())]
-
-    security: dict = {"runAsUser": request.uid, "runAsGroup": request.gid, "runAsNonRoot": True}
-    if request.fs_gid is not None:
-        security["fsGroup"] = request.fs_gid
-    spec: dict = {
-        "automountServiceAccountToken": False,
-        "securityContext": security,
-        "containers": [container],
-        "volumes": volumes,
-    }
-    node_selector = _node_selector(request)
-    if request.gpu_count:
-        spec["tolerations"] = [dict(t) for t in request.placement.tolerations]
-        affinity = node_affinity(request)
-        if affinity:
-            spec["affinity"] = affinity
-    if node_selector:
-        spec["nodeSelector"] = node_selector
-    if request.service_account:
-        spec["serviceAccountName"] = request.service_account
-        spec["automountServiceAccountToken"] = True
-    if request.priority_class_name:
-        spec["priorityClassName"] = request.priority_class_name
-    spec = deep_merge(
-        spec, {k: v for k, v in request.extra_pod_config.items() if k != "containers"}
-    )
-    spec["securityContext"] = deep_merge(spec.get("securityContext") or {}, {"runAsNonRoot": True})
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": request.name,
-            "labels": dict(request.labels),
-            "annotations": dict(request.annotations),
-        },
-        "spec": spec,
-    }
+    if not request.gpu_count:
+        return pod
+    tolerations = list(spec.get("tolerations") or ())
+    tolerations += [dict(t) for t in request.placement.tolerations if dict(t) not in tolerations]
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if request.placement.node_selector:
+        spec["nodeSelector"] = {
+            **(spec.get("nodeSelector") or {}),
+            **request.placement.node_selector,
+        }
+    if request.placement.product or request.cuda_terms:
+        node_affinity = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+        required = node_affinity.get(REQUIRED) or {}
+        node_affinity[REQUIRED] = dict(
+            required,
+            nodeSelectorTerms=node_selector_terms(request, required.get("nodeSelectorTerms") or ()),
+        )
+    return pod
 
 
-def _node_selector(request: PodRequest) -> dict:
-    """The labels every node running this server must have (GPU servers: the placement's too)."""
-    selector = dict(request.node_selector)
-    if request.gpu_count:
-        selector.update(request.placement.node_selector)
-    return selector
+def _amounts(container: Mapping) -> dict[str, float]:
+    resources = container.get("resources") or {}
+    # a request defaults to the limit
+    asked = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    return {name: parse_quantity(str(value)) for name, value in asked.items()}
 
 
-def container_resources(request: PodRequest) -> dict:
-    """The server container's limits and requests: the admin's extras without their GPUs,
-    then this server's own (GPU requests always equal GPU limits)."""
-    extra = (request.extra_container_config or {}).get("resources") or {}
-    merged = _without_gpus(deep_merge(resources(request), extra))
-    for kind, values in resources(request).items():
-        merged.setdefault(kind, {}).update(values)
-    return merged
+def pod_needs(pod: Mapping) -> PodNeeds:
+    """What ``pod`` needs of a node, as typed facts read from the pod the spawner sends.
 
-
-def pod_needs(request: PodRequest) -> PodNeeds:
-    """What the pod of ``request`` needs of a node, as typed facts (no pod to parse back).
-
-    The same facts :func:`pod_spec` writes: the container's resources (a request where one
-    is given, else the limit), the node selector and tolerations (the admin's
-    ``extra_pod_config`` merged as in the pod), and the GPU product a GPU server requires.
+    Resources as the scheduler counts them: the containers' sum, or the largest init
+    container's where that is more (init containers run one at a time, before the others);
+    a request where one is given, else the limit. The node selector, the tolerations, and
+    the GPU products the required node affinity admits (none when a term admits any).
     """
-    res = container_resources(request)
-    amounts = {
-        name: parse_quantity(value)
-        for name, value in {**res.get("limits", {}), **res.get("requests", {})}.items()
-    }
-    extra = request.extra_pod_config or {}
-    selector = _node_selector(request)
-    if isinstance(extra.get("nodeSelector"), Mapping):
-        selector = deep_merge(selector, extra["nodeSelector"])
-    tolerations = [dict(t) for t in request.placement.tolerations] if request.gpu_count else []
-    if "tolerations" in extra:
-        tolerations = [dict(t) for t in extra.get("tolerations") or []]
-    products = (
-        (request.placement.product,) if request.gpu_count and request.placement.product else ()
-    )
+    spec = pod.get("spec") or {}
+    requests: dict[str, float] = {}
+    for container in spec.get("containers") or ():
+        for name, amount in _amounts(container).items():
+            requests[name] = requests.get(name, 0.0) + amount
+    for container in spec.get("initContainers") or ():
+        for name, amount in _amounts(container).items():
+            requests[name] = max(requests.get(name, 0.0), amount)
+    node_affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
+    terms = (node_affinity.get(REQUIRED) or {}).get("nodeSelectorTerms") or ()
+    per_term = [
+        {
+            value
+            for expression in term.get("matchExpressions") or ()
+            if expression.get("key") == PRODUCT_LABEL and expression.get("operator") == "In"
+            for value in expression.get("values") or ()
+        }
+        for term in terms
+    ]
+    products = tuple(sorted(set().union(*per_term))) if per_term and all(per_term) else ()
     return PodNeeds(
-        requests=amounts, node_selector=selector, products=products, tolerations=tuple(tolerations)
+        requests=requests,
+        node_selector=dict(spec.get("nodeSelector") or {}),
+        products=products,
+        tolerations=tuple(dict(t) for t in spec.get("tolerations") or ()),
     )
-
-
-def _without_gpus(resources_: Mapping) -> dict:
-    return {
-        kind: {name: value for name, value in (values or {}).items() if not is_gpu_resource(name)}
-        for kind, values in resources_.items()
-    }
 
 
 def pvc_spec(request: PvcRequest) -> dict:
@@ -287,6 +306,8 @@ def pvc_spec(request: PvcRequest) -> dict:
     }
     if request.storage_class is not None:
         spec["storageClassName"] = request.storage_class
+    if request.selector:
+        spec["selector"] = api_dict(request.selector)
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",

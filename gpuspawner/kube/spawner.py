@@ -23,7 +23,7 @@ from ..lifecycle.shared import SharedState
 from ..policy.allocation import Holding
 from ..policy import cuda
 from ..policy.inventory import Gpu
-from ..policy.locks import pod_violations, refusal
+from ..policy.locks import init_container_violations, pod_violations, refusal
 from ..policy.names import KUBE_NAME_MAX, fit_name
 from ..policy.wording import plural
 from .holdings import (
@@ -52,6 +52,7 @@ from .objects import (
     GpuPlacement,
     PodRequest,
     PvcRequest,
+    api_dict,
     docker_size_to_quantity,
     pod_needs,
     pod_spec,
@@ -240,12 +241,15 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
 
     allow_unsafe_pod_config = Bool(
         False,
-        help="""Pass the keys of ``extra_container_config``, ``extra_pod_config``,
-        ``extra_containers`` and ``init_containers`` that are refused by default: hostPID,
-        hostIPC, hostNetwork, hostPath volumes, privileged, allowPrivilegeEscalation,
-        capabilities.add, running as root (runAsUser 0, runAsNonRoot false), GPU resources
-        (nvidia.com/*, amd.com/*, gpu.intel.com/*) and the GPU environment variables
-        (NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES). UNSAFE:
+        help="""Pass the keys of ``extra_container_config``, ``extra_pod_config`` and
+        ``extra_containers`` that are refused by default: hostPID, hostIPC, hostNetwork,
+        hostPath volumes, privileged, allowPrivilegeEscalation, capabilities.add, running as
+        root (runAsUser 0, runAsNonRoot false), GPU resources (nvidia.com/*, amd.com/*,
+        gpu.intel.com/*) and the GPU environment variables (NVIDIA_VISIBLE_DEVICES,
+        CUDA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES); and the GPU resources and GPU
+        environment of ``init_containers``. Init containers may run as root, privileged and
+        with added capabilities: they run the admin's image and command to completion
+        before the server starts (z2jh's block-cloud-metadata sets iptables rules so). UNSAFE:
         servers may then reach GPUs outside the quota, the node, or other users' pods. The
         server container's own locks (not privileged, no privilege escalation, non-root, all
         capabilities dropped, the spawner's GPU resources) stay enforced either way.""",
@@ -255,9 +259,11 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         """Why the admin's pod extras are refused (see allow_unsafe_pod_config), or None."""
         if self.allow_unsafe_pod_config:
             return None
-        violations = pod_violations(
-            extra_container_config, extra_pod_config, self.extra_containers, self.init_containers
-        )
+        containers = api_dict(self._sorted_dict_values(self.extra_containers))
+        violations = pod_violations(api_dict(extra_container_config), api_dict(extra_pod_config),
+                                    containers)  # fmt: skip
+        for container in api_dict(self._sorted_dict_values(self.init_containers)):
+            violations += init_container_violations(container, "init_containers")
         if not violations:
             return None
         settings = "extra_container_config, extra_pod_config and the extra containers"
@@ -395,7 +401,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     # --- the objects, from kubespec's pure builders ---
 
     async def pod_request(self) -> PodRequest:
-        """Gather this server's settings for the pure pod spec builder."""
+        """What this server's pod adds to kubespawner's, for the pure builder."""
 
         async def value(setting):
             return await maybe_future(setting(self)) if callable(setting) else setting
@@ -405,45 +411,43 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         verdicts = await self.cuda_verdicts()
         if verdicts is not None and verdicts.steer:
             cuda_terms = cuda_affinity_terms(self.choice.image.cuda, self.cuda_compatibility)
-        labels = self._build_pod_labels(self._expand_all(self.extra_labels))
-        labels[LABEL_GPUS] = str(self.gpu_count)
-        labels[LABEL_USER_ID] = str(self.user.id)
-        annotations = self._build_common_annotations(self._expand_all(self.extra_annotations))
-        annotations[ANNOTATION_RESOURCE] = placement.resource
+        annotations = {ANNOTATION_RESOURCE: placement.resource}
         if placement.product:
             annotations[ANNOTATION_PRODUCT] = placement.product
         annotations[ANNOTATION_IMAGE] = self.choice.image.key if self.choice else ""
         return PodRequest(
-            name=self.pod_name,
-            image=self.image,
-            env=self.get_env(),
-            labels=labels,
-            annotations=annotations,
-            port=self.port,
-            command=(self.cmd + self.get_args()) if self.cmd else (),
-            image_pull_policy=self.image_pull_policy or "IfNotPresent",
             gpu_count=self.gpu_count,
             placement=placement,
+            cuda_terms=cuda_terms,
+            labels={LABEL_GPUS: str(self.gpu_count), LABEL_USER_ID: str(self.user.id)},
+            annotations=annotations,
             uid=await value(self.uid),
             gid=await value(self.gid),
-            fs_gid=await value(self.fs_gid),
-            cpu_limit=self.cpu_limit,
-            cpu_guarantee=self.cpu_guarantee,
-            mem_limit=self.mem_limit,
-            mem_guarantee=self.mem_guarantee,
             shm_size=docker_size_to_quantity(self.shm_size) if self.shm_size else None,
             workspace_pvc=self.pvc_name if self.storage_pvc_ensure else None,
             workspace_path=self.workspace_path,
-            working_dir=self.working_dir,
-            node_selector=dict(self.node_selector),
-            service_account=self._expand_all(self.service_account),
-            priority_class_name=self.priority_class_name or None,
-            extra_volumes=self._expand_all(self._sorted_dict_values(self.volumes)),
-            extra_volume_mounts=self._expand_all(self._sorted_dict_values(self.volume_mounts)),
-            extra_container_config=self.extra_container_config,
-            extra_pod_config=self._expand_all(self.extra_pod_config),
-            cuda_terms=cuda_terms,
+            extra_env=api_dict(list(self.extra_container_config.get("env") or ())),
         )
+
+    async def kubespawner_pod(self) -> dict:
+        """The pod plain KubeSpawner builds from this hub's settings, as the API's dict.
+
+        The admin's ``extra_container_config`` env is left to :func:`objects.pod_spec`,
+        which merges it into the server's env by name (kubespawner would replace the whole
+        list, and with it the hub's variables).
+        """
+        extra = self.extra_container_config
+        if "env" not in extra:
+            return api_dict(await KubeSpawner.get_pod_manifest(self))
+        self.extra_container_config = {k: v for k, v in extra.items() if k != "env"}
+        try:
+            return api_dict(await KubeSpawner.get_pod_manifest(self))
+        finally:
+            self.extra_container_config = extra
+
+    async def pod_manifest(self) -> dict:
+        """This server's pod: kubespawner's, with the GPU server's parts and locks."""
+        return pod_spec(await self.kubespawner_pod(), await self.pod_request())
 
     async def cuda_verdicts(self, nodes: list[dict] | None = None):
         """Which GPU nodes this GPU server may use by its image's CUDA; None when unknown."""
@@ -468,15 +472,22 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         return self.api.api_client.deserialize(_Json(data), kind)
 
     async def get_pod_manifest(self):
-        request = await self.pod_request()
-        problem = self.pod_config_problem(request.extra_container_config, request.extra_pod_config)
+        problem = self.pod_config_problem(
+            self.extra_container_config, self._expand_all(self.extra_pod_config)
+        )
         if problem:
             raise SpawnRefused(
                 "This hub's settings for servers are refused (ask an admin): " + problem,
                 reason="config",
                 status_code=503,
             )
-        return self._model(pod_spec(request), "V1Pod")
+        return self._model(await self.pod_manifest(), "V1Pod")
+
+    async def load_user_options(self):
+        """kubespawner's profiles apply (a profile_list default profile too), but the image
+        stays the catalog image the user picked: a profile's image never replaces it."""
+        await super().load_user_options()
+        self.image = self.spawn_choice().image.image
 
     def pvc_request(self) -> PvcRequest:
         labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
@@ -492,6 +503,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
             storage=self.storage_capacity or "10Gi",
             storage_class=self.storage_class or None,
             access_modes=tuple(self.storage_access_modes),
+            selector=self._expand_all(self.storage_selector) or None,
         )
 
     def get_pvc_manifest(self):
@@ -505,7 +517,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         nodes = await self.list_nodes()
         if nodes is None:
             return
-        needs = pod_needs(await self.pod_request())
+        needs = pod_needs(await self.pod_manifest())
         reason = unsatisfiable_reason(needs, nodes)
         if reason is not None:
             # the node list may be old: look again before refusing

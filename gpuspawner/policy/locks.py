@@ -105,6 +105,15 @@ def container_violations(container: Mapping, where: str) -> list[str]:
     return found
 
 
+def init_container_violations(container: Mapping, where: str) -> list[str]:
+    """What in a Kubernetes init container is not allowed: GPU resources and the GPU
+    environment. Its privileges are not judged: an init container runs the admin's image
+    and command to completion before the server starts, no user code (z2jh's
+    block-cloud-metadata runs iptables as root, privileged, with NET_ADMIN)."""
+    judged = {key: container[key] for key in ("resources", "env") if key in container}
+    return container_violations(judged, where)
+
+
 def pod_violations(
     extra_container_config: Mapping,
     extra_pod_config: Mapping,
