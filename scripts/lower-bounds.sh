@@ -34,4 +34,5 @@ found=$(PYTHONPATH="$dir" "$python" -c \
 say "lower bounds in use (dockerspawner, kubespawner, docker): $found"
 PYTHONPATH="$dir" "$python" -m pytest -q -p no:cacheprovider \
     tests/test_docker_spec.py tests/test_docker_create.py tests/test_docker_spawner.py \
-    tests/test_kube_objects.py tests/test_kube_cuda.py tests/test_kube_policy.py tests/test_config.py
+    tests/test_kube_objects.py tests/test_kube_parity.py tests/test_kube_cuda.py tests/test_kube_policy.py \
+    tests/test_config.py
