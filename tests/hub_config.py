@@ -54,6 +54,7 @@ if "admin_service_port" in settings:
         c,
         port=settings["admin_service_port"],
         check_interval=settings.get("admin_check_interval", 30),
+        log_file=settings.get("admin_service_log"),
     )
     # on a simulated GPU host (tests/gpuhost) the service reads NVML through the same library
     c.JupyterHub.services[-1]["environment"].update(settings.get("service_environment", {}))

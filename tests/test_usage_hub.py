@@ -7,7 +7,10 @@ file the test writes (this machine has no GPU to sample).
 """
 
 import json
+import os
 import re
+import signal
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -288,3 +291,35 @@ def test_hub_killed_ledger_recovers_on_postgres(hub_factory, docker_client):
         ledger.dispose()
     finally:
         drop()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_the_admin_service_stops_cleanly_with_its_hub(hub_factory, tmp_path, signum):
+    """SIGTERM or SIGINT (Ctrl-C) to the hub: the hub stops its service, which ends without a
+    traceback. SIGKILL: the orphaned service ends by itself (a restarted hub needs its port)."""
+    log = tmp_path / "service.log"
+    hub = service_hub(hub_factory, tmp_path, admin_service_log=str(log), admin_check_interval=1)
+    port = hub.settings["admin_service_port"]
+    time.sleep(2)  # a pass or two of the watcher
+    hub.process.send_signal(signum)
+    hub.process.wait(30)
+    if signum == signal.SIGKILL:
+        # the hub could not stop its proxy: stop it here
+        os.kill(int((Path(hub.settings["workdir"]) / "proxy.pid").read_text()), signal.SIGTERM)
+    wait_for(lambda: not port_open(port), timeout=20, what="the service to let go of its port")
+    text = wait_for(
+        lambda: "GPU admin service stopped" in log.read_text() and log.read_text(),
+        timeout=10,
+        what="the service's last line",
+    )
+    assert "GPU admin service on " in text
+    assert "Traceback" not in text, text
+    if signum == signal.SIGKILL:
+        assert "stopping: the hub process (pid %d) ended" % hub.process.pid in text
+    else:
+        assert "stopping: signal SIGINT" in text  # the hub interrupts its services first

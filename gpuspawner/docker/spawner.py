@@ -362,6 +362,11 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     async def gpu_totals(self) -> dict[str, int]:
         return dict(Counter(gpu.name for gpu in self.pool.inventory))
 
+    def engine_environment(self) -> dict[str, str]:
+        # what docker.from_env() reads (client_kwargs and tls_config travel in the config)
+        names = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+        return {name: os.environ[name] for name in names if name in os.environ}
+
     async def start_engine(self) -> str:
         self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
         await self.prepare_workspace()

@@ -9,6 +9,7 @@ restarted hub knows the counts as soon as the reflector has loaded.
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -311,6 +312,11 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     async def gpu_totals(self) -> dict[str, int] | None:
         nodes = await self.list_nodes() if self.check_node_capacity else None
         return gpu_totals(nodes) if nodes else None
+
+    def engine_environment(self) -> dict[str, str]:
+        # what kubespawner's load_config reads: in-cluster, or a kubeconfig file
+        names = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+        return {name: os.environ[name] for name in names if name in os.environ}
 
     async def check_startable(self) -> None:
         await self._refuse_if_unsatisfiable()

@@ -229,6 +229,13 @@ class GPUSpawnerMixin(UsageSettings):
         """None while the server runs, else its exit status (an int; 0 when unknown)."""
         raise NotImplementedError("Override in a backend: whether the server runs")
 
+    def engine_environment(self) -> dict[str, str]:
+        """The variables of the hub's environment through which this backend reaches its
+        engine (Kubernetes: KUBECONFIG, the in-cluster service address; Docker: DOCKER_HOST).
+        The admin service, a process JupyterHub starts with a trimmed environment, gets them
+        so that its own spawner of this class reaches the same engine."""
+        raise NotImplementedError("Override in a backend: how a process reaches the engine")
+
     # --- optional hooks of a backend (the defaults here are complete) ---
 
     #: Seconds a rebuild of the holdings from the engine is reused (0: every time).

@@ -1,25 +1,33 @@
 """The admin service: a JupyterHub-managed service with the GPU dashboard, its JSON API,
 CSV export, Prometheus metrics, and the loop that enforces budgets, maximum age and
-GPU-idle culling. Add it at the end of the hub's config::
+GPU-idle culling. Add it at the end of the hub's config, after ``spawner_class``::
 
     from gpuspawner.service import add_admin_service
     add_admin_service(c)          # /services/gpu-admin/, admins only
 
-It reads the spawner's settings (budgets, weights, culling, ledger URL, inventory) from
-the same config, so everything is configured once, on the spawner.
+It works for every backend (``gpu-docker``, ``gpu-kubernetes``): it reads the spawner's
+settings (budgets, weights, culling, ledger URL) from the same config, so everything is
+configured once, on the spawner, and it builds one spawner of the hub's class in its own
+process to ask the backend what the hub hands out (the backend contract of
+:mod:`gpuspawner.lifecycle.base`: ``gpu_inventory``, ``gpu_totals``,
+``engine_environment``).
 """
 
 import json
 import os
 import sys
-from types import SimpleNamespace
+from importlib.metadata import entry_points
 
 from sqlalchemy.engine import make_url
-from traitlets import Dict, Float, List
+from traitlets import Dict, Float, List, Unicode
+from traitlets.config import LazyConfigValue
+from traitlets.utils.importstring import import_item
 
+from ..errors import ConfigError
 from ..usage.settings import UsageSettings
 
 SETTINGS_ENV = "GPUSPAWNER_ADMIN_SETTINGS"
+LOG_ENV = "GPUSPAWNER_ADMIN_LOG"
 SERVICE_SCOPES = [
     "list:users",
     "read:users",
@@ -30,21 +38,39 @@ SERVICE_SCOPES = [
 ]
 
 
+class StandInUser:
+    """The user of the spawner built only to read settings and ask the backend (never
+    started): some spawner settings render templates with the user's name and id."""
+
+    name = "gpu-admin-settings"
+    id = 0
+    url = "/user/gpu-admin-settings/"
+    escaped_name = name
+    groups: list = []
+
+
 class AdminSettings(UsageSettings):
     """What the service needs from the hub's config: the spawner's usage settings under their
     own names (:class:`UsageSettings`, validated the same way), the quota groups that name
-    accounting groups, and the GPU inventory. Passed to the service as JSON in its environment.
+    accounting groups, and the backend (the spawner class and its config) the service asks
+    what the hub hands out. Passed to the service as JSON in its environment.
     """
 
     gpu_quota_groups = Dict(help="The spawner's gpu_quota_groups (they name accounting groups).")
-    inventory = List(help='The GPUs the hub hands out: [{"uuid": ..., "name": ...}].')
     check_interval = Float(30, help="Seconds between the service's enforcement passes.")
     template_paths = List(help="The spawner's template_paths (admin.html may be overridden).")
+    backend = Unicode(
+        "gpuspawner.docker.spawner.GPUDockerSpawner",
+        help="The hub's spawner class, as an import path (the backend the service asks).",
+    )
+    backend_config = Dict(
+        help="The hub config's sections for the spawner's classes (JSON values only).",
+    )
 
     @classmethod
     def names(cls) -> list[str]:
         return sorted(cls.class_trait_names(config=True)) + [
-            "check_interval", "gpu_quota_groups", "inventory", "template_paths",
+            "backend", "backend_config", "check_interval", "gpu_quota_groups", "template_paths",
         ]  # fmt: skip
 
     def to_json(self) -> str:
@@ -53,6 +79,13 @@ class AdminSettings(UsageSettings):
     @classmethod
     def from_environment(cls) -> "AdminSettings":
         return cls(**json.loads(os.environ[SETTINGS_ENV]))
+
+    def build_backend(self, **kwargs):
+        """One spawner of the hub's class with the hub's config, to ask the backend."""
+        from traitlets.config import Config
+
+        spawner_class = import_item(self.backend)
+        return spawner_class(config=Config(self.backend_config), user=StandInUser(), **kwargs)
 
 
 def absolute_db_url(url: str, cwd: str) -> str:
@@ -69,24 +102,96 @@ def absolute_db_url(url: str, cwd: str) -> str:
     return url
 
 
-def settings_from_config(config, spawner_class=None, check_interval: float = 30) -> AdminSettings:
-    """Build one spawner from the hub's config and read the settings the service enforces."""
+def hub_spawner_class(config, spawner_class=None) -> type:
+    """The spawner class the service works with: ``spawner_class`` (a class, import path or
+    entry point name), else the hub's ``c.JupyterHub.spawner_class``; a gpuspawner backend."""
+    from ..lifecycle.base import GPUSpawnerMixin
+
     if spawner_class is None:
-        from ..docker import GPUDockerSpawner as spawner_class
-    # a stand-in user: some spawner settings render templates with the user's name
-    spawner = spawner_class(
-        config=config, user=SimpleNamespace(name="gpu-admin-settings", groups=[])
-    )
-    inventory = spawner.gpu_inventory() or ()  # None: the engine names the GPUs (Kubernetes)
+        spawner_class = config.JupyterHub.get("spawner_class")
+    if spawner_class is None:
+        raise ConfigError(
+            "add_admin_service needs the hub's spawner_class: set c.JupyterHub.spawner_class"
+            ' ("gpu-docker" or "gpu-kubernetes") before calling it, or pass spawner_class=.'
+        )
+    if isinstance(spawner_class, str):
+        named = {e.name.lower(): e for e in entry_points(group="jupyterhub.spawners")}
+        entry = named.get(spawner_class.lower())
+        spawner_class = entry.load() if entry is not None else import_item(spawner_class)
+    if not (isinstance(spawner_class, type) and issubclass(spawner_class, GPUSpawnerMixin)):
+        raise ConfigError(
+            "The admin service works with gpuspawner's spawners (gpu-docker, gpu-kubernetes),"
+            " not %r." % (spawner_class,)
+        )
+    return spawner_class
+
+
+def _json_value(value):
+    """``value`` as JSON data, or raise TypeError (a callable, an object)."""
+
+    def encode(item):
+        if isinstance(item, (set, frozenset)):
+            return sorted(item, key=str)
+        raise TypeError(type(item).__name__)
+
+    return json.loads(json.dumps(value, default=encode))
+
+
+# what servers get (secrets among them), never what the service asks the backend
+SERVER_ONLY_SETTINGS = {"environment", "user_environment", "group_environment"}
+
+
+def backend_config(config, spawner) -> dict:
+    """The hub config's sections for the classes of ``spawner``, with JSON values only.
+
+    A value built up in the config (``c.Spawner.env_keep.append(...)``) is the spawner's
+    resolved value; callables (hooks run at spawn time) and the servers' environment are left
+    out, since the service never spawns.
+    """
+    sections: dict[str, dict] = {}
+    for klass in type(spawner).__mro__:
+        name = klass.__name__
+        if name not in config or name in sections:
+            continue
+        section = {}
+        for key, value in config[name].items():
+            if key in SERVER_ONLY_SETTINGS:
+                continue
+            if isinstance(value, LazyConfigValue):
+                if not spawner.has_trait(key):
+                    continue
+                value = getattr(spawner, key)
+            try:
+                section[key] = _json_value(value)
+            except (TypeError, ValueError):
+                continue
+        sections[name] = section
+    return sections
+
+
+def backend_from_config(config, spawner_class=None):
+    """One spawner of the hub's class built from the hub's config (never started)."""
+    return hub_spawner_class(config, spawner_class)(config=config, user=StandInUser())
+
+
+def settings_of(spawner, config, check_interval: float = 30) -> AdminSettings:
+    """The settings the service enforces, read from a spawner of the hub's class."""
     usage = {name: getattr(spawner, name) for name in UsageSettings.class_own_traits(config=True)}
     usage["usage_db_url"] = absolute_db_url(spawner.usage_db_url, os.getcwd())
+    klass = type(spawner)
     return AdminSettings(
         **usage,
         gpu_quota_groups=dict(spawner.gpu_quota_groups),
-        inventory=[{"uuid": gpu.uuid, "name": gpu.name} for gpu in inventory],
         check_interval=check_interval,
         template_paths=list(spawner.template_paths),
+        backend="%s.%s" % (klass.__module__, klass.__qualname__),
+        backend_config=backend_config(config, spawner),
     )
+
+
+def settings_from_config(config, spawner_class=None, check_interval: float = 30) -> AdminSettings:
+    """Build one spawner from the hub's config and read the settings the service enforces."""
+    return settings_of(backend_from_config(config, spawner_class), config, check_interval)
 
 
 def add_admin_service(
@@ -95,20 +200,30 @@ def add_admin_service(
     port: int = 10101,
     spawner_class=None,
     check_interval: float = 30,
+    log_file: str | None = None,
 ) -> None:
     """Add the admin service and its role to the hub's ``config`` (``c`` in jupyterhub_config.py).
 
-    Users reach it at /services/<name>/ once the hub lets them (the ``access:services``
-    scope: the admin role has it; grant ``access:services!service=<name>`` to a role to
-    delegate). The service's own token may list users and stop servers, nothing more.
+    ``spawner_class``: the hub's by default (``c.JupyterHub.spawner_class``, so set that
+    first). ``log_file``: a file the service appends its output to (default: the hub's
+    output). Users reach the service at /services/<name>/ once the hub lets them (the
+    ``access:services`` scope: the admin role has it; grant ``access:services!service=<name>``
+    to a role to delegate). The service's own token may list users and stop servers, nothing
+    more.
     """
-    settings = settings_from_config(config, spawner_class, check_interval)
+    spawner = backend_from_config(config, spawner_class)
+    settings = settings_of(spawner, config, check_interval)
+    environment = {**spawner.engine_environment(), SETTINGS_ENV: settings.to_json()}
+    if log_file:
+        environment[LOG_ENV] = os.path.abspath(log_file)
     config.JupyterHub.services.append(
         {
             "name": name,
             "url": "http://127.0.0.1:%d" % port,
             "command": [sys.executable, "-m", "gpuspawner.service"],
-            "environment": {SETTINGS_ENV: settings.to_json()},
+            # JupyterHub gives a service a trimmed environment: add how the backend reaches
+            # its engine (e.g. KUBECONFIG), as the hub reaches it
+            "environment": environment,
             "oauth_no_confirm": True,
             "display": True,
         }

@@ -48,7 +48,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     async def inventory(self) -> list[dict]:
         state = self.state
         open_ = await asyncio.to_thread(state.ledger.open_intervals)
-        return inventory_report(state.settings.inventory, open_, state.watcher.lost)
+        named = state.engine.inventory
+        rows = None if named is None else [{"uuid": g.uuid, "name": g.name} for g in named]
+        totals = await state.engine.totals()
+        return inventory_report(rows, open_, state.watcher.lost, totals)
 
     async def usage(self, now: datetime, groups: dict) -> dict:
         start, end = self.state.period(now)

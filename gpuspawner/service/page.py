@@ -95,6 +95,7 @@ def page_context(data, notices, settings, viewer: str, prefix: str, now: datetim
         "gpus": [
             dict(
                 gpu,
+                uuid=gpu["uuid"] or "",  # a free GPU the engine has not named (Kubernetes)
                 since_text=since_text(gpu["since"], now),
                 utilisation_text=""
                 if utilisation.get(gpu["uuid"]) is None

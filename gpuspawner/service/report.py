@@ -16,24 +16,45 @@ from ..policy.budget import (
 
 
 def inventory_report(
-    inventory: Sequence[Mapping], open_intervals: Sequence[Interval], lost: Collection[str] = ()
+    inventory: Sequence[Mapping] | None,
+    open_intervals: Sequence[Interval],
+    lost: Collection[str] = (),
+    totals: Mapping[str, int] | None = None,
 ) -> list[dict]:
-    """Per inventory GPU: who holds it, on which server, since when (None when free), and
-    whether NVML reports it lost (fallen off the bus)."""
+    """Per GPU: who holds it, on which server, since when (None when free), and whether NVML
+    reports it lost (fallen off the bus).
+
+    ``inventory``: the GPUs the hub hands out by UUID, one row each. None where the engine
+    picks the devices (Kubernetes): a row per GPU held (from the ledger's open intervals),
+    then a free row (no UUID) per GPU of each type in ``totals`` that no server holds.
+    """
+    if inventory is None:
+        return _picked_report(open_intervals, totals or {})
     holder = {i.gpu_uuid: i for i in open_intervals}
     rows = []
     for gpu in inventory:
         held = holder.get(gpu["uuid"])
-        rows.append(
-            {
-                "uuid": gpu["uuid"],
-                "name": gpu["name"],
-                "user": held.user if held else None,
-                "server": held.server if held else None,
-                "since": held.start.isoformat() if held else None,
-                "lost": gpu["uuid"] in lost,
-            }
-        )
+        rows.append(_row(gpu["uuid"], gpu["name"], held, gpu["uuid"] in lost))
+    return rows
+
+
+def _row(uuid: str | None, name: str, held: Interval | None, lost: bool = False) -> dict:
+    return {
+        "uuid": uuid,
+        "name": name,
+        "user": held.user if held else None,
+        "server": held.server if held else None,
+        "since": held.start.isoformat() if held else None,
+        "lost": lost,
+    }
+
+
+def _picked_report(open_intervals: Sequence[Interval], totals: Mapping[str, int]) -> list[dict]:
+    held = sorted(open_intervals, key=lambda i: (i.gpu_name, i.user, i.server, i.gpu_uuid))
+    rows = [_row(i.gpu_uuid, i.gpu_name, i) for i in held]
+    for gpu_type in sorted(totals):
+        taken = sum(1 for i in held if i.gpu_name == gpu_type)
+        rows.extend(_row(None, gpu_type, None) for _ in range(max(totals[gpu_type] - taken, 0)))
     return rows
 
 

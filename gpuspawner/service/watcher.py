@@ -20,9 +20,19 @@ from ..policy.budget import exhausted, hours_text, period_bounds, usage_hours, w
 from ..usage.culler import IdleTracker, utilisation_source
 from ..usage.ledger import Ledger, now_utc
 from .report import usage_report
+from .engine import EngineView
 from .service_metrics import ServiceMetrics
 
 log = logging.getLogger("gpuspawner.service")
+
+
+def age_text(seconds: float) -> str:
+    """A length of time in words: "45 s", "12 min", "8.0 h"."""
+    if seconds < 120:
+        return "%.0f s" % seconds
+    if seconds < 7200:
+        return "%.0f min" % (seconds / 60)
+    return "%.1f h" % (seconds / 3600)
 
 
 class HubClient:
@@ -69,9 +79,16 @@ class Watcher:
     """One pass at a time: what to warn about and what to stop."""
 
     def __init__(
-        self, settings, ledger: Ledger, hub: HubClient, metrics: ServiceMetrics, source=None
+        self,
+        settings,
+        ledger: Ledger,
+        hub: HubClient,
+        metrics: ServiceMetrics,
+        engine: EngineView,
+        source=None,
     ):
         self.settings = settings
+        self.engine = engine
         self.ledger = ledger
         self.hub = hub
         self.metrics = metrics
@@ -180,15 +197,16 @@ class Watcher:
             if age >= self.settings.gpu_max_age and key not in stopping:
                 stopping[key] = (
                     "max-age",
-                    "Stopped %s's server %r: it held GPUs for %.1f h, the maximum is %.1f h."
-                    % (key[0], key[1], age / 3600, self.settings.gpu_max_age / 3600),
+                    "Stopped %s's server %r: it held GPUs for %s, the maximum is %s"
+                    " (gpu_max_age)."
+                    % (key[0], key[1], age_text(age), age_text(self.settings.gpu_max_age)),
                 )
 
     async def _check_idle(self, servers, now, stopping) -> None:
         # every inventory GPU, held or not, so the dashboard also sees a free GPU that is lost
         uuids = sorted(
             {i.gpu_uuid for intervals in servers.values() for i in intervals}
-            | {gpu["uuid"] for gpu in self.settings.inventory}
+            | {gpu.uuid for gpu in self.engine.named}
         )
         self.utilisation = await asyncio.to_thread(self.source.sample, uuids) if uuids else {}
         self.lost = set(self.source.lost)
@@ -235,7 +253,7 @@ class Watcher:
             self.metrics.budget_limit.labels(group=group["group"]).set(group["budget_hours"])
         self.metrics.utilisation.clear()
         self.metrics.held.clear()
-        names = {gpu["uuid"]: gpu["name"] for gpu in self.settings.inventory}
+        names = {gpu.uuid: gpu.name for gpu in self.engine.named}
         held_by_type: dict[str, int] = {}
         for interval in (i for i in intervals if i.end is None):
             held_by_type[names.get(interval.gpu_uuid, interval.gpu_name)] = (
