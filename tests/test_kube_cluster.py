@@ -173,7 +173,7 @@ async def test_gpu_server_runs_on_a_gpu_node(cluster, make_spawner):
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["runAsNonRoot"] is True
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"][
         "volumes"
     ]
@@ -202,6 +202,63 @@ async def test_gpu_server_runs_on_a_gpu_node(cluster, make_spawner):
         != 0
     )
     assert spawner.gpu_count == 0
+
+
+async def test_the_charts_settings_reach_the_pod_on_the_api_server(cluster, make_spawner):
+    """What zero-to-jupyterhub's hub config sets: the init container blocking the cloud
+    metadata server (root, privileged, NET_ADMIN), the user-pool tolerations, the
+    node-purpose affinity, a named scheduler; a secret's value; the pod hook."""
+    from kubernetes_asyncio import client as k8s
+
+    block = k8s.V1Container(
+        name="block-cloud-metadata",
+        image="gpuspawner/singleuser:offline",
+        command=["iptables", "--append", "OUTPUT", "--destination", "169.254.169.254",
+                 "--jump", "DROP"],  # fmt: skip
+        security_context=k8s.V1SecurityContext(
+            privileged=True, run_as_user=0, capabilities=k8s.V1Capabilities(add=["NET_ADMIN"])
+        ),
+    )
+    user_pool = [
+        {"key": key, "operator": "Equal", "value": "user", "effect": "NoSchedule"}
+        for key in ("hub.jupyter.org/dedicated", "hub.jupyter.org_dedicated")
+    ]
+    purpose = {"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]}
+    preferred = [{"weight": 100, "preference": {"matchExpressions": [purpose]}}]
+    secret = {"secretKeyRef": {"name": "hf", "key": "token", "optional": True}}
+
+    def hook(spawner, pod):
+        pod.metadata.labels["hooked"] = "yes"
+        return pod
+
+    spawner = make_spawner(
+        user="zed",
+        init_containers=[block],
+        tolerations=user_pool,
+        node_affinity_preferred=preferred,
+        scheduler_name="default-scheduler",
+        environment={"HF_TOKEN": {"valueFrom": secret}},
+        modify_pod_hook=hook,
+    )
+    await spawn(spawner, image="demo", gpus=1)
+    pod = pod_of(cluster, spawner)
+    spec = pod["spec"]
+    (init,) = spec["initContainers"]
+    assert init["name"] == "block-cloud-metadata" and init["command"][0] == "iptables"
+    assert init["securityContext"] == {
+        "privileged": True,
+        "runAsUser": 0,
+        "capabilities": {"add": ["NET_ADMIN"]},
+    }
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert all(t in spec["tolerations"] for t in user_pool + [gpu])
+    assert spec["affinity"]["nodeAffinity"] == {
+        "preferredDuringSchedulingIgnoredDuringExecution": preferred
+    }
+    assert spec["schedulerName"] == "default-scheduler" and spec["restartPolicy"] == "OnFailure"
+    assert {"name": "HF_TOKEN", "valueFrom": secret} in spec["containers"][0]["env"]
+    assert pod["metadata"]["labels"]["hooked"] == "yes"
+    assert pod["status"]["phase"] == "Running" and spec["nodeName"] in ("a100-0", "a100-1")
 
 
 async def test_mig_slice_lands_on_the_mig_node(cluster, make_spawner):

@@ -136,6 +136,7 @@ class Cluster:
             "--kubelet-preferred-address-types",
             "InternalIP,Hostname",  # the real node has no DNS name
             "--profiling=false",
+            "--allow-privileged=true",  # as kubeadm's: z2jh's init container is privileged
         )
         self.wait_ready()
         self._spawn(
