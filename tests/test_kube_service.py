@@ -32,6 +32,7 @@ from gpuspawner.service import (
     hub_spawner_class,
     settings_of,
 )
+from gpuspawner.service.__main__ import listen_address
 from gpuspawner.service.engine import EngineView
 from gpuspawner.service.report import inventory_report
 from gpuspawner.testing import kube_cluster
@@ -198,8 +199,21 @@ async def test_a_kubernetes_hub_config_gives_the_service_its_backend(tmp_path, m
     config.KubeGPUSpawner.images = {"demo": {"image": "org/demo:1"}}
     config.KubeGPUSpawner.gpu_hour_budget_groups = {"students": 10}
     add_admin_service(config, port=10199, check_interval=5)  # no spawner_class: the hub's
-    (service,) = config.JupyterHub.services
+    add_admin_service(config, name="gpu-admin-z2jh", url="http://hub:10101")
+    service, z2jh = config.JupyterHub.services
     assert service["url"] == "http://127.0.0.1:10199"
+    # where the proxy is a pod of its own: a Service name, and the service listens on all
+    assert z2jh["url"] == "http://hub:10101"
+    assert [listen_address(host) for host in ("127.0.0.1", "::1", "localhost", "hub")] == [
+        "127.0.0.1",
+        "::1",
+        "localhost",
+        "",
+    ]
+    assert [role["services"] for role in config.JupyterHub.load_roles] == [
+        ["gpu-admin"],
+        ["gpu-admin-z2jh"],
+    ]
     environment = service["environment"]
     assert environment["KUBECONFIG"] == str(kubeconfig)  # JupyterHub would not pass it on
     settings = AdminSettings(**json.loads(environment["GPUSPAWNER_ADMIN_SETTINGS"]))
@@ -535,11 +549,14 @@ def test_quota_holds_across_named_servers_and_a_hub_sigkill(real_node, make_hub,
 
 def _service_pid(hub) -> int:
     """The pid of the hub's admin service (a child of the hub process)."""
-    children = Path("/proc/%d/task/%d/children" % (hub.process.pid, hub.process.pid))
-    for pid in children.read_text().split():
-        command = Path("/proc/%s/cmdline" % pid).read_bytes().split(b"\0")
-        if b"gpuspawner.service" in command:
-            return int(pid)
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == hub.process.pid and b"gpuspawner.service" in command:
+            return int(proc.name)
     raise AssertionError("no admin service among the hub's children")
 
 

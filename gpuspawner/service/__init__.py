@@ -201,12 +201,18 @@ def add_admin_service(
     spawner_class=None,
     check_interval: float = 30,
     log_file: str | None = None,
+    url: str | None = None,
 ) -> None:
     """Add the admin service and its role to the hub's ``config`` (``c`` in jupyterhub_config.py).
 
     ``spawner_class``: the hub's by default (``c.JupyterHub.spawner_class``, so set that
     first). ``log_file``: a file the service appends its output to (default: the hub's
-    output). Users reach the service at /services/<name>/ once the hub lets them (the
+    output). ``url``: where the hub's proxy reaches the service (default
+    ``http://127.0.0.1:<port>``); with a host name rather than an address, e.g.
+    ``http://hub:10101`` on zero-to-jupyterhub where the proxy runs in a pod of its own, the
+    service listens on every interface of the hub's pod.
+
+    Users reach the service at /services/<name>/ once the hub lets them (the
     ``access:services`` scope: the admin role has it; grant ``access:services!service=<name>``
     to a role to delegate). The service's own token may list users and stop servers, nothing
     more.
@@ -219,7 +225,7 @@ def add_admin_service(
     config.JupyterHub.services.append(
         {
             "name": name,
-            "url": "http://127.0.0.1:%d" % port,
+            "url": url or "http://127.0.0.1:%d" % port,
             "command": [sys.executable, "-m", "gpuspawner.service"],
             # JupyterHub gives a service a trimmed environment: add how the backend reaches
             # its engine (e.g. KUBECONFIG), as the hub reaches it

@@ -6,6 +6,7 @@ its restart could not take the service's port).
 """
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -48,6 +49,17 @@ async def hub_gone(parent: int) -> str:
     return "the hub process (pid %d) ended" % parent
 
 
+def listen_address(host: str) -> str:
+    """Where to listen for the service's URL: its host when that is an address (127.0.0.1),
+    every interface when it is a name (a Kubernetes Service such as "hub" in front of the
+    hub's pod, which the proxy's pod reaches)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return "localhost" if host == "localhost" else ""
+    return host
+
+
 def log_to_file(path: str) -> None:
     """Send this process's output (logging, and anything Python prints) to ``path``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -74,7 +86,7 @@ async def main() -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     state = ServiceState(AdminSettings.from_environment())
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    server = make_app(state).listen(url.port, url.hostname)
+    server = make_app(state).listen(url.port or 80, listen_address(url.hostname or ""))
     log.info(
         "GPU admin service on %s (ledger %s, checks every %.0f s)",
         url.geturl(),
