@@ -225,6 +225,10 @@ async def test_a_kubernetes_hub_config_gives_the_service_its_backend(tmp_path, m
     assert view.inventory is None and view.named == ()  # the cluster picks the devices
     # nothing answers at that address: unknown, said once in the log, never an error
     assert await view.totals() is None and view.totals_problem
+    # a hub whose backend cannot be built in the service's process: held GPUs only, no error
+    broken = AdminSettings(**dict(json.loads(settings.to_json()), backend="gpuspawner.nothing.X"))
+    view = EngineView.from_settings(broken)
+    assert view.backend is None and view.inventory is None and await view.totals() is None
     clients.load_config.cache_clear()  # the next spawner loads the real configuration
 
 

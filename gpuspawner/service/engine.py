@@ -26,13 +26,23 @@ class EngineView:
 
     @classmethod
     def from_settings(cls, settings) -> "EngineView":
-        return cls(settings.build_backend(log=logging.getLogger("gpuspawner.service.backend")))
+        """The view through a spawner of the hub's class; without one when it cannot be built
+        here (budgets, maximum age and culling need none; the dashboard then lists held GPUs)."""
+        try:
+            backend = settings.build_backend(log=logging.getLogger("gpuspawner.service.backend"))
+        except Exception as e:
+            log.error(
+                "Cannot build the hub's spawner %s here (%s: %s): the dashboard lists only the"
+                " GPUs held", settings.backend, type(e).__name__, e,
+            )  # fmt: skip
+            backend = None
+        return cls(backend)
 
     @property
     def inventory(self) -> tuple[Gpu, ...] | None:
         """The GPUs the hub hands out by UUID (read once), or None: the engine picks them."""
         if not self._inventory_read:
-            self._inventory = self.backend.gpu_inventory()
+            self._inventory = None if self.backend is None else self.backend.gpu_inventory()
             self._inventory_read = True
         return self._inventory
 
@@ -43,7 +53,7 @@ class EngineView:
 
     async def totals(self) -> dict[str, int] | None:
         """GPUs per type where the engine picks the devices (None: unknown or named)."""
-        if self.inventory is not None:
+        if self.backend is None or self.inventory is not None:
             return None
         try:
             totals = await self.backend.gpu_totals()
