@@ -3,8 +3,11 @@
 Start it with `bash scripts/run-hub.sh` (which builds a single-user image if needed
 and sets the variables read below), or `jupyterhub -f jupyterhub_config.py`.
 
-Settings read from the environment (all optional):
+Settings read from the environment (all optional; README "Run a hub" lists them too):
   GPUSPAWNER_DEMO_IMAGE       the single-user image for the "demo" catalog entry
+  GPUSPAWNER_OFFLINE          1: that image is the CPU-only one without PyTorch that
+                              run-hub.sh builds where no registry is reachable; the catalog
+                              then offers only it (the PyTorch images cannot be pulled)
   GPUSPAWNER_DEMO_PASSWORD    the users' shared password (default: gpu-demo, 8+ characters)
   GPUSPAWNER_ADMIN_PASSWORD   the password of the user "admin" (32+ characters; no admin without it)
   GPUSPAWNER_HUB_CONNECT_IP   where containers reach the hub (default: docker0's 172.17.0.1)
@@ -33,6 +36,18 @@ if os.environ.get("GPUSPAWNER_ADMIN_PASSWORD"):
     c.Authenticator.admin_users = {"admin"}
 c.Authenticator.allow_all = True
 
+
+# groups come with the login: every demo user is in "students", the admin in "staff", so the
+# quotas and budgets below are what a newcomer sees (with your own authenticator, its groups
+# or JupyterHub.load_groups take this place; the authenticator then owns group membership)
+def demo_groups(authenticator, handler, auth_model):
+    auth_model["groups"] = ["staff"] if auth_model.get("admin") else ["students"]
+    return auth_model
+
+
+c.Authenticator.manage_groups = True
+c.Authenticator.post_auth_hook = demo_groups
+
 # the catalog: users pick one of these by key; tags are pinned. Each is images/Dockerfile
 # on the official PyTorch runtime image named in its description (README "Images");
 # "cuda" is checked against the host's driver (an image the driver cannot run is hidden).
@@ -50,17 +65,24 @@ images = {
         "description": "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime + JupyterLab",
     },
 }
-if os.environ.get("GPUSPAWNER_DEMO_IMAGE"):
-    # the image scripts/run-hub.sh built or found, first in the form
+demo_image = os.environ.get("GPUSPAWNER_DEMO_IMAGE")
+if demo_image and os.environ.get("GPUSPAWNER_OFFLINE") == "1":
+    # what scripts/run-hub.sh built on a machine without a registry: the only image that can
+    # start here (the form shows display names)
     images = {
-        "demo": {"display_name": "Demo image (%s)" % os.environ["GPUSPAWNER_DEMO_IMAGE"],
-                 "image": os.environ["GPUSPAWNER_DEMO_IMAGE"]},
-        **{
-            key: image
-            for key, image in images.items()
-            if image["image"] != os.environ["GPUSPAWNER_DEMO_IMAGE"]
-        },
+        "demo": {
+            "display_name": "CPU only, without PyTorch: for trying the hub",
+            "image": demo_image,
+            "description": "JupyterLab, the GPU panel and the workspace on Debian; no PyTorch",
+        }
     }
+elif demo_image:
+    # the image scripts/run-hub.sh built or found, first in the form
+    same = [key for key, image in images.items() if image["image"] == demo_image]
+    first = {key: images[key] for key in same} or {
+        "demo": {"display_name": "Demo image (%s)" % demo_image, "image": demo_image}
+    }
+    images = {**first, **{key: image for key, image in images.items() if key not in first}}
 c.GPUDockerSpawner.images = images
 c.GPUDockerSpawner.pull_policy = "ifnotpresent"
 # a pull may take this long on top of start_timeout (python -m gpuspawner.prepull avoids it)
