@@ -362,3 +362,41 @@ async def test_the_admins_extras_still_cannot_add_privileges_or_gpus(offline_kub
     profile = [{"display_name": "p", "default": True, "kubespawner_override": privileged}]
     with pytest.raises(SpawnRefused, match="extra_pod_config.hostPID"):
         await gpu_pod(profile_list=profile)
+
+
+def deploy_values() -> dict:
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).parent.parent / "deploy" / "z2jh-values.yaml"
+    return yaml.safe_load(path.read_text())
+
+
+async def test_the_deploy_values_give_the_chart_settings_to_the_pod(offline_kubeconfig):
+    """deploy/z2jh-values.yaml's hub.config over the chart's hub config, as the chart loads it."""
+    from gpuspawner.kube import KubeGPUSpawner
+
+    values = deploy_values()
+    config = z2jh_config()
+    config.merge(Config(values["hub"]["config"]))
+    config.JupyterHub.services = []
+    config.JupyterHub.load_roles = []
+    spawner = make(KubeGPUSpawner, config)
+    spawner.spawn_choice()
+    pod = api_dict(await spawner.get_pod_manifest())
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["block-cloud-metadata"]
+    assert pod["spec"]["schedulerName"] == "jhub-user-scheduler"
+    assert server(pod)["image"] == values["hub"]["config"]["KubeGPUSpawner"]["images"][
+        "pytorch-2.9"
+    ]["image"]
+    # every catalog image is pre-pulled on every node
+    pulled = {"%s:%s" % (i["name"], i["tag"]) for i in values["prePuller"]["extraImages"].values()}
+    assert {image.image for image in spawner.catalog} <= pulled
+    # the admin service, as hub.extraConfig adds it
+    exec(values["hub"]["extraConfig"]["gpuspawner-admin"], {"c": config})
+    (service,) = config.JupyterHub.services
+    assert service["name"] == "gpu-admin" and service["url"] == "http://hub:10101"
+    assert {"port": 10101, "protocol": "TCP"} in values["hub"]["networkPolicy"]["ingress"][0][
+        "ports"
+    ]
