@@ -17,6 +17,7 @@ from gpuspawner.kube.objects import (
     api_dict,
     cpu_quantity,
     docker_size_to_quantity,
+    patch_model,
     pod_needs,
     pod_spec,
     pvc_spec,
@@ -571,3 +572,32 @@ def test_the_typed_needs_are_what_the_pod_asks_for():
     assert anywhere.products == ("NVIDIA-L4",)
     assert needs(replace(BASE, gpu_count=0), node_affinity_required=[
         {"matchExpressions": [PURPOSE]}]).products == ()  # fmt: skip
+
+
+def test_patch_model_changes_only_what_differs():
+    from kubernetes_asyncio.client import V1Container, V1PodSpec, V1Toleration
+
+    made = []
+
+    def deserialize(data, kind):
+        made.append(kind)
+        return ("made", kind, data)
+
+    toleration = V1Toleration(key="a", operator="Exists")
+    spec = V1PodSpec(
+        containers=[V1Container(name="notebook", image="i")],
+        tolerations=[toleration],
+        node_selector={"zone": "a"},
+    )
+    same = api_dict(spec)
+    assert patch_model(spec, same, "V1PodSpec", deserialize) is spec and made == []
+    wanted = copy.deepcopy(same)
+    wanted["tolerations"].append({"key": "nvidia.com/gpu", "operator": "Exists"})
+    wanted["containers"][0]["image"] = "j"
+    patched = patch_model(spec, wanted, "V1PodSpec", deserialize)
+    assert patched is spec and patched.tolerations[0] is toleration
+    assert patched.tolerations[1] == ("made", "V1Toleration", wanted["tolerations"][1])
+    assert patched.containers[0].image == ("made", "str", "j")
+    assert patched.node_selector == {"zone": "a"}
+    wanted["nodeSelector"] = None
+    assert patch_model(spec, wanted, "V1PodSpec", deserialize).node_selector is None

@@ -400,3 +400,26 @@ async def test_the_deploy_values_give_the_chart_settings_to_the_pod(offline_kube
     assert {"port": 10101, "protocol": "TCP"} in values["hub"]["networkPolicy"]["ingress"][0][
         "ports"
     ]
+
+
+async def test_the_pod_is_kubespawners_object_changed_only_where_the_gpu_parts_change_it(
+    offline_kubeconfig,
+):
+    from gpuspawner.kube import KubeGPUSpawner
+
+    config = z2jh_config(volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "d"}}])
+    config.KubeGPUSpawner.gpu_product = "NVIDIA-L4"
+    spawner = make(KubeGPUSpawner, config)
+    spawner.spawn_choice()
+    spawner.held_gpus = spawner.requested_gpus(1)
+    pod = await spawner.get_pod_manifest()
+    assert api_dict(pod) == await spawner.pod_manifest()  # what the pure builder says
+    # what kubespawner left as dicts stays so, as for plain KubeSpawner (hooks may rely on it)
+    (term,) = pod.spec.affinity.node_affinity.preferred_during_scheduling_ignored_during_execution
+    assert term.preference == {"matchExpressions": [NODE_PURPOSE]}
+    assert pod.spec.volumes[0].persistent_volume_claim == {"claimName": "d"}
+    # what the GPU parts added is typed
+    required = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    assert required.node_selector_terms[0].match_expressions[0].key == "nvidia.com/gpu.product"
+    assert pod.spec.volumes[-1].empty_dir.medium == "Memory"
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"

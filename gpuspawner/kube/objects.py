@@ -105,6 +105,40 @@ def api_dict(value):
     return value
 
 
+def patch_model(model, wanted, kind: str, deserialize):
+    """``model`` (a client model, or what kubespawner put where one goes) changed to read
+    as ``wanted`` (its :func:`api_dict` after :func:`pod_spec`), in place where it can be.
+
+    Parts that already read as wanted are kept as they are, so kubespawner's objects (and
+    the dicts it leaves in them, such as an affinity term's ``preference``) reach the pod
+    and ``modify_pod_hook`` unchanged; a changed or new part is ``deserialize(data, kind)``
+    of its kind ("V1Container", "list[V1Toleration]", "dict(str, str)", ...).
+    """
+    if api_dict(model) == wanted:
+        return model
+    if wanted is None:
+        return None
+    kinds = getattr(model, "openapi_types", None)
+    if isinstance(kinds, Mapping) and isinstance(wanted, Mapping):
+        for attribute, attribute_kind in kinds.items():
+            value = wanted.get(model.attribute_map[attribute])
+            setattr(
+                model,
+                attribute,
+                patch_model(getattr(model, attribute), value, attribute_kind, deserialize),
+            )
+        return model
+    if isinstance(model, list) and isinstance(wanted, list) and kind.startswith("list["):
+        item_kind = kind[len("list[") : -1]
+        return [
+            patch_model(model[i], item, item_kind, deserialize)
+            if i < len(model)
+            else deserialize(item, item_kind)
+            for i, item in enumerate(wanted)
+        ]
+    return deserialize(wanted, kind)
+
+
 def cpu_quantity(cores: float) -> str:
     """2.0 -> '2', 0.5 -> '500m'."""
     millis = round(cores * 1000)

@@ -55,6 +55,7 @@ from .objects import (
     PvcRequest,
     api_dict,
     docker_size_to_quantity,
+    patch_model,
     pod_needs,
     pod_spec,
     pvc_spec,
@@ -435,8 +436,8 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
             extra_env=api_dict(list(self.extra_container_config.get("env") or ())),
         )
 
-    async def kubespawner_pod(self) -> dict:
-        """The pod plain KubeSpawner builds from this hub's settings, as the API's dict.
+    async def kubespawner_pod(self):
+        """The pod (a V1Pod) plain KubeSpawner builds from this hub's settings.
 
         The admin's ``extra_container_config`` env is left to :func:`objects.pod_spec`,
         which merges it into the server's env by name (kubespawner would replace the whole
@@ -444,16 +445,17 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         """
         extra = self.extra_container_config
         if "env" not in extra:
-            return api_dict(await KubeSpawner.get_pod_manifest(self))
+            return await KubeSpawner.get_pod_manifest(self)
         self.extra_container_config = {k: v for k, v in extra.items() if k != "env"}
         try:
-            return api_dict(await KubeSpawner.get_pod_manifest(self))
+            return await KubeSpawner.get_pod_manifest(self)
         finally:
             self.extra_container_config = extra
 
     async def pod_manifest(self) -> dict:
-        """This server's pod: kubespawner's, with the GPU server's parts and locks."""
-        return pod_spec(await self.kubespawner_pod(), await self.pod_request())
+        """This server's pod as the API's dict: kubespawner's, with the GPU server's parts
+        and locks."""
+        return pod_spec(api_dict(await self.kubespawner_pod()), await self.pod_request())
 
     async def cuda_verdicts(self, nodes: list[dict] | None = None):
         """Which GPU nodes this GPU server may use by its image's CUDA; None when unknown."""
@@ -487,7 +489,10 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
                 reason="config",
                 status_code=503,
             )
-        return self._model(await self.pod_manifest(), "V1Pod")
+        pod = await self.kubespawner_pod()
+        wanted = pod_spec(api_dict(pod), await self.pod_request())
+        # kubespawner's V1Pod, changed only where the GPU parts change it
+        return patch_model(pod, wanted, "V1Pod", self._model)
 
     async def load_user_options(self):
         """kubespawner's profiles apply (a profile_list default profile too), but the image
