@@ -423,3 +423,27 @@ async def test_the_pod_is_kubespawners_object_changed_only_where_the_gpu_parts_c
     assert required.node_selector_terms[0].match_expressions[0].key == "nvidia.com/gpu.product"
     assert pod.spec.volumes[-1].empty_dir.medium == "Memory"
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+
+async def test_the_claim_is_kubespawners_but_its_deprecated_class_annotation(offline_kubeconfig):
+    from kubespawner import KubeSpawner
+
+    from gpuspawner.kube import KubeGPUSpawner
+
+    config = z2jh_config(
+        storage_class="fast",
+        storage_capacity="10Gi",
+        storage_selector={"matchLabels": {"disk": "{username}"}},
+        storage_extra_labels={"who": "{username}"},
+        pvc_name_template="claim-{username}",
+    )
+    plain = api_dict(make(KubeSpawner, config).get_pvc_manifest())
+    ours = api_dict(make(KubeGPUSpawner, config).get_pvc_manifest())
+    del plain["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"]
+    assert ours == plain
+    assert ours["spec"]["storageClassName"] == "fast"
+    # an empty class is the cluster's default class, not "no class"
+    config.KubeSpawner.storage_class = ""
+    assert "storageClassName" not in api_dict(make(KubeGPUSpawner, config).get_pvc_manifest())[
+        "spec"
+    ]

@@ -518,7 +518,12 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         )
 
     def get_pvc_manifest(self):
-        return self._model(pvc_spec(self.pvc_request()), "V1PersistentVolumeClaim")
+        # kubespawner's claim, changed only where ours differs (an empty storage_class: the
+        # cluster's default class)
+        claim = KubeSpawner.get_pvc_manifest(self)
+        return patch_model(
+            claim, pvc_spec(self.pvc_request()), "V1PersistentVolumeClaim", self._model
+        )
 
     # --- the spawner ---
 
