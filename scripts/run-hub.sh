@@ -100,7 +100,9 @@ label_image() {
     local image=$1 hash=$2 unlabelled
     unlabelled=$(image_id "$image")
     docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
-    printf 'FROM %s\n' "$image" | docker build -q --label "$LABEL=$hash" -t "$image" - >/dev/null
+    printf 'FROM %s\n' "$image" |
+        docker build -q --label "$LABEL=$hash" -t "$image" - >.hub/label.log 2>&1 ||
+        { cat .hub/label.log >&2; die "could not label $image"; }
     drop_old "$unlabelled" "$image"
 }
 
@@ -120,7 +122,7 @@ build_demo() {
         waited=$((waited + 1)) quiet=$((quiet + 1))
         lines=$(wc -l <"$log")
         if [ "$lines" -gt "$shown" ]; then
-            sed -n "$((shown + 1)),${lines}p" "$log" | sed 's/^/    /'
+            sed -n "$((shown + 1)),${lines}p" "$log" | grep -vxF "$DEMO_IMAGE" | sed 's/^/    /' || true
             shown=$lines quiet=0
         elif [ $((quiet % 15)) = 0 ]; then
             newest=$(ls -t "$CACHE"/build/logs/*.log 2>/dev/null | head -n 1 || true)
@@ -129,7 +131,7 @@ build_demo() {
         fi
     done
     wait "$pid" || { tail -n 30 "$log" >&2; die "building the demo image failed (log: $log)"; }
-    sed -n "$((shown + 1)),\$p" "$log" | sed 's/^/    /'
+    sed -n "$((shown + 1)),\$p" "$log" | grep -vxF "$DEMO_IMAGE" | sed 's/^/    /' || true
     label_image "$DEMO_IMAGE" "$hash"
     drop_old "$old" "$DEMO_IMAGE"
 }
@@ -150,6 +152,9 @@ if [ -z "$image" ]; then
         image=$DEMO_IMAGE offline=1
         say "single-user image: $image (built from these sources; CPU only, without PyTorch)"
     else
+        if [ -n "$(inputs_of "$DEMO_IMAGE")$(inputs_of "$PYTORCH_IMAGE")" ]; then
+            say "single-user image: the sources changed since it was built; building it again"
+        fi
         say "single-user image: trying to pull $PYTORCH_BASE for the PyTorch image;" \
             "where no registry answers, the CPU-only demo image is built instead"
         if timeout 900 docker pull "$PYTORCH_BASE" 2>.hub/pull.log | sed -u 's/^/    /'; then
