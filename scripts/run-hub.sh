@@ -20,14 +20,49 @@ LABEL=gpuspawner.demo-inputs
 started=$SECONDS
 mkdir -p .hub
 
-# pip's own progress lines, indented (the full output in a log file, shown when pip fails)
+# follow PID LOG [PATTERN]: while PID runs, show LOG's new lines (those matching the awk
+# PATTERN, default all), indented, and while LOG is quiet, every 15 s its last line
+follow() {
+    local pid=$1 log=$2 pattern=${3:-.} shown=0 lines waited=0 quiet=0
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        waited=$((waited + 1)) quiet=$((quiet + 1))
+        lines=$(wc -l <"$log")
+        if [ "$lines" -gt "$shown" ]; then
+            sed -n "$((shown + 1)),${lines}p" "$log" | grep -vxF "$DEMO_IMAGE" |
+                awk -v p="$pattern" '$0 ~ p { print "    " substr($0, 1, 120) }' || true
+            shown=$lines quiet=0
+        elif [ $((quiet % 15)) = 0 ]; then
+            printf '    ... %d s: %s\n' "$waited" "$(busy_with "$log")"
+        fi
+    done
+    sed -n "$((shown + 1)),\$p" "$log" | grep -vxF "$DEMO_IMAGE" |
+        awk -v p="$pattern" '$0 ~ p { print "    " substr($0, 1, 120) }' || true
+    wait "$pid"
+}
+
+# what a quiet step is busy with: the last line of its log, or of the build log written last
+busy_with() {
+    local newest
+    newest=$(ls -t "$1" "$CACHE"/build/logs/*.log 2>/dev/null | head -n 1 || true)
+    if [ "$newest" = "$1" ] || [ -z "$newest" ]; then
+        tail -n 1 "$1" | tr -d '\r' | sed 's/^ *//' | cut -c1-100 |
+            sed 's/\(.*editable.*started\)$/\1 (npm builds the JupyterLab extension)/'
+    else
+        printf '%s: %s' "$(basename "$newest" .log)" \
+            "$(tail -n 1 "$newest" | tr -d '\r' | sed 's/^ *//' | cut -c1-90)"
+    fi
+}
+
+# pip with its own progress lines (the full output in a log file, shown when pip fails); the
+# project's editable build runs npm for the JupyterLab extension, which pip keeps quiet
 pip_with_progress() {
-    local logfile=$1
+    local logfile=$1 pid
     shift
-    if ! "$VENV/bin/python" -m pip "$@" --disable-pip-version-check --progress-bar off 2>&1 |
-        tee "$logfile" |
-        awk '/^(Collecting|Building|Installing|Successfully|Obtaining)/ {
-                 print "    pip: " substr($0, 1, 110); fflush() }'; then
+    PYTHONUNBUFFERED=1 "$VENV/bin/python" -m pip "$@" --disable-pip-version-check \
+        --progress-bar off >"$logfile" 2>&1 &
+    pid=$!
+    if ! follow "$pid" "$logfile" '^(Collecting|Building|Installing|Successfully|Obtaining|  Preparing|  Building)'; then
         tail -n 30 "$logfile" >&2
         die "pip failed (full log: $logfile)"
     fi
@@ -109,7 +144,7 @@ label_image() {
 # build-offline.sh with its progress lines as they come and, while a step is quiet (pip,
 # debootstrap, docker build), every 15 s that step's last log line
 build_demo() {
-    local hash=$1 old whl log=.hub/build-offline.log pid shown=0 lines waited=0 quiet=0 newest
+    local hash=$1 old whl log=.hub/build-offline.log pid
     old=$(image_id "$DEMO_IMAGE")
     ensure_commands debootstrap:debootstrap
     whl=$(wheel)
@@ -117,21 +152,7 @@ build_demo() {
     GPUSPAWNER_CACHE=$CACHE bash images/build-offline.sh --tag "$DEMO_IMAGE" --wheel "$whl" \
         >"$log" 2>&1 &
     pid=$!
-    while kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        waited=$((waited + 1)) quiet=$((quiet + 1))
-        lines=$(wc -l <"$log")
-        if [ "$lines" -gt "$shown" ]; then
-            sed -n "$((shown + 1)),${lines}p" "$log" | grep -vxF "$DEMO_IMAGE" | sed 's/^/    /' || true
-            shown=$lines quiet=0
-        elif [ $((quiet % 15)) = 0 ]; then
-            newest=$(ls -t "$CACHE"/build/logs/*.log 2>/dev/null | head -n 1 || true)
-            [ -z "$newest" ] || printf '    ... %d s, %s: %s\n' "$waited" \
-                "$(basename "$newest" .log)" "$(tail -n 1 "$newest" | tr -d '\r' | cut -c1-90)"
-        fi
-    done
-    wait "$pid" || { tail -n 30 "$log" >&2; die "building the demo image failed (log: $log)"; }
-    sed -n "$((shown + 1)),\$p" "$log" | grep -vxF "$DEMO_IMAGE" | sed 's/^/    /' || true
+    follow "$pid" "$log" || { tail -n 30 "$log" >&2; die "building the demo image failed (log: $log)"; }
     label_image "$DEMO_IMAGE" "$hash"
     drop_old "$old" "$DEMO_IMAGE"
 }

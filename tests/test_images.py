@@ -8,6 +8,7 @@ stand-in for it and the Dockerfile's own instructions run on top: nothing is pul
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -316,3 +317,17 @@ def test_jupyterlab_asks_no_outside_site_for_news(built_image):
     assert shown.returncode == 0, shown.stderr
     notification = json.loads(shown.stdout)["@jupyterlab/apputils-extension:notification"]
     assert notification == {"fetchNews": "false", "checkForUpdates": False}
+
+
+def test_the_demo_hub_has_an_image_tag_of_its_own():
+    """scripts/run-hub.sh builds the demo image under a tag the test suite never builds, so a
+    test run does not replace a running demo's image (nor the other way round)."""
+    run_hub = (ROOT / "scripts" / "run-hub.sh").read_text()
+    demo = re.search(r"^DEMO_IMAGE=(\S+)", run_hub, re.M).group(1)
+    offline_default = re.search(
+        r"^TAG=(\S+)", (IMAGES / "build-offline.sh").read_text(), re.M).group(1)
+    assert demo != offline_default
+    assert not demo.startswith("gpuspawner/singleuser:")
+    assert demo != os.environ.get("GPUSPAWNER_TEST_IMAGE")
+    # rebuilt only when its inputs change: the hash of them is a label of the image
+    assert '--label "$LABEL=$hash"' in run_hub
