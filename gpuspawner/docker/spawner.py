@@ -7,6 +7,7 @@ after a hub start, and again every ``gpu_resync_interval`` seconds.
 
 import asyncio
 import inspect
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
