@@ -387,9 +387,10 @@ async def test_the_deploy_values_give_the_chart_settings_to_the_pod(offline_kube
     pod = api_dict(await spawner.get_pod_manifest())
     assert [c["name"] for c in pod["spec"]["initContainers"]] == ["block-cloud-metadata"]
     assert pod["spec"]["schedulerName"] == "jhub-user-scheduler"
-    assert server(pod)["image"] == values["hub"]["config"]["KubeGPUSpawner"]["images"][
-        "pytorch-2.9"
-    ]["image"]
+    assert (
+        server(pod)["image"]
+        == values["hub"]["config"]["KubeGPUSpawner"]["images"]["pytorch-2.9"]["image"]
+    )
     # every catalog image is pre-pulled on every node
     pulled = {"%s:%s" % (i["name"], i["tag"]) for i in values["prePuller"]["extraImages"].values()}
     assert {image.image for image in spawner.catalog} <= pulled
@@ -444,6 +445,6 @@ async def test_the_claim_is_kubespawners_but_its_deprecated_class_annotation(off
     assert ours["spec"]["storageClassName"] == "fast"
     # an empty class is the cluster's default class, not "no class"
     config.KubeSpawner.storage_class = ""
-    assert "storageClassName" not in api_dict(make(KubeGPUSpawner, config).get_pvc_manifest())[
-        "spec"
-    ]
+    assert (
+        "storageClassName" not in api_dict(make(KubeGPUSpawner, config).get_pvc_manifest())["spec"]
+    )

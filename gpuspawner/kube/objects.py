@@ -30,6 +30,8 @@ SHM_VOLUME = "dshm"
 CONTAINER_NAME = "notebook"  # the server's container in kubespawner's pod
 PORT_NAME = "notebook-port"  # kubespawner finds the server's port by this name
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+# the client's kinds of JSON values it keeps as they are
+PLAIN_KINDS = ("str", "int", "bool", "float", "object")
 
 # what the server container gets, whatever the admin's extra_container_config says
 LOCKED_CONTAINER_SECURITY = {
@@ -87,21 +89,26 @@ def api_dict(value):
 
     camelCase keys as ``kubectl get -o json`` shows them, unset fields left out; models of
     both the kubernetes and the kubernetes_asyncio clients (z2jh's hub config builds its
-    init container from one of them).
+    init container from one of them). Containers are new, so the result can be changed.
     """
+    if value is None or isinstance(value, (str, int, float)):
+        return value
     if isinstance(value, (list, tuple)):
         return [api_dict(item) for item in value]
+    if isinstance(value, dict):
+        return {key: api_dict(item) for key, item in value.items()}
+    names = getattr(value, "attribute_map", None)
+    if isinstance(names, dict) and hasattr(value, "openapi_types"):
+        found = {}
+        for attribute in value.openapi_types:
+            item = getattr(value, attribute)
+            if item is not None:
+                found[names[attribute]] = api_dict(item)
+        return found
     if isinstance(value, Mapping):
         return {key: api_dict(item) for key, item in value.items()}
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
-    names = getattr(value, "attribute_map", None)
-    if isinstance(names, Mapping) and hasattr(value, "openapi_types"):
-        return {
-            names[attribute]: api_dict(getattr(value, attribute))
-            for attribute in value.openapi_types
-            if getattr(value, attribute) is not None
-        }
     return value
 
 
@@ -114,19 +121,15 @@ def patch_model(model, wanted, kind: str, deserialize):
     and ``modify_pod_hook`` unchanged; a changed or new part is ``deserialize(data, kind)``
     of its kind ("V1Container", "list[V1Toleration]", "dict(str, str)", ...).
     """
-    if api_dict(model) == wanted:
-        return model
-    if wanted is None:
-        return None
     kinds = getattr(model, "openapi_types", None)
-    if isinstance(kinds, Mapping) and isinstance(wanted, Mapping):
+    if isinstance(kinds, dict) and isinstance(wanted, dict):
+        names = model.attribute_map
+        if not set(wanted) <= {names[attribute] for attribute in kinds}:
+            return deserialize(wanted, kind)
         for attribute, attribute_kind in kinds.items():
-            value = wanted.get(model.attribute_map[attribute])
-            setattr(
-                model,
-                attribute,
-                patch_model(getattr(model, attribute), value, attribute_kind, deserialize),
-            )
+            current, value = getattr(model, attribute), wanted.get(names[attribute])
+            if current is not None or value is not None:
+                setattr(model, attribute, patch_model(current, value, attribute_kind, deserialize))
         return model
     if isinstance(model, list) and isinstance(wanted, list) and kind.startswith("list["):
         item_kind = kind[len("list[") : -1]
@@ -136,6 +139,12 @@ def patch_model(model, wanted, kind: str, deserialize):
             else deserialize(item, item_kind)
             for i, item in enumerate(wanted)
         ]
+    if wanted is None:
+        return None
+    if api_dict(model) == wanted:
+        return model  # a value, or a dict kubespawner left where a model goes
+    if kind in PLAIN_KINDS or kind.startswith("dict(str, str"):
+        return copy.deepcopy(wanted)  # already what the client would make of it
     return deserialize(wanted, kind)
 
 
@@ -238,7 +247,7 @@ def server_container(spec: Mapping) -> dict:
 def pod_spec(base: Mapping, request: PodRequest) -> dict:
     """The Pod of one server: kubespawner's pod ``base`` (an :func:`api_dict`) with the GPU
     server's parts added, and its locks applied after every admin extra."""
-    pod = copy.deepcopy(api_dict(base))
+    pod = api_dict(base)  # new containers: the base is not changed
     metadata = pod.setdefault("metadata", {})
     metadata["labels"] = {**(metadata.get("labels") or {}), **request.labels}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), **request.annotations}

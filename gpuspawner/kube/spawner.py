@@ -34,6 +34,7 @@ from .holdings import (
     LABEL_GPUS,
     LABEL_USER_ID,
     gpu_totals,
+    gpu_type,
     holdings_from_pods,
     node_products,
     pod_gpus,
@@ -299,9 +300,8 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
 
     def requested_gpus(self, count: int) -> tuple[Gpu, ...]:
         placement = self.placement()
-        return pod_gpus(
-            self.pod_name, placement.resource, count, placement.product or placement.resource
-        )
+        kind = gpu_type(placement.product, placement.resource)
+        return pod_gpus(self.pod_name, placement.resource, count, kind)
 
     async def engine_holdings(self) -> list[Holding]:
         await self._start_watching_pods()
@@ -405,7 +405,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         state.nodes_listed_at = time.monotonic()
         return state.nodes
 
-    # --- the objects, from kubespec's pure builders ---
+    # --- the objects: kubespawner's, with the pure builders' GPU parts ---
 
     async def pod_request(self) -> PodRequest:
         """What this server's pod adds to kubespawner's, for the pure builder."""
@@ -455,7 +455,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     async def pod_manifest(self) -> dict:
         """This server's pod as the API's dict: kubespawner's, with the GPU server's parts
         and locks."""
-        return pod_spec(api_dict(await self.kubespawner_pod()), await self.pod_request())
+        return pod_spec(await self.kubespawner_pod(), await self.pod_request())
 
     async def cuda_verdicts(self, nodes: list[dict] | None = None):
         """Which GPU nodes this GPU server may use by its image's CUDA; None when unknown."""
@@ -490,7 +490,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
                 status_code=503,
             )
         pod = await self.kubespawner_pod()
-        wanted = pod_spec(api_dict(pod), await self.pod_request())
+        wanted = pod_spec(pod, await self.pod_request())
         # kubespawner's V1Pod, changed only where the GPU parts change it
         return patch_model(pod, wanted, "V1Pod", self._model)
 
