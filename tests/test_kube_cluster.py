@@ -190,7 +190,10 @@ async def test_gpu_server_runs_on_a_gpu_node(cluster, make_spawner):
     gauge = {"gpu_type": kube_cluster.A100, "state": "allocated"}
     assert REGISTRY.get_sample_value("gpuspawner_gpus", gauge) == 2
     free = {"gpu_type": kube_cluster.A100, "state": "free"}
-    assert REGISTRY.get_sample_value("gpuspawner_gpus", free) == 16 + 7 - 2  # 2 A100 + 1 MIG node
+    assert REGISTRY.get_sample_value("gpuspawner_gpus", free) == 16 - 2  # two 8-GPU A100 nodes
+    # the MIG node's slices are a type of their own, not whole A100s
+    slices = {"gpu_type": kube_cluster.A100 + " MIG 1g.10gb", "state": "free"}
+    assert REGISTRY.get_sample_value("gpuspawner_gpus", slices) == 7
     names = {i.gpu_name for i in spawner.accounting.ledger.open_intervals() if i.user == "alice"}
     assert names == {kube_cluster.A100}
 

@@ -24,7 +24,8 @@ import kube_node
 from traitlets.config import Config
 
 from gpuspawner.errors import ConfigError
-from gpuspawner.policy.budget import Interval
+from gpuspawner.kube.holdings import gpu_totals, gpu_type, holdings_from_pods, node_products
+from gpuspawner.policy.budget import Interval, gpu_weight
 from gpuspawner.service import (
     AdminSettings,
     StandInUser,
@@ -47,6 +48,7 @@ REQUIRE = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
 HUB_CONFIG = Path(__file__).with_name("kube_hub_config.py")
 SERVICE = "/services/gpu-admin/"
 A100 = kube_cluster.A100
+A100_MIG = A100 + " MIG 1g.10gb"  # the MIG node's slices, as NVML names them
 KWOK_IMAGES = {
     "demo": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo"},
     "demo-mig": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on a MIG slice"},
@@ -113,6 +115,39 @@ def test_inventory_of_named_gpus_is_one_row_per_gpu():
     ]
     # totals play no part where the hub names its GPUs
     assert inventory_report(named, [], totals={A100: 8}) == inventory_report(named, [])
+
+
+def test_a_mig_slice_is_a_type_of_its_own():
+    assert gpu_type(A100, "nvidia.com/gpu") == A100
+    assert gpu_type(A100, "nvidia.com/mig-1g.10gb") == A100_MIG
+    assert gpu_type(A100, "nvidia.com/mig-3g.40gb") == A100 + " MIG 3g.40gb"
+    assert gpu_type(None, "nvidia.com/mig-1g.10gb") == "nvidia.com/mig-1g.10gb"
+    assert gpu_type("", "nvidia.com/gpu") == "nvidia.com/gpu"
+    labels = {"nvidia.com/gpu.product": A100}
+    nodes = [
+        {"metadata": {"name": "a100-0", "labels": labels},
+         "status": {"allocatable": {"nvidia.com/gpu": "8"}}},
+        {"metadata": {"name": "mig-0", "labels": labels},
+         "status": {"allocatable": {"nvidia.com/mig-1g.10gb": "7", "nvidia.com/gpu": "0"}}},
+    ]  # fmt: skip
+    assert gpu_totals(nodes) == {A100: 8, A100_MIG: 7}
+    pod = {
+        "metadata": {
+            "name": "jupyter-mia",
+            "labels": {"gpuspawner.io/gpus": "1"},
+            "annotations": {
+                "hub.jupyter.org/username": "mia",
+                "gpuspawner.io/gpu-resource": "nvidia.com/mig-1g.10gb",
+            },
+        },
+        "spec": {"nodeName": "mig-0"},
+        "status": {"phase": "Running"},
+    }
+    (held,) = holdings_from_pods([pod], node_products(nodes))
+    assert [(gpu.name, gpu.resource) for gpu in held.gpus] == [(A100_MIG, "nvidia.com/mig-1g.10gb")]
+    # weights: the longest matching key wins, so a slice may cost less than its GPU
+    weights = {"A100": 2.0, "MIG 1g.10gb": 0.25}
+    assert gpu_weight(A100, weights) == 2.0 and gpu_weight(A100_MIG, weights) == 0.25
 
 
 def test_the_service_takes_the_hubs_spawner_class():
@@ -304,14 +339,13 @@ def service_log(hub) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def gpus_by_type(cluster) -> dict[str, int]:
-    """What the cluster's nodes offer, counted here from the API (not by the code under test)."""
+def gpus_offered(cluster) -> dict[str, int]:
+    """GPUs per resource on the cluster's nodes, from the API (not by the code under test)."""
     totals: dict[str, int] = {}
     for node in cluster.get_json("nodes")["items"]:
-        product = node["metadata"]["labels"].get("nvidia.com/gpu.product")
         for resource, value in node["status"].get("allocatable", {}).items():
-            if resource.startswith("nvidia.com/") and product:
-                totals[product] = totals.get(product, 0) + int(value)
+            if resource.startswith("nvidia.com/"):
+                totals[resource] = totals.get(resource, 0) + int(value)
     return totals
 
 
@@ -337,8 +371,11 @@ def gauge(text: str, name: str, **labels) -> float | None:
 def test_dashboard_json_csv_and_metrics_of_a_kubernetes_hub(kwok_cluster, make_hub):
     cluster = kwok_cluster
     hub = make_hub(cluster, gpu_hour_budget_groups={"students": 10})
-    total = gpus_by_type(cluster)[A100]
-    assert total == 23  # two 8-GPU nodes and 7 MIG slices, all labelled A100
+    offered = gpus_offered(cluster)
+    # two 8-GPU A100 nodes, and an A100 node's 7 MIG slices: a type of their own
+    whole, slices = offered["nvidia.com/gpu"], offered["nvidia.com/mig-1g.10gb"]
+    assert (whole, slices) == (16, 7)
+    total = whole + slices
     hub.create_user("ann", groups=("students",))
     hub.create_user("boss")
     assert hub.spawn("ann", options={"image": "demo", "gpus": 1}).status_code in (201, 202)
@@ -357,7 +394,9 @@ def test_dashboard_json_csv_and_metrics_of_a_kubernetes_hub(kwok_cluster, make_h
     assert datetime.now(timezone.utc) - timedelta(minutes=5) < since <= datetime.now(timezone.utc)
     free = [row for row in inventory if row["user"] is None]
     # the cluster picks the devices: free GPUs are counted by type, without a UUID
-    assert len(free) == total - 1 and {(r["uuid"], r["name"]) for r in free} == {(None, A100)}
+    assert [(r["uuid"], r["name"]) for r in free] == [(None, A100)] * (whole - 1) + [
+        (None, A100_MIG)
+    ] * slices
 
     page = hub.login("boss").get(hub.url + SERVICE, timeout=30)
     assert page.status_code == 200
@@ -380,7 +419,8 @@ def test_dashboard_json_csv_and_metrics_of_a_kubernetes_hub(kwok_cluster, make_h
     # the hub's own gauge, from the nodes and the pods
     hub_metrics = hub.session.get(hub.url + "/hub/metrics", timeout=30).text
     assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100, state="allocated") == 1
-    assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100, state="free") == total - 1
+    assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100, state="free") == whole - 1
+    assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100_MIG, state="free") == slices
 
     hub.stop_server("ann")
     today = datetime.now(timezone.utc).date().isoformat()
@@ -390,7 +430,7 @@ def test_dashboard_json_csv_and_metrics_of_a_kubernetes_hub(kwok_cluster, make_h
     wait_for(lambda: not pods_of(cluster, hub.namespace, "ann"), what="ann's pod to go")
     hub_metrics = hub.session.get(hub.url + "/hub/metrics", timeout=30).text
     assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100, state="allocated") == 0
-    assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100, state="free") == total
+    assert gauge(hub_metrics, "gpuspawner_gpus", gpu_type=A100, state="free") == whole
 
     # stopping the hub stops its service cleanly
     hub.stop()
@@ -439,7 +479,7 @@ def test_spawn_form_and_the_schedulers_reason_in_the_progress_stream(kwok_cluste
         gpu_hour_budget_groups={"students": 10},
         gpu_wait_timeout=90,
     )
-    total = gpus_by_type(cluster)[A100]
+    total = sum(gpus_offered(cluster).values())
     hub.create_user("sue", groups=("students",))
     form = spawn_form(hub, "sue")
     # the catalog, what is free and what sue may still take, and her budget

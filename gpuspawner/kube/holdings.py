@@ -3,15 +3,16 @@
 Kubernetes decides which GPU a pod gets; the hub knows how many each server asked for
 from the label ``gpuspawner.io/gpus`` of its pod (read from kubespawner's pod reflector).
 Kubernetes does not tell the hub the GPUs' UUIDs, so each is named after its pod and
-resource (:func:`pod_gpus`), and typed by the GPU product label of the node it runs on,
-so GPU-type weights apply to its ledger intervals.
+resource (:func:`pod_gpus`), and typed by the GPU product label of the node it runs on
+(a MIG slice with its profile, :func:`gpu_type`), so GPU-type weights apply to its ledger
+intervals.
 """
 
 from collections.abc import Iterable, Mapping
 
 from ..policy.allocation import Holding
 from ..policy.inventory import Gpu
-from .nodes import GPU_RESOURCE, PRODUCT_LABEL, is_gpu_resource, parse_quantity
+from .nodes import GPU_RESOURCE, MIG_RESOURCE_PREFIX, PRODUCT_LABEL, is_gpu_resource, parse_quantity
 
 LABEL_GPUS = "gpuspawner.io/gpus"
 LABEL_USER_ID = "gpuspawner.io/user-id"  # the hub's user id: survives a rename
@@ -31,6 +32,20 @@ def pod_gpus(pod: str, resource: str, count: int, gpu_type: str) -> tuple[Gpu, .
     )
 
 
+def gpu_type(product: str | None, resource: str) -> str:
+    """A GPU's type: the product (the node's GPU feature discovery label) of a whole GPU; of a
+    MIG slice, the product and the slice's profile, as NVML names it ("NVIDIA-A100-SXM4-80GB
+    MIG 1g.10gb"), so a slice is neither counted nor weighed as a whole GPU; the resource
+    when no product is known."""
+    if not product:
+        return resource
+    if resource.startswith(MIG_RESOURCE_PREFIX):
+        return "%s MIG %s" % (product, resource[len(MIG_RESOURCE_PREFIX) :])
+    if resource == GPU_RESOURCE:
+        return product
+    return "%s %s" % (product, resource)
+
+
 def node_products(nodes: Iterable[Mapping]) -> dict[str, str]:
     """node name -> its GPU product label (GPU feature discovery), for nodes that have one."""
     products = {}
@@ -43,7 +58,7 @@ def node_products(nodes: Iterable[Mapping]) -> dict[str, str]:
 
 
 def gpu_totals(nodes: Iterable[Mapping]) -> dict[str, int]:
-    """GPUs per type on schedulable nodes: the node's product label, else the resource name."""
+    """GPUs per type (:func:`gpu_type`) on schedulable nodes."""
     totals: dict[str, int] = {}
     for node in nodes:
         if (node.get("spec") or {}).get("unschedulable"):
@@ -52,8 +67,8 @@ def gpu_totals(nodes: Iterable[Mapping]) -> dict[str, int]:
         for resource, value in ((node.get("status") or {}).get("allocatable") or {}).items():
             count = int(parse_quantity(value)) if is_gpu_resource(resource) else 0
             if count > 0:
-                gpu_type = labels.get(PRODUCT_LABEL) or resource
-                totals[gpu_type] = totals.get(gpu_type, 0) + count
+                kind = gpu_type(labels.get(PRODUCT_LABEL), resource)
+                totals[kind] = totals.get(kind, 0) + count
     return totals
 
 
@@ -62,8 +77,9 @@ def holdings_from_pods(
 ) -> list[Holding]:
     """The GPU requests of the hub's live pods (the reflector's values), one per server.
 
-    ``products``: node name -> GPU product (:func:`node_products`). A GPU is typed by its
-    node's product, else by the product the pod asked for, else by its resource.
+    ``products``: node name -> GPU product (:func:`node_products`). A GPU is typed
+    (:func:`gpu_type`) by its node's product, else by the product the pod asked for, else by
+    its resource.
     """
     holdings = []
     for pod in pods:
@@ -81,7 +97,7 @@ def holdings_from_pods(
         name = metadata.get("name", "")
         node = (pod.get("spec") or {}).get("nodeName") or ""
         resource = annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE)
-        gpu_type = (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT) or resource
+        product = (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT)
         where = "on node %s" % node if node else "waiting for a node"
         user_id = labels.get(LABEL_USER_ID)
         holdings.append(
@@ -89,7 +105,7 @@ def holdings_from_pods(
                 user="#" + user_id if user_id else annotations[ANNOTATION_USER],
                 owner=annotations[ANNOTATION_USER] if user_id else "",
                 server=annotations.get(ANNOTATION_SERVER, ""),
-                gpus=pod_gpus(name, resource, count, gpu_type),
+                gpus=pod_gpus(name, resource, count, gpu_type(product, resource)),
                 detail="pod %s, %s" % (name, where),
             )
         )

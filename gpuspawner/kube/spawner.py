@@ -34,6 +34,7 @@ from .holdings import (
     LABEL_GPUS,
     LABEL_USER_ID,
     gpu_totals,
+    gpu_type,
     holdings_from_pods,
     node_products,
     pod_gpus,
@@ -299,9 +300,8 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
 
     def requested_gpus(self, count: int) -> tuple[Gpu, ...]:
         placement = self.placement()
-        return pod_gpus(
-            self.pod_name, placement.resource, count, placement.product or placement.resource
-        )
+        kind = gpu_type(placement.product, placement.resource)
+        return pod_gpus(self.pod_name, placement.resource, count, kind)
 
     async def engine_holdings(self) -> list[Holding]:
         await self._start_watching_pods()
