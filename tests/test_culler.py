@@ -107,7 +107,7 @@ def test_a_gpu_without_a_reading_is_warned_about_once_then_at_debug(tmp_path, ca
     path = tmp_path / "u.json"
     path.write_text(json.dumps({"GPU-a": 50}))
     source = FileUtilisation(str(path))
-    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage"):
         for _ in range(4):  # the service samples every 30 s
             assert source.sample(["GPU-a", "GPU-b"]) == {"GPU-a": 50.0, "GPU-b": None}
     assert warnings_of(caplog) == [
@@ -116,7 +116,7 @@ def test_a_gpu_without_a_reading_is_warned_about_once_then_at_debug(tmp_path, ca
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 3
     # known again, then lost again: that is news, said once more
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.WARNING, logger="gpuspawner.usage"):
         path.write_text(json.dumps({"GPU-a": 50, "GPU-b": 1}))
         source.sample(["GPU-b"])
         path.write_text(json.dumps({"GPU-a": 50}))
@@ -128,7 +128,7 @@ def test_a_gpu_without_a_reading_is_warned_about_once_then_at_debug(tmp_path, ca
 def test_an_unreadable_file_is_warned_about_once_until_it_reads_again(tmp_path, caplog):
     path = tmp_path / "u.json"
     source = FileUtilisation(str(path))
-    with caplog.at_level(logging.INFO, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.INFO, logger="gpuspawner.usage"):
         for _ in range(3):
             assert source.sample(["GPU-a"]) == {"GPU-a": None}
         path.write_text(json.dumps({"GPU-a": 3}))
@@ -143,7 +143,7 @@ def test_an_unreadable_file_is_warned_about_once_until_it_reads_again(tmp_path, 
 def test_nvml_warns_once_per_gpu_it_cannot_read(caplog):
     # a UUID no GPU of this host has (on a host without NVML: every GPU)
     source = NvmlUtilisation()
-    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage"):
         for _ in range(3):
             assert source.sample(["GPU-foreign-hub"]) == {"GPU-foreign-hub": None}
     (warning,) = warnings_of(caplog)

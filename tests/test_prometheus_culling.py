@@ -211,7 +211,7 @@ def test_gpus_match_by_uuid_and_by_pod_and_namespace(cluster, caplog):
         pod_gpu("jupyter-cay", 0), pod_gpu("jupyter-cay", 1), pod_gpu("jupyter-cay", 2),
         pod_gpu("jupyter-dan"), "GPU-not-exported",
     ]  # fmt: skip
-    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage"):
         assert source.sample(keys) == {
             uuid(3): 12.0,
             uuid(2): 87.0,
@@ -244,7 +244,7 @@ def test_unreachable_prometheus_warns_once_and_knows_no_gpu(cluster, caplog):
     node_a.set([{"uuid": uuid(1), "util": 0}])
     utilisation_seen(prometheus, {uuid(1): 0})
     source = PrometheusUtilisation("http://127.0.0.1:%d" % free_port(), timeout=2)
-    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.DEBUG, logger="gpuspawner.usage"):
         for _ in range(3):
             assert source.sample([uuid(1)]) == {uuid(1): None}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -255,7 +255,7 @@ def test_unreachable_prometheus_warns_once_and_knows_no_gpu(cluster, caplog):
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 2
     caplog.clear()
     source.url = prometheus.url  # it answers again
-    with caplog.at_level(logging.INFO, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.INFO, logger="gpuspawner.usage"):
         assert source.sample([uuid(1)]) == {uuid(1): 0.0}
     assert [r.getMessage() for r in caplog.records] == [
         "Prometheus at %s (DCGM_FI_DEV_GPU_UTIL) answers again: GPU-idle culling resumes"
@@ -266,7 +266,7 @@ def test_unreachable_prometheus_warns_once_and_knows_no_gpu(cluster, caplog):
 def test_prometheus_that_answers_an_error_is_unreadable(cluster, caplog):
     _, prometheus = cluster
     source = PrometheusUtilisation(prometheus.url, metric="DCGM_FI_DEV_GPU_UTIL{")
-    with caplog.at_level(logging.WARNING, logger="gpuspawner.usage.culler"):
+    with caplog.at_level(logging.WARNING, logger="gpuspawner.usage"):
         assert source.sample([uuid(1)]) == {uuid(1): None}
     (record,) = caplog.records
     assert "HTTP 400" in record.getMessage()

@@ -9,19 +9,30 @@ Sources are pluggable (:func:`utilisation_source`): :class:`NvmlUtilisation` sam
 GPUs of the host it runs on (the Docker host); :class:`FileUtilisation` reads a JSON
 object {"GPU-…": percent} that an exporter writes (and that tests control);
 :class:`gpuspawner.usage.prometheus.PrometheusUtilisation` asks a Prometheus server for
-DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL``, as clusters expose it. Every source says once
-(a warning) that a GPU's utilisation is unknown or that the source cannot be read, then
-only at debug level until it is known again: the service samples every 30 s.
+DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL``, as clusters expose it. Every source
+(:class:`gpuspawner.usage.utilisation.UtilisationSource`) says once (a warning) that a
+GPU's utilisation is unknown or that the source cannot be read, then only at debug level
+until it is known again: the service samples every 30 s.
 """
 
 import json
-import logging
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from .prometheus import PrometheusUtilisation, check_prometheus_url
+from .utilisation import UtilisationSource
+
+__all__ = [
+    "FileUtilisation",
+    "IdleTracker",
+    "NvmlUtilisation",
+    "PrometheusUtilisation",
+    "UtilisationSource",
+    "check_utilisation_source",
+    "utilisation_source",
+]
 
 SOURCES = "'nvml', 'file:/path' or 'prometheus:<url>'"
 
@@ -58,60 +69,6 @@ class IdleTracker:
         return sorted(
             (k for k, since in self.idle_since.items() if now - since >= self.timeout), key=str
         )
-
-
-class UtilisationSource:
-    """What every source shares: ``sample`` and the GPUs it found lost, and logging that
-    says a thing once: a GPU without a reading, a source that cannot be read.
-
-    ``lost`` holds the GPUs the last sample found lost (fallen off the bus); a source
-    that cannot tell leaves it empty.
-    """
-
-    def __init__(self):
-        self.lost: set[str] = set()
-        self._unknown: set[str] = set()  # GPUs already warned about
-        self._unreadable = False  # the source as a whole, already warned about
-
-    def sample(self, uuids: Iterable[str]) -> dict[str, float | None]:
-        """Each GPU's utilisation in percent, None where unknown."""
-        raise NotImplementedError
-
-    def unknown(self, uuid: str, why: str) -> None:
-        """``uuid`` has no reading: a warning the first time, then debug until it has one."""
-        level = logging.DEBUG if uuid in self._unknown else logging.WARNING
-        log.log(level, "No GPU utilisation for %s (%s): it counts as busy", uuid, why)
-        self._unknown.add(uuid)
-
-    def known(self, uuid: str) -> None:
-        """``uuid`` has a reading again: losing it later warns again."""
-        self._unknown.discard(uuid)
-
-    def unreadable(self, what: str, why: str) -> None:
-        """The whole source failed: a warning the first time, then debug until it answers."""
-        level = logging.DEBUG if self._unreadable else logging.WARNING
-        log.log(level, "%s cannot be read (%s): no GPU counts as idle, none is culled", what, why)
-        self._unreadable = True
-
-    def readable(self, what: str) -> None:
-        """The source answered; after a failure that was warned about, say so once."""
-        if self._unreadable:
-            log.info("%s answers again: GPU-idle culling resumes", what)
-        self._unreadable = False
-
-    def readings(
-        self, uuids: Iterable[str], values: Mapping[str, float | None], why: str
-    ) -> dict[str, float | None]:
-        """``values`` for ``uuids``, None (and said once) for each GPU it lacks."""
-        result = {}
-        for uuid in uuids:
-            value = values.get(uuid)
-            if value is None:
-                self.unknown(uuid, why)
-            else:
-                self.known(uuid)
-            result[uuid] = value
-        return result
 
 
 class FileUtilisation(UtilisationSource):
@@ -174,8 +131,6 @@ def check_utilisation_source(spec: str) -> None:
     if spec.startswith("file:") and spec.removeprefix("file:"):
         return
     if spec.startswith("prometheus:"):
-        from .prometheus import check_prometheus_url
-
         check_prometheus_url(spec.removeprefix("prometheus:"))
         return
     raise ValueError("gpu_utilisation_source must be %s, not %r" % (SOURCES, spec))
@@ -192,6 +147,4 @@ def utilisation_source(spec: str, namespace: str = "") -> UtilisationSource:
         return NvmlUtilisation()
     if spec.startswith("file:"):
         return FileUtilisation(spec.removeprefix("file:"))
-    from .prometheus import PrometheusUtilisation
-
     return PrometheusUtilisation(spec.removeprefix("prometheus:"), namespace=namespace)

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from .culler import UtilisationSource
+from .utilisation import UtilisationSource
 
 METRIC = "DCGM_FI_DEV_GPU_UTIL"
 TIMEOUT_SECONDS = 10.0
