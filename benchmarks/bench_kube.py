@@ -4,8 +4,10 @@ Starts the local control plane of the tests (scripts/setup-kube.sh builds it) wi
 NODES kwok nodes of 8 nvidia.com/gpu each, then spawns USERS servers of 1 GPU each,
 CONCURRENCY at a time, in-process as a hub does: first with KubeGPUSpawner, then with
 plain KubeSpawner asking for the same GPU (the baseline: no quota, no checks). Prints
-the time until every pod is Running, the Kubernetes API calls the hub made per spawn
-and the hub process's memory. Figures only; nothing is asserted.
+the time until every pod is Running, the ratio of the two, the Kubernetes API calls the
+hub made per spawn, the ledger database's commits per spawn (its writes are group-committed),
+the hub process's CPU time and memory, and the machine's load average before and after
+each run (how noisy the figures are). Figures only; nothing is asserted.
 
     .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY] [--baseline-first]
 
@@ -24,6 +26,13 @@ from types import SimpleNamespace
 from gpuspawner.testing import kube_cluster
 
 CALLS: Counter = Counter()
+COMMITS: Counter = Counter()  # the ledger database's commits
+
+
+def count_commits(ledger) -> None:
+    from sqlalchemy import event
+
+    event.listen(ledger.engine, "commit", lambda _connection: COMMITS.update(["commit"]))
 
 
 def count_api_calls() -> None:
@@ -49,11 +58,14 @@ def user(name: str):
     return SimpleNamespace(name=name, id=1, url="/user/%s/" % name, escaped_name=name, groups=[])
 
 
-async def run(label: str, make, users: int, concurrency: int) -> dict:
+async def run(label: str, make, users: int, concurrency: int, ledger=None) -> dict:
     from kubespawner import KubeSpawner
 
     CALLS.clear()
+    COMMITS.clear()
     before = rss_mib()
+    load_before = os.getloadavg()[0]
+    cpu_before = time.process_time()
     gate = asyncio.Semaphore(concurrency)
     spawners = []
 
@@ -76,6 +88,9 @@ async def run(label: str, make, users: int, concurrency: int) -> dict:
         "calls_per_spawn": sum(CALLS.values()) / users,
         "calls": dict(CALLS.most_common(4)),
         "rss_growth_mib": rss_mib() - before,
+        "cpu_s": time.process_time() - cpu_before,
+        "ledger_tx_per_spawn": COMMITS["commit"] / users if ledger is not None else None,
+        "load": (load_before, os.getloadavg()[0]),
     }
     await KubeSpawner._stop_all_reflectors()
     return figures
@@ -147,15 +162,19 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
                 ],
             )
 
+        from gpuspawner.lifecycle.shared import ledger_for
+
+        ledger = ledger_for(usage_db)
+        count_commits(ledger)
         runs = [
-            ("KubeGPUSpawner", gpu_spawner, "bench-gpu"),
-            ("KubeSpawner (baseline)", plain_spawner, "bench-plain"),
+            ("KubeGPUSpawner", gpu_spawner, "bench-gpu", ledger),
+            ("KubeSpawner (baseline)", plain_spawner, "bench-plain", None),
         ]
         if baseline_first:
             runs.reverse()
         results = []
-        for label, make, namespace in runs:
-            results.append(await run(label, make, users, concurrency))
+        for label, make, namespace, run_ledger in runs:
+            results.append(await run(label, make, users, concurrency, run_ledger))
             # an empty cluster for the next run
             cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
         print(
@@ -163,21 +182,25 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
             " (kube-apiserver %s)" % (users, nodes, concurrency, "v1.33")
         )
         print(
-            "%-24s %10s %8s %8s %12s %10s"
-            % ("spawner", "all (s)", "p50 (s)", "p95 (s)", "calls/spawn", "RSS +MiB")
-        )
+            "%-24s %8s %7s %7s %11s %9s %7s %8s %11s"
+            % ("spawner", "all (s)", "p50 (s)", "p95 (s)", "calls/spawn", "commits", "CPU s",
+               "RSS +MiB", "load 1-min")
+        )  # fmt: skip
         for r in results:
+            tx = r["ledger_tx_per_spawn"]
             print(
-                "%-24s %10.1f %8.2f %8.2f %12.2f %10.1f"
-                % (
-                    r["label"],
-                    r["all_running_s"],
-                    r["p50_s"],
-                    r["p95_s"],
-                    r["calls_per_spawn"],
-                    r["rss_growth_mib"],
-                )
-            )
+                "%-24s %8.1f %7.2f %7.2f %11.2f %9s %7.1f %8.1f %5.1f->%.1f"
+                % (r["label"], r["all_running_s"], r["p50_s"], r["p95_s"], r["calls_per_spawn"],
+                   "-" if tx is None else "%.3f" % tx, r["cpu_s"], r["rss_growth_mib"], *r["load"])
+            )  # fmt: skip
+        gpu, plain = (
+            next(r for r in results if r["label"] == label)
+            for label in ("KubeGPUSpawner", "KubeSpawner (baseline)")
+        )
+        print(
+            "KubeGPUSpawner / KubeSpawner: %.2fx the time until all Running (%s ran first)"
+            % (gpu["all_running_s"] / plain["all_running_s"], results[0]["label"])
+        )
         for r in results:
             print("%s: most frequent calls %s" % (r["label"], r["calls"]))
     finally:
