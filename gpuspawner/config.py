@@ -7,7 +7,9 @@ file with::
     from gpuspawner.config import check_config
     check_config(c)
 
-and a bad setting stops the hub at start with the reason.
+and a bad setting stops the hub at start with the reason. The hub's log then says what
+the host offers (the GPUs found or declared, whether the engine can attach them, which
+catalog images are here).
 """
 
 from traitlets import TraitError
@@ -20,6 +22,7 @@ def check_config(config, spawner_class=None) -> None:
     if spawner_class is None:
         from .docker import GPUDockerSpawner as spawner_class
     try:
-        spawner_class(config=config)
+        spawner = spawner_class(config=config)
     except (TraitError, ConfigError) as e:
         raise ConfigError("gpuspawner configuration: %s" % e) from None
+    spawner.report_host()  # the hub's log says what it found: GPUs, engine, images

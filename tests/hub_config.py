@@ -74,3 +74,12 @@ if "extra_host_config" in settings:
         (lambda spawner: extra) if settings.get("callable") else extra
     )
 c.GPUDockerSpawner.allow_unsafe_host_config = settings.get("allow_unsafe_host_config", False)
+# what the runnable config ends with: the start-up check, which logs what the host offers
+if settings.get("check_config"):
+    import copy
+
+    from gpuspawner.config import check_config
+
+    checked = copy.deepcopy(c)
+    del checked.DockerSpawner["image"]  # the baseline's, which names a container (needs a user)
+    check_config(checked)

@@ -255,7 +255,7 @@ def test_spawn_form_offers_catalog_and_what_is_left(hub_factory, docker_client):
     hub.create_user("kim")
     browser = hub.login("kim")
     form = hub.spawn_form(browser, "kim")
-    assert '<option value="demo" selected>Demo</option>' in form
+    assert '<option value="demo" selected>Demo - on this host</option>' in form
     assert '<option value="2">2 GPUs</option>' in form and '"3"' not in form
     assert "Your limit: 2 GPUs at once (the default for every user)." in form
     assert "8 of 8 GPUs free on this hub. You hold no GPU." in form

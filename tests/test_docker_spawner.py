@@ -111,3 +111,61 @@ async def test_pool_rebuilds_from_running_containers_labels(docker_client, test_
             exited.remove(force=True)
         except docker.errors.NotFound:
             pass  # the rebuild removed it already: it ended and holds nothing
+
+
+# --- hub identity and the engine's GPU support (pure) ---
+
+from gpuspawner.docker.host import gpu_support_from  # noqa: E402
+from gpuspawner.docker.spawner import (  # noqa: E402
+    database_identity,
+    holder_of,
+    holdings_from_containers,
+    leftover_containers,
+)
+
+
+def test_the_engine_without_nvidias_device_driver_cannot_attach_gpus():
+    said = 'could not select device driver "nvidia" with capabilities: [[gpu]]'
+    support = gpu_support_from(said, ["runc"])
+    assert support.attachable is False
+    assert "cannot attach GPUs" in support.reason() and said in support.log_text()
+    assert gpu_support_from(None, ["nvidia", "runc"]).attachable is True
+    unknown = gpu_support_from("nvidia-container-cli: initialization error: driver not loaded")
+    assert unknown.attachable is None
+
+
+def container(user_id, hub_id=None, state="running", gpus="GPU-1", prefix="hub", name=None):
+    labels = {
+        "gpuspawner.user": "user%s" % user_id,
+        "gpuspawner.user-id": str(user_id),
+        "gpuspawner.hub": prefix,
+        "gpuspawner.server": "",
+        "gpuspawner.gpus": gpus,
+    }
+    if hub_id:
+        labels["gpuspawner.hub-id"] = hub_id
+    return {"Id": "c-%s-%s" % (user_id, hub_id), "State": state, "Labels": labels,
+            "Names": ["/" + (name or "%s-user%s" % (prefix, user_id))], "Created": 0}
+
+
+def test_another_hubs_user_ids_are_not_this_hubs_even_under_the_same_prefix():
+    mine, theirs, legacy = container(1, "a"), container(1, "b"), container(2)
+    assert holder_of(mine["Labels"], "a") == "hub#1"
+    assert holder_of(legacy["Labels"], "a") == "hub#2"  # labelled before hub ids: this hub's
+    assert holder_of(theirs["Labels"], "a") == "hub@b#1"
+    held = holdings_from_containers([mine, theirs, legacy], (), "a")
+    assert [h.user for h in held] == ["hub#1", "hub@b#1", "hub#2"]  # all three GPUs are taken
+    ended = [container(3, "b", state="exited"), container(4, "a", state="exited")]
+    assert leftover_containers(ended, "hub", 100.0, 10.0, hub_id="a") == ["c-4-a"]
+
+
+def test_the_hub_identity_comes_from_its_database_without_credentials():
+    assert database_identity("sqlite:///jupyterhub.sqlite", "/srv/a") == database_identity(
+        "sqlite:////srv/a/jupyterhub.sqlite", "/elsewhere"
+    )
+    assert database_identity("sqlite:///jupyterhub.sqlite", "/srv/a") != database_identity(
+        "sqlite:///jupyterhub.sqlite", "/srv/b"
+    )
+    assert database_identity("postgresql://hub:one@db/hub", "/") == database_identity(
+        "postgresql://hub:two@db/hub", "/"
+    )

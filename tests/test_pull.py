@@ -288,3 +288,67 @@ def test_prepull_reads_the_hubs_settings_as_traitlets_does(tmp_path, capsys):
     )
     assert main(["-f", str(bad)]) == 2
     assert "is not pinned" in capsys.readouterr().err
+
+
+# --- what the form says of each image (docker/host.py, pure) ---
+
+from gpuspawner.docker.host import image_status  # noqa: E402
+
+
+def status(present=False, policy="ifnotpresent", error=None, image="org/pt:2.9"):
+    return image_status(
+        "pt", "PyTorch", image, present=present, pull_policy=policy, registry_error=error
+    )
+
+
+def test_an_image_on_this_host_is_offered_as_such():
+    assert status(present=True) == image_status(
+        "pt", "PyTorch", "org/pt:2.9", present=True, pull_policy="never"
+    )
+    assert status(present=True).note == "on this host" and status(present=True).startable
+
+
+def test_an_image_the_registry_has_is_pulled_at_its_first_start():
+    found = status(image="registry.example.org:5000/pt:2.9")
+    assert found.startable and not found.present
+    assert (
+        found.note
+        == "not on this host yet: the first start pulls it from registry.example.org:5000"
+    )
+
+
+@pytest.mark.parametrize(
+    "error, why",
+    [
+        (
+            'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such'
+            " host",
+            "the registry docker.io cannot be reached from here",
+        ),
+        ("manifest unknown: manifest unknown", "the registry docker.io does not have it"),
+        (
+            "unauthorized: authentication required",
+            "this host lacks the credentials for the registry docker.io",
+        ),
+    ],
+)
+def test_an_image_that_cannot_be_pulled_from_here_is_not_offered(error, why):
+    found = status(error=error)
+    assert not found.startable and found.note == "not on this host, and " + why
+    assert found.problem.startswith(
+        "The image org/pt:2.9 of 'PyTorch' is not on this Docker host and cannot be pulled: " + why
+    )
+    assert found.problem.endswith("Ask an admin to pull or build it.")
+
+
+def test_an_image_missing_where_the_hub_never_pulls_is_not_offered():
+    for policy in ("never", "skip"):
+        found = status(policy=policy)
+        assert not found.startable and found.note == "not on this host"
+        assert "this hub does not pull images (pull_policy %r)" % policy in found.problem
+
+
+def test_another_registry_answer_lets_the_pull_say_what():
+    found = status(error="received unexpected HTTP status: 500 Internal Server Error")
+    assert found.startable
+    assert found.note == "not on this host yet: the first start tries to pull it from docker.io"

@@ -18,22 +18,43 @@ CATALOG = parse_catalog(
 )
 
 
-def spawner(template_paths=(), availability=None, budget=(None, False), server=""):
+def spawner(
+    template_paths=(),
+    availability=None,
+    budget=(None, False),
+    server="",
+    no_gpus=None,
+    notes=None,
+    problems=None,
+    user=None,
+):
     async def gpu_availability():
         return availability
 
     async def budget_status():
         return budget
 
+    problems = problems or {}
     return types.SimpleNamespace(
         gpu_availability=gpu_availability,
+        gpus_unavailable_reason=lambda: no_gpus,
         user_quota=GpuLimit(2, "group 'staff'"),
         max_gpus_per_server=8,
         accounting=types.SimpleNamespace(budget_status=budget_status),
-        offered_images=lambda: list(CATALOG),
+        catalog=CATALOG,
+        user_groups=[],
+        default_image="",
+        offered_images=lambda: [i for i in CATALOG if i.key not in problems],
+        image_problem=lambda image: problems.get(image.key),
+        image_note=lambda image: (notes or {}).get(image.key, ""),
         server_name=server,
         template_paths=list(template_paths),
+        user=user or types.SimpleNamespace(name="ann", id=1),
+        shared=SHARED,
     )
+
+
+SHARED = object()
 
 
 def form(**kwargs) -> str:
@@ -51,18 +72,21 @@ def test_the_packaged_form_offers_images_and_what_the_user_may_take():
         in html
     )
     assert '<option value="2">' not in html  # 1 of the quota of 2 is held
-    assert '<label for="gpuspawner-gpus">GPUs for server &#x27;train&#x27;</label>' in html
-    assert "<p>Your limit: 2 GPUs at once (group &#x27;staff&#x27;).</p>" in html
     assert (
-        "<p>1 of 8 GPUs free on this hub. You hold 1 GPU on server &#x27;a&#x27; (GPU-a).</p>"
+        '<label for="gpuspawner-gpus" class="form-label">GPUs for server &#x27;train&#x27;</label>'
         in html
+    )
+    assert '<p class="mb-1">Your limit: 2 GPUs at once (group &#x27;staff&#x27;).</p>' in html
+    assert (
+        '<p class="mb-1">'
+        "1 of 8 GPUs free on this hub. You hold 1 GPU on server &#x27;a&#x27; (GPU-a).</p>" in html
     )
 
 
 def test_a_spent_budget_offers_no_gpu():
     html = form(budget=("GPU-hours left this week: 0 of 1 GPU-hour", True))
     assert '<option value="0" selected>0 GPUs</option></select>' in html
-    assert "<p>GPU-hours left this week: 0 of 1 GPU-hour</p>" in html
+    assert '<p class="mb-1">GPU-hours left this week: 0 of 1 GPU-hour</p>' in html
 
 
 def test_an_admin_template_replaces_the_form_and_values_stay_escaped(tmp_path):
@@ -130,3 +154,58 @@ def test_the_admin_page_from_its_template(tmp_path):
     )
     settings.template_paths = [str(tmp_path)]
     assert render_page(page_data(), [], settings, "b<ss", "/", NOW) == "b&lt;ss sees 1 held; 2 days"
+
+
+def test_selects_are_bootstrap_selects_with_their_arrow():
+    html = form()
+    assert html.count('class="form-select"') == 2 and "form-control" not in html
+
+
+def test_a_hub_without_gpus_says_so_plainly_and_offers_none():
+    html = form(
+        availability=Availability(0, 0, 0, "no GPU"),
+        no_gpus="This hub has no GPUs: servers run on the CPU only.",
+        budget=("GPU-hours left this week: 10 of 10 GPU-hours", False),
+    )
+    assert '<p class="mb-1">This hub has no GPUs: servers run on the CPU only.</p>' in html
+    assert "0 of 0" not in html and "GPU-hours" not in html and "Your limit" not in html
+    assert '<option value="0" selected>0 GPUs</option></select>' in html
+
+
+def test_each_image_says_what_this_host_has_of_it_and_why_one_is_not_offered():
+    html = form(
+        notes={"pt": "not on this host yet: the first start pulls it from docker.io"},
+        problems={"cpu": "The image org/cpu:1.0 of 'cpu' cannot be pulled."},
+    )
+    assert (
+        '<option value="pt" selected>PyTorch &lt;2.9&gt; - CUDA 12.8 - not on this host yet:'
+        " the first start pulls it from docker.io</option>" in html
+    )
+    assert 'value="cpu"' not in html
+    assert (
+        '<p class="mb-1">'
+        "cpu is not offered: The image org/cpu:1.0 of &#x27;cpu&#x27; cannot be pulled.</p>"
+        in (html)
+    )
+
+
+def test_a_refused_post_is_rendered_again_for_its_server_with_its_choices():
+    from gpuspawner.lifecycle.form import remember_form, spawn_failed
+
+    user = types.SimpleNamespace(name="ann", id=7)
+    named = spawner(server="train", user=user)
+    remember_form(named, {"image": ["cpu"], "gpus": ["1"]})
+    spawn_failed(named)
+    # JupyterHub renders the form again through the user's default server's spawner
+    html = asyncio.run(render_options_form(spawner(user=user)))
+    assert (
+        '<label for="gpuspawner-gpus" class="form-label">GPUs for server &#x27;train&#x27;' in html
+    )
+    assert '<option value="cpu" selected>' in html and '<option value="1" selected>' in html
+    # once: the next form is the default server's, with the defaults
+    html = asyncio.run(render_options_form(spawner(user=user)))
+    assert "GPUs for the default server" in html and '<option value="pt" selected>' in html
+    # a post whose spawn did not fail is not rendered again
+    remember_form(named, {"image": ["cpu"], "gpus": ["1"]})
+    html = asyncio.run(render_options_form(spawner(user=user)))
+    assert "GPUs for the default server" in html

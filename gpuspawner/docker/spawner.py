@@ -6,14 +6,15 @@ after a hub start, and again every ``gpu_resync_interval`` seconds.
 """
 
 import asyncio
+import hashlib
 import inspect
 import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
 from traitlets import (
     Bool, Enum, Float, Integer, List, TraitError, Unicode, default, observe, validate,
@@ -29,8 +30,10 @@ from ..policy.allocation import Holding
 from ..policy.inventory import Gpu, from_nvml, parse_inventory
 from ..policy.locks import host_config_violations, refusal
 from ..policy.names import DOCKER_NAME_MAX, fit_name
+from ..policy.wording import plural
 from . import pull
-from .workspace import LABEL_HUB, LABEL_USER_ID, DockerWorkspace
+from .host import GpuSupport, gpu_support_from, probe_gpu_attach, read_image_status
+from .workspace import LABEL_HUB, LABEL_HUB_ID, LABEL_USER_ID, DockerWorkspace
 from .spec import GPU_MODES, ContainerRequest, extend_create_kwargs
 
 LABEL_USER = "gpuspawner.user"
@@ -45,19 +48,36 @@ NO_GPU_RUNTIME_ERRORS = (
     "unknown runtime",
 )
 PULLING_POLICIES = ("ifnotpresent", "always")
+HOST_READ_TIMEOUT = 30.0  # seconds the engine and registries may take to say what is there
 
 
-def holder_of(labels) -> str:
+def holder_of(labels, hub_id: str | None = None) -> str:
     """Who holds a container's GPUs: the hub user id (and hub) its labels record, which a
-    rename does not change; the user's name for containers labelled before ids were."""
+    rename does not change; the user's name for containers labelled before ids were.
+
+    A container another hub (``gpuspawner.hub-id`` other than ``hub_id``) started is held by
+    a key of that hub's own: its user ids are not this hub's, even with the same prefix."""
     if LABEL_USER_ID in labels and LABEL_HUB in labels:
-        return holder_key(labels[LABEL_HUB], labels[LABEL_USER_ID])
+        scope = labels[LABEL_HUB]
+        other = labels.get(LABEL_HUB_ID)
+        if hub_id is not None and other and other != hub_id:
+            scope = "%s@%s" % (scope, other)
+        return holder_key(scope, labels[LABEL_USER_ID])
     return labels[LABEL_USER]
 
 
-def holdings_from_containers(containers, inventory: Sequence[Gpu] = ()) -> list[Holding]:
+def is_other_hubs(labels, hub_id: str | None) -> bool:
+    """Whether a container was started by another hub (its hub-id label names another)."""
+    other = labels.get(LABEL_HUB_ID)
+    return bool(hub_id is not None and other and other != hub_id)
+
+
+def holdings_from_containers(
+    containers, inventory: Sequence[Gpu] = (), hub_id: str | None = None
+) -> list[Holding]:
     """The GPU holdings recorded by the labels of live containers (``docker ps`` output),
-    each GPU named as in ``inventory`` (a bare Gpu for one the inventory does not list)."""
+    each GPU named as in ``inventory`` (a bare Gpu for one the inventory does not list).
+    Other hubs' containers hold their GPUs under keys of their own (see :func:`holder_of`)."""
     known = {gpu.uuid: gpu for gpu in inventory}
     holdings = []
     for container in containers:
@@ -66,26 +86,34 @@ def holdings_from_containers(containers, inventory: Sequence[Gpu] = ()) -> list[
             continue
         uuids = [uuid for uuid in labels.get(LABEL_GPUS, "").split(",") if uuid]
         gpus = tuple(known.get(uuid, Gpu(uuid)) for uuid in uuids)
-        holder = holder_of(labels)
+        holder = holder_of(labels, hub_id)
         owner = labels[LABEL_USER] if holder != labels[LABEL_USER] else ""
         holdings.append(Holding(holder, labels.get(LABEL_SERVER, ""), gpus, owner=owner))
     return holdings
 
 
 def leftover_containers(
-    containers, prefix: str, now: float, created_grace: float, in_flight=frozenset()
+    containers,
+    prefix: str,
+    now: float,
+    created_grace: float,
+    in_flight=frozenset(),
+    hub_id: str | None = None,
 ) -> list[str]:
     """IDs of this hub's containers that hold nothing and will never run again (``docker ps``
     output): ended ones, and ones left "Created" by a start that failed more than
-    ``created_grace`` seconds ago, unless a spawn of that server is in flight."""
+    ``created_grace`` seconds ago, unless a spawn of that server is in flight. Another hub's
+    containers are never this hub's to remove, even under the same prefix."""
     leftovers = []
     for container in containers:
         labels = container.get("Labels") or {}
         names = [name.lstrip("/") for name in container.get("Names") or ()]
         if LABEL_USER not in labels or not any(n.startswith(prefix + "-") for n in names):
             continue
+        if is_other_hubs(labels, hub_id):
+            continue
         state = container.get("State")
-        key = (holder_of(labels), labels.get(LABEL_SERVER, ""))
+        key = (holder_of(labels, hub_id), labels.get(LABEL_SERVER, ""))
         stale = state == "created" and now - container.get("Created", now) > created_grace
         if (state in ENDED_STATES or stale) and key not in in_flight:
             leftovers.append(container["Id"])
@@ -94,10 +122,30 @@ def leftover_containers(
 
 @dataclass
 class DockerState(SharedState):
-    """The Docker backend's state in a hub process: the pool, and the driver's CUDA."""
+    """The Docker backend's state in a hub process: the pool, the driver's CUDA, and what the
+    host can do (docker/host.py: GPUs it can attach, images it can start)."""
 
     driver_cuda: cuda.DriverCuda | None = None
     driver_cuda_read: bool = False
+    inventory_note: str | None = None  # how the inventory was found, once logged
+    gpu_support: GpuSupport | None = None  # None: not probed (or no image to probe with)
+    image_statuses: dict = field(default_factory=dict)  # catalog key -> host.ImageStatus
+    host_read_at: float | None = None  # time.monotonic() of the last read
+
+
+def database_identity(db_url: str, cwd: str) -> str:
+    """A hub's identity from its database (two hubs never share one): its URL without
+    credentials, a relative sqlite path made absolute, hashed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db_url)
+        if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+            url = url.set(database=os.path.join(cwd, url.database))
+        text = url.render_as_string(hide_password=True)  # the password masked
+    except Exception:  # not a URL SQLAlchemy reads: the hub will say so itself
+        text = db_url
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def is_missing_gpu_runtime(error: Exception) -> bool:
@@ -225,6 +273,21 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
         """,
     ).tag(config=True)
 
+    hub_id = Unicode(
+        help="""What tells this hub's containers and workspace volumes from another hub's on
+        a shared Docker engine (the label gpuspawner.hub-id). GPUs other hubs' servers hold
+        count as taken here, but their users, usage and budgets are not this hub's.
+
+        Default: derived from the hub's database URL (``JupyterHub.db_url``, a relative
+        sqlite path made absolute), which no two hubs share. Set it to keep the identity
+        when the database moves.""",
+    ).tag(config=True)
+
+    @default("hub_id")
+    def _default_hub_id(self):
+        hub = self.config.JupyterHub if "JupyterHub" in self.config else {}
+        return database_identity(hub.get("db_url", "sqlite:///jupyterhub.sqlite"), os.getcwd())
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         if self.pull_policy.lower() in PULLING_POLICIES:
@@ -297,14 +360,98 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     def gpu_inventory(self) -> tuple[Gpu, ...]:
         """The allocatable GPUs: declared, or discovered with NVML."""
         if self.inventory is not None:
-            return parse_inventory(self.inventory)
+            gpus = parse_inventory(self.inventory)
+            self.note_inventory("%s declared (inventory)" % plural(len(gpus)))
+            return gpus
         from .. import nvml
 
         try:
-            return from_nvml(nvml.discover_gpus())
+            gpus = from_nvml(nvml.discover_gpus())
         except nvml.NvmlUnavailable as e:
-            self.log.warning("No GPU to hand out: %s", e)
+            self.note_inventory(
+                "none: no NVIDIA driver was found (%s), so GPUs are not offered. Declare them"
+                " with GPUSPAWNER_GPUS (jupyterhub_config.py) or c.GPUDockerSpawner.inventory"
+                " when the hub cannot see the GPUs its engine attaches" % e,
+                warn=True,
+            )
             return ()
+        self.note_inventory("%s found with NVML" % plural(len(gpus)))
+        return gpus
+
+    def note_inventory(self, note: str, warn: bool = False) -> None:
+        """Log how the inventory was found, once per hub process (and when it changes)."""
+        state = self.shared
+        if state.inventory_note != note:
+            state.inventory_note = note
+            (self.log.warning if warn else self.log.info)("GPUs of this hub: %s", note)
+
+    # --- what the host can do (docker/host.py) ---
+
+    def report_host(self) -> None:
+        """At hub start: read and log what this host offers (GPUs, engine, images)."""
+        self.gpu_inventory()
+        try:
+            self.read_host(self.client)
+        except Exception as e:  # the engine may come up later: the first spawn reads it again
+            self.log.warning("Could not read what this Docker host offers: %s", e)
+            self.shared.host_read_at = None
+
+    async def refresh_host(self) -> None:
+        """At a resync: read what the host offers again (at most every gpu_resync_interval)."""
+        state = self.shared
+        now = time.monotonic()
+        if state.host_read_at is not None and now - state.host_read_at < self.gpu_resync_interval:
+            return
+        state.host_read_at = now
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self.read_host, self.client), HOST_READ_TIMEOUT
+            )
+        except (asyncio.TimeoutError, DockerException, OSError) as e:
+            self.log.warning("Could not read what this Docker host offers: %s", e)
+
+    def read_host(self, client) -> None:
+        """Read (blocking) each image's status and, in device-request mode, whether the
+        engine can attach GPUs; log what changed."""
+        state = self.shared
+        state.host_read_at = time.monotonic()
+        statuses = read_image_status(client, self.catalog, self.pull_policy)
+        for key, status in statuses.items():
+            before = state.image_statuses.get(key)
+            if before is None or before.note != status.note:
+                log = self.log.info if status.startable else self.log.warning
+                log("Image %s: %s%s", key, status.note, "" if status.startable else "; not offered")
+        state.image_statuses = statuses
+        support = state.gpu_support
+        if self.gpu_mode != "device-request" or not self.pool.inventory:
+            return
+        if support is not None and support.attachable is not False:
+            return  # probed; a start that cannot attach says so (explain_start_error)
+        present = [i.image for i in self.catalog if statuses[i.key].present]
+        if not present:
+            return
+        support = probe_gpu_attach(client, present[0], self.prefix)
+        self.note_gpu_support(support)
+
+    def note_gpu_support(self, support: GpuSupport) -> None:
+        state = self.shared
+        before = state.gpu_support
+        state.gpu_support = support
+        if before is None or before.attachable != support.attachable:
+            log = self.log.info if support.attachable is not False else self.log.warning
+            log("Docker engine and GPUs (device-request mode): %s", support.log_text())
+
+    def gpus_unavailable_reason(self) -> str | None:
+        if not self.pool.inventory:
+            return "This hub has no GPUs: servers run on the CPU only."
+        support = self.shared.gpu_support
+        if self.gpu_mode == "device-request" and support is not None:
+            return support.reason() if support.attachable is False else None
+        return None
+
+    def image_note(self, image) -> str:
+        status = self.shared.image_statuses.get(image.key)
+        return status.note if status is not None else ""
 
     @property
     def holdings_max_age(self) -> float:
@@ -313,14 +460,20 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     async def engine_holdings(self) -> list[Holding]:
         containers = await self.docker("containers", all=True, filters={"label": LABEL_USER})
         await self.refresh_lost_gpus()
+        await self.refresh_host()
         if self.remove:
             await self.remove_leftovers(containers)
-        return holdings_from_containers(containers, self.pool.inventory)
+        return holdings_from_containers(containers, self.pool.inventory, self.hub_id)
 
     async def remove_leftovers(self, containers) -> None:
         """Remove this hub's containers that ended or never started (never a volume)."""
         leftovers = leftover_containers(
-            containers, self.prefix, time.time(), self.start_timeout, self.pool.in_flight()
+            containers,
+            self.prefix,
+            time.time(),
+            self.start_timeout,
+            self.pool.in_flight(),
+            self.hub_id,
         )
         for container_id in leftovers:
             self.log.info("Removing container %s: it ended or never started", container_id[:12])
@@ -413,7 +566,11 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
 
     def image_problem(self, image):
         driver = self.driver_cuda()
-        return cuda.check_image_cuda(image.key, image.cuda, driver, self.cuda_compatibility)
+        problem = cuda.check_image_cuda(image.key, image.cuda, driver, self.cuda_compatibility)
+        if problem is not None:
+            return problem
+        status = self.shared.image_statuses.get(image.key)
+        return status.problem if status is not None and not status.startable else None
 
     async def pull_image(self, image):
         """DockerSpawner's pull, through the engine's stream, with progress and a timeout."""
@@ -465,6 +622,8 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
             )
         if isinstance(error, APIError) and is_missing_gpu_runtime(error):
             said = str(error.explanation or error)
+            if self.gpu_mode == "device-request" and gpu_support_from(said).attachable is False:
+                self.note_gpu_support(gpu_support_from(said))  # not offered from now on
             return SpawnRefused(
                 "This Docker host cannot attach GPUs: %s (Docker said: %s). Ask an admin,"
                 " or start the server with 0 GPUs." % (gpu_attach_cause(said), said),
@@ -520,6 +679,7 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
                 LABEL_USER: self.user.name,
                 LABEL_USER_ID: str(self.user.id),
                 LABEL_HUB: self.prefix,
+                LABEL_HUB_ID: self.hub_id,
                 LABEL_SERVER: self.server_name,
                 LABEL_GPUS: ",".join(gpu_uuids),
                 LABEL_IMAGE: self.choice.image.key,

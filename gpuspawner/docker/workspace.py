@@ -23,6 +23,7 @@ from ..policy.names import DOCKER_NAME_MAX, fit_name
 LABEL_USER = "gpuspawner.user"
 LABEL_USER_ID = "gpuspawner.user-id"
 LABEL_HUB = "gpuspawner.hub"  # the container prefix: hubs sharing an engine keep theirs apart
+LABEL_HUB_ID = "gpuspawner.hub-id"  # the hub itself (GPUDockerSpawner.hub_id), prefix or not
 LABEL_ARCHIVED_USER = "gpuspawner.archived-user"
 LABEL_ARCHIVED_AT = "gpuspawner.archived-at"
 ON_USER_DELETE = ("archive", "remove", "keep")
@@ -40,19 +41,23 @@ def owner_filter(prefix: str, user_id) -> dict:
     return {"label": ["%s=%s" % (LABEL_USER_ID, user_id), "%s=%s" % (LABEL_HUB, prefix)]}
 
 
-def owned_volume(volumes, user_id) -> str | None:
-    """The workspace volume labelled with this hub user id (``docker volume ls`` output)."""
+def owned_volume(volumes, user_id, hub_id: str | None = None) -> str | None:
+    """The workspace volume labelled with this hub user id (``docker volume ls`` output);
+    never one another hub (another ``gpuspawner.hub-id``) labelled, whose user ids are its own."""
     mine = sorted(
         v["Name"]
         for v in volumes or ()
         if (v.get("Labels") or {}).get(LABEL_USER_ID) == str(user_id)
         and LABEL_ARCHIVED_USER not in (v.get("Labels") or {})
+        and (v.get("Labels") or {}).get(LABEL_HUB_ID, hub_id) == hub_id
     )
     return mine[0] if mine else None
 
 
 class DockerWorkspace(LoggingConfigurable):
     """The workspace volume's owner and its end (a mixin of GPUDockerSpawner)."""
+
+    hub_id: str  # GPUDockerSpawner.hub_id
 
     workspace_on_user_delete = Enum(
         ON_USER_DELETE,
@@ -83,7 +88,7 @@ class DockerWorkspace(LoggingConfigurable):
         """Find or create this user's workspace volume (labelled with the hub user id)."""
         self._workspace_volume_name = None
         listed = await self.docker("volumes", filters=owner_filter(self.prefix, self.user.id))
-        found = owned_volume((listed or {}).get("Volumes"), self.user.id)
+        found = owned_volume((listed or {}).get("Volumes"), self.user.id, self.hub_id)
         if found:
             self._workspace_volume_name = found  # the user may have been renamed since
             return found
@@ -92,6 +97,7 @@ class DockerWorkspace(LoggingConfigurable):
             LABEL_USER: self.user.name,
             LABEL_USER_ID: str(self.user.id),
             LABEL_HUB: self.prefix,
+            LABEL_HUB_ID: self.hub_id,
         }
         await self.docker("create_volume", name, labels=labels)
         return name
@@ -101,7 +107,7 @@ class DockerWorkspace(LoggingConfigurable):
         if self.name:
             return  # a named server: the user's workspace stays with the user
         listed = await self.docker("volumes", filters=owner_filter(self.prefix, self.user.id))
-        volume = owned_volume((listed or {}).get("Volumes"), self.user.id)
+        volume = owned_volume((listed or {}).get("Volumes"), self.user.id, self.hub_id)
         if volume is None:
             volume = self.workspace_volume_name()
             try:

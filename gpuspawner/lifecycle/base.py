@@ -38,7 +38,7 @@ from ..usage import hub_metrics
 from ..usage.accounting import Accounting
 from ..usage.settings import UsageSettings
 from .env import gpu_env
-from .form import render_options_form
+from .form import remember_form, render_options_form, spawn_failed
 from .refusal import SpawnRefused
 from .shared import SharedState, ledger_for, shared_state
 
@@ -245,6 +245,20 @@ class GPUSpawnerMixin(UsageSettings):
         """Why this hub cannot start ``image`` (hidden from the form, refused by the API)."""
         return None
 
+    def image_note(self, image: CatalogImage) -> str:
+        """What the form says next to ``image`` (Docker: on this host, or pulled at its first
+        start); empty: nothing."""
+        return ""
+
+    def gpus_unavailable_reason(self) -> str | None:
+        """Why this hub offers no GPU at all (it has none, or its engine cannot attach them),
+        in a user's words; None when it offers GPUs."""
+        return None
+
+    def report_host(self) -> None:
+        """Log what this host offers, at hub start (gpuspawner.config.check_config)."""
+        return None
+
     async def check_startable(self) -> None:
         """Raise SpawnRefused for a server the engine could never run (after the reservation)."""
         return None
@@ -327,11 +341,26 @@ class GPUSpawnerMixin(UsageSettings):
                 default_image=self.default_image,
             )
         except OptionsError as e:
+            spawn_failed(self)
             raise SpawnRefused(str(e), reason="options", status_code=400) from None
         problem = self.image_problem(choice.image)
         if problem is not None:
+            spawn_failed(self)
             raise SpawnRefused(problem, reason="image", status_code=400)
+        no_gpus = self.gpus_unavailable_reason() if choice.gpu_count else None
+        if no_gpus is not None:
+            spawn_failed(self)
+            raise SpawnRefused(
+                "%s You asked for %s: start the server with 0 GPUs."
+                % (no_gpus, plural(choice.gpu_count)),
+                reason="gpu-none",
+                status_code=400,
+            )
         return choice
+
+    def run_options_from_form(self, form_data):
+        remember_form(self, form_data)  # for the form JupyterHub renders if the spawn fails
+        return super().run_options_from_form(form_data)
 
     def offered_images(self) -> list[CatalogImage]:
         """The catalog images this user may start on this hub, in catalog order."""
@@ -348,12 +377,18 @@ class GPUSpawnerMixin(UsageSettings):
         choice = self.spawn_choice()
         refusal = await self.accounting.refusal(choice.gpu_count)
         if refusal is not None:
+            spawn_failed(self)
             raise SpawnRefused(refusal, reason="budget", status_code=403)
-        await self.reserve_gpus(choice.gpu_count)
+        try:
+            await self.reserve_gpus(choice.gpu_count)
+        except SpawnRefused:
+            spawn_failed(self)
+            raise
         try:
             await self.check_startable()
             url = await self.start_engine()
         except BaseException as error:
+            spawn_failed(self)
             await self.release_gpus()
             if isinstance(error, SpawnRefused) or not isinstance(error, Exception):
                 raise

@@ -2,35 +2,130 @@
 
 Rendered from the ``spawn_form.html`` template (:mod:`gpuspawner.templating`), which an
 admin may override through the spawner's ``template_paths``.
+
+When a spawn posted from the form is refused, JupyterHub 6 renders the form again with the
+error, through the user's *default* server's spawner, whatever server was being started.
+The spawner that received the post remembers it (:func:`remember_form`) and marks it failed
+(:func:`spawn_failed`), so that form names the server being started and keeps the user's
+choices.
 """
 
+import time
+from dataclasses import dataclass
+
+from ..policy.catalog import images_for
 from ..policy.wording import plural, server_label
 from ..templating import render
+
+RERENDER_SECONDS = 15.0  # how long after a refusal the form still shows the refused post
+
+
+@dataclass
+class FormPost:
+    """What a user last posted from the form, and when its spawn failed."""
+
+    server_name: str
+    image: str
+    gpus: str
+    failed_at: float | None = None
+
+
+_posts: dict[tuple[int, str], FormPost] = {}  # (id of the spawner class, user) -> post
+
+
+def _user_key(spawner) -> tuple[int, str]:
+    user_id = getattr(spawner.user, "id", None)
+    return id(spawner.shared), str(spawner.user.name if user_id is None else user_id)
+
+
+def remember_form(spawner, form_data) -> None:
+    """The form was posted to ``spawner`` (JupyterHub's form data: name -> list of values)."""
+
+    def first(name: str) -> str:
+        values = form_data.get(name) or [""]
+        return str(values[0])
+
+    _posts[_user_key(spawner)] = FormPost(spawner.server_name, first("image"), first("gpus"))
+
+
+def spawn_failed(spawner) -> None:
+    """A spawn of ``spawner`` was refused or failed: a post for it may be rendered again."""
+    post = _posts.get(_user_key(spawner))
+    if post is not None and post.server_name == spawner.server_name:
+        post.failed_at = time.monotonic()
+
+
+def refused_post(spawner) -> FormPost | None:
+    """The user's post whose spawn failed just now (taken: it is rendered once)."""
+    key = _user_key(spawner)
+    post = _posts.get(key)
+    if post is None or post.failed_at is None:
+        return None
+    del _posts[key]
+    if time.monotonic() - post.failed_at > RERENDER_SECONDS:
+        return None
+    return post
 
 
 async def render_options_form(spawner) -> str:
     """The spawn form: a catalog image and a GPU count the user may still take."""
     availability = await spawner.gpu_availability()
+    no_gpus = spawner.gpus_unavailable_reason()
+    post = refused_post(spawner)
     limit = spawner.user_quota
     may_take = min(limit.count, spawner.max_gpus_per_server)
     if availability is not None:
         may_take = max(0, min(may_take - availability.held, availability.free))
-    budget_text, budget_spent = await spawner.accounting.budget_status()
-    if budget_spent:
+    lines = []
+    if no_gpus is not None or (availability is not None and availability.total == 0):
         may_take = 0
-    lines = ["Your limit: %s at once (%s)." % (plural(limit.count), limit.source)]
-    if availability is not None:
-        lines.append(
-            "%d of %d GPUs free on this hub. You hold %s."
-            % (availability.free, availability.total, availability.held_text)
-        )
-    if budget_text:
-        lines.append(budget_text)
+        lines.append(no_gpus or "This hub has no GPUs: servers run on the CPU only.")
+    else:
+        budget_text, budget_spent = await spawner.accounting.budget_status()
+        if budget_spent:
+            may_take = 0
+        lines.append("Your limit: %s at once (%s)." % (plural(limit.count), limit.source))
+        if availability is not None:
+            lines.append(
+                "%d of %d GPUs free on this hub. You hold %s."
+                % (availability.free, availability.total, availability.held_text)
+            )
+        if budget_text:
+            lines.append(budget_text)
+    images = spawner.offered_images()
+    offered = {image.key for image in images}
+    not_offered = [
+        "%s is not offered: %s" % (image.display_name, spawner.image_problem(image))
+        for image in images_for(spawner.catalog, spawner.user_groups)
+        if image.key not in offered
+    ]
+    if not images:
+        not_offered.insert(0, "No image of this hub's catalog can start on this host.")
+    selected_image = default_image_key(spawner, images)
+    selected_gpus = 0
+    if post is not None:
+        if post.image in offered:
+            selected_image = post.image
+        if post.gpus.isdigit():
+            selected_gpus = min(int(post.gpus), may_take)
     return render(
         "spawn_form.html",
         spawner.template_paths,
-        images=spawner.offered_images(),
+        images=images,
+        image_notes={image.key: spawner.image_note(image) for image in images},
+        selected_image=selected_image,
+        image_lines=not_offered,
         gpu_counts=[(n, plural(n)) for n in range(may_take + 1)],
-        server_label=server_label(spawner.server_name),
+        selected_gpus=selected_gpus,
+        server_label=server_label(post.server_name if post is not None else spawner.server_name),
         status_lines=lines,
     )
+
+
+def default_image_key(spawner, images) -> str:
+    """The image selected when the form opens: the hub's default_image if offered, else the
+    first offered."""
+    keys = [image.key for image in images]
+    if spawner.default_image in keys:
+        return spawner.default_image
+    return keys[0] if keys else ""

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConfigError
 from .groups import DEFAULT_SOURCE, group_source, most_generous
+from .wording import hours_figure
 
 PERIODS = ("day", "week", "month")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -271,7 +272,7 @@ def left_text(used: float, budget: Budget, period: str, resets_at: datetime) -> 
     left = max(budget.hours - used, 0.0)
     return "GPU-hours left %s: %s of %s (%s); resets on %s." % (
         period_word(period),
-        hours_text(left).replace(" GPU-hours", "").replace(" GPU-hour", ""),
+        hours_figure(left),  # to the dashboard's two decimals: 9.97 left, 0.03 used
         hours_text(budget.hours),
         budget.source,
         when_text(resets_at),

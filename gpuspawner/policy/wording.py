@@ -10,6 +10,12 @@ def plural(count: int, noun: str = "GPU") -> str:
     return "%d %s%s" % (count, noun, "" if count == 1 else "s")
 
 
+def hours_figure(hours: float) -> str:
+    """'9.97', '10', '0.5': GPU-hours to two decimals, trailing zeros dropped, as the admin
+    dashboard shows them (so the form's hours left and the dashboard's hours used agree)."""
+    return ("%.2f" % hours).rstrip("0").rstrip(".")
+
+
 def server_label(server: str) -> str:
     """How a server is named in messages."""
     return "server %s" % quote_input(server) if server else "the default server"
