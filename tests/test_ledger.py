@@ -1,6 +1,7 @@
 """The usage ledger on sqlite and on a real PostgreSQL: intervals, reconciliation, migrations,
 CSV, the group commit of concurrent writes, and an interval that survives a hub SIGKILL."""
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -193,6 +194,28 @@ def test_concurrent_writes_are_group_committed_each_with_its_own_result(ledger):
     assert closed == [1] * 50 and ledger.open_intervals() == []
     assert ledger.transactions - before < 50
     assert {i.end for i in ledger.intervals()} == {T0 + HOUR}
+
+
+async def test_coroutines_writes_share_transactions_without_a_thread_each(ledger):
+    """Fifty spawns confirming at once on the hub's event loop: one committer thread, a few
+    transactions, each coroutine its own count; a failing write fails only its coroutine."""
+    gpus = {i: Gpu("pod-%d/nvidia.com/gpu#0" % i, "A100") for i in range(50)}
+    before = ledger.transactions
+    opened = await asyncio.gather(*(ledger.open_async("u%d" % i, "", [gpus[i]], T0) for i in gpus))
+    assert opened == [1] * 50 and len(ledger.open_intervals()) == 50
+    assert ledger.transactions - before <= 2  # the first write's group, then all the others
+    results = await asyncio.gather(
+        ledger.close_async("u1", "", [gpus[1].uuid], T0 + HOUR),
+        ledger.open_async("bad", "", [Gpu("GPU-x", None)], T0),  # NOT NULL: IntegrityError
+        ledger.close_async("u2", "", [gpus[2].uuid], T0 + HOUR),
+        ledger.close_async("u2", "", [gpus[2].uuid], T0 + 2 * HOUR),  # closed already
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ if isinstance(r, Exception) else r for r in results] == [
+        1, "IntegrityError", 1, 0,
+    ]  # fmt: skip
+    assert len(ledger.open_intervals()) == 48
+    assert await ledger.close_async("u3", "", [], T0) == 0
 
 
 def test_a_failing_write_fails_only_its_caller_and_not_its_group(ledger):

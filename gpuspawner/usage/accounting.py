@@ -126,7 +126,7 @@ class Accounting:
         """The server started holding ``gpus``: open an interval per GPU."""
         if not gpus:
             return
-        opened = await asyncio.to_thread(self.ledger.open, self.user, self.server, gpus, now_utc())
+        opened = await self.ledger.open_async(self.user, self.server, gpus, now_utc())
         self.log.info(
             "Ledger: %d interval(s) opened for %s's server %r", opened, self.user, self.server
         )
@@ -135,9 +135,7 @@ class Accounting:
     async def closed(self, gpus: Sequence[Gpu]) -> None:
         """The server gave ``gpus`` back: close their intervals."""
         uuids = tuple(gpu.uuid for gpu in gpus)
-        closed = await asyncio.to_thread(
-            self.ledger.close, self.user, self.server, uuids, now_utc()
-        )
+        closed = await self.ledger.close_async(self.user, self.server, uuids, now_utc())
         self.log.info(
             "Ledger: %d interval(s) closed for %s's server %r", closed, self.user, self.server
         )

@@ -18,10 +18,12 @@ transactions, not fifty, and nothing is deferred: when ``open`` returns, the int
 committed, so a hub killed right after a spawn finds it on restart.
 """
 
+import asyncio
 import csv
 import io
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
@@ -149,11 +151,12 @@ def as_interval(row: GpuInterval) -> Interval:
 class _QueuedWrite:
     """One caller's write waiting for its group transaction, then its outcome."""
 
-    __slots__ = ("write", "args", "done", "result", "error")
+    __slots__ = ("write", "args", "done", "result", "error", "future")
 
     def __init__(self, write: Callable[..., int], args: tuple):
         self.write = write
         self.args = args
+        self.future: asyncio.Future | None = None  # a coroutine's write: its caller waits here
         self.done = False
         self.result = 0
         self.error: BaseException | None = None
@@ -227,6 +230,9 @@ class Ledger:
         self._committing = False
         self._queue_changed = threading.Condition()
         self.transactions = 0  # group transactions committed, for benchmarks and tests
+        # the coroutines' writes, per event loop: queued, and the task committing them
+        self._loop_queued: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._loop_committing: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.engine = create_engine(url, future=True, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -300,6 +306,55 @@ class Ledger:
         if not uuids:
             return 0
         return self._write(_close, user, server, uuids, at, reason)
+
+    async def open_async(self, user: str, server: str, gpus: Iterable[Gpu], at: datetime) -> int:
+        """:meth:`open` from a coroutine, group-committed with the event loop's other writes."""
+        return await self._write_async(_open, user, server, tuple(gpus), at)
+
+    async def close_async(
+        self, user: str, server: str, uuids: Iterable[str], at: datetime, reason: str = "stopped"
+    ) -> int:
+        """:meth:`close` from a coroutine, group-committed with the event loop's other writes."""
+        uuids = tuple(uuids)
+        if not uuids:
+            return 0
+        return await self._write_async(_close, user, server, uuids, at, reason)
+
+    async def _write_async(self, write: Callable[..., int], *args) -> int:
+        """Queue ``write`` for this event loop's committer and wait for its transaction.
+
+        The committer task takes everything queued, commits it in a worker thread (one
+        transaction) and starts over while anything is queued, so the writes of concurrent
+        coroutines share transactions without a thread waiting for each.
+        """
+        loop = asyncio.get_running_loop()
+        queued = _QueuedWrite(write, args)
+        queued.future = loop.create_future()
+        self._loop_queued.setdefault(loop, []).append(queued)
+        if loop not in self._loop_committing:
+            self._loop_committing[loop] = loop.create_task(self._commit_loop_queue(loop))
+        return await queued.future
+
+    async def _commit_loop_queue(self, loop) -> None:
+        try:
+            while self._loop_queued.get(loop):
+                group = self._loop_queued.pop(loop)
+                try:
+                    await asyncio.to_thread(self._commit_group, group)
+                except BaseException as e:
+                    for queued in group:
+                        if not queued.done:
+                            queued.finish(error=e)
+                    raise
+                finally:
+                    for queued in group:
+                        if queued.done and not queued.future.done():
+                            if queued.error is not None:
+                                queued.future.set_exception(queued.error)
+                            else:
+                                queued.future.set_result(queued.result)
+        finally:
+            del self._loop_committing[loop]
 
     def _write(self, write: Callable[..., int], *args) -> int:
         """Run ``write(session, *args)`` in the next group transaction and return its result.
