@@ -203,6 +203,7 @@ def test_the_backend_config_the_service_gets_is_json_without_hooks_or_secrets():
     backend = again.build_backend()
     assert type(backend) is GPUDockerSpawner
     assert [gpu.uuid for gpu in backend.gpu_inventory()] == ["GPU-a"]
+    assert EngineView(backend).namespace == ""  # containers: matched by GPU UUID
 
 
 async def test_a_kubernetes_hub_config_gives_the_service_its_backend(tmp_path, monkeypatch):
@@ -259,6 +260,7 @@ async def test_a_kubernetes_hub_config_gives_the_service_its_backend(tmp_path, m
     view = EngineView.from_settings(settings)
     assert isinstance(view.backend, KubeGPUSpawner)
     assert view.inventory is None and view.named == ()  # the cluster picks the devices
+    assert view.namespace == "default"  # the kubeconfig's: where the pods are
     # nothing answers at that address: unknown, said once in the log, never an error
     assert await view.totals() is None and view.totals_problem
     # a hub whose backend cannot be built in the service's process: held GPUs only, no error

@@ -521,6 +521,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
         names = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
         return {name: os.environ[name] for name in names if name in os.environ}
 
+    def server_namespace(self) -> str:
+        return ""  # containers have no namespace: utilisation is matched by GPU UUID
+
     async def start_engine(self) -> str:
         self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
         await self.prepare_workspace()

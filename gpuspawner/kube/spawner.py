@@ -319,6 +319,9 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         names = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
         return {name: os.environ[name] for name in names if name in os.environ}
 
+    def server_namespace(self) -> str:
+        return "" if self.enable_user_namespaces else self.namespace
+
     async def check_startable(self) -> None:
         await self._refuse_if_unsatisfiable()
 

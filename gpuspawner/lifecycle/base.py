@@ -236,6 +236,12 @@ class GPUSpawnerMixin(UsageSettings):
         so that its own spawner of this class reaches the same engine."""
         raise NotImplementedError("Override in a backend: how a process reaches the engine")
 
+    def server_namespace(self) -> str:
+        """The engine's namespace of this hub's servers, as a GPU exporter's labels name it
+        (Kubernetes: the pods' namespace; "" where the engine has none, or where each user has
+        a namespace of their own). The admin service matches utilisation with it."""
+        raise NotImplementedError("Override in a backend: the namespace of the hub's servers")
+
     # --- optional hooks of a backend (the defaults here are complete) ---
 
     #: Seconds a rebuild of the holdings from the engine is reused (0: every time).

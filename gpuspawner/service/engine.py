@@ -51,6 +51,11 @@ class EngineView:
         """The GPUs known by UUID (none where the engine picks the devices)."""
         return self.inventory or ()
 
+    @property
+    def namespace(self) -> str:
+        """The engine's namespace of the hub's servers ("" where none, or unknown)."""
+        return "" if self.backend is None else self.backend.server_namespace()
+
     async def totals(self) -> dict[str, int] | None:
         """GPUs per type where the engine picks the devices (None: unknown or named)."""
         if self.backend is None or self.inventory is not None:

@@ -92,7 +92,9 @@ class Watcher:
         self.ledger = ledger
         self.hub = hub
         self.metrics = metrics
-        self.source = source or utilisation_source(settings.gpu_utilisation_source)
+        self.source = source or utilisation_source(
+            settings.gpu_utilisation_source, namespace=engine.namespace
+        )
         self.idle = IdleTracker(
             settings.gpu_idle_threshold, timedelta(seconds=settings.gpu_idle_timeout)
         )
