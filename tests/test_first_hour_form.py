@@ -67,11 +67,6 @@ def test_a_host_without_gpus_says_so_at_start_in_the_form_and_to_the_api(
     # command puts the simulated one on LD_LIBRARY_PATH, which this hub does not get)
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     hub = hub_factory(gpus=None, check_config=True)
-    log = hub.log_path.read_text()
-    assert "GPUs of this hub: none: no NVIDIA driver was found" in log
-    assert "Declare them with GPUSPAWNER_GPUS (jupyterhub_config.py) or" in log
-    assert "Image demo: on this host" in log
-
     hub.create_user("newcomer")
     with chromium() as browser:
         context, page = open_form(browser, hub, "newcomer")
@@ -89,6 +84,11 @@ def test_a_host_without_gpus_says_so_at_start_in_the_form_and_to_the_api(
         "This hub has no GPUs: servers run on the CPU only. You asked for 1 GPU: start the"
         " server with 0 GPUs."
     )
+    # the admin learns it at start, with the settings that declare GPUs
+    log = hub.log_path.read_text()
+    assert "GPUs of this hub: none: no NVIDIA driver was found" in log
+    assert "Declare them with GPUSPAWNER_GPUS (jupyterhub_config.py) or" in log
+    assert "Image demo: on this host" in log
 
 
 # ---- an engine without NVIDIA's device driver ----
@@ -164,13 +164,6 @@ def test_an_engine_that_cannot_attach_gpus_offers_none_and_says_why(
         images={"demo": {"image": TINY_IMAGE, "display_name": "Demo"}},
         check_config=True,
     )
-    log = hub.log_path.read_text()
-    assert "GPUs of this hub: 8 GPUs declared (inventory)" in log
-    assert "the engine cannot attach GPUs: GPUs are not offered" in log
-    assert 'could not select device driver "nvidia" with capabilities: [[gpu]]' in log
-    # the probe left nothing behind
-    assert plain_engine.containers.list(all=True, filters={"label": "gpuspawner.probe"}) == []
-
     hub.create_user("student")
     with chromium() as browser:
         context, page = open_form(browser, hub, "student")
@@ -187,6 +180,12 @@ def test_an_engine_that_cannot_attach_gpus_offers_none_and_says_why(
     assert message.startswith("This hub's Docker engine cannot attach GPUs to servers")
     assert message.endswith("You asked for 1 GPU: start the server with 0 GPUs.")
     assert plain_engine.containers.list(all=True, filters={"name": hub.settings["prefix"]}) == []
+    log = hub.log_path.read_text()
+    assert "GPUs of this hub: 8 GPUs declared (inventory)" in log
+    assert "the engine cannot attach GPUs: GPUs are not offered" in log
+    assert 'could not select device driver "nvidia" with capabilities: [[gpu]]' in log
+    # the probe left nothing behind
+    assert plain_engine.containers.list(all=True, filters={"label": "gpuspawner.probe"}) == []
 
 
 # ---- a GPU start that fails on the host, from the form of a named server ----
