@@ -41,6 +41,7 @@ from gpuspawner.testing import kube_cluster
 from gpuspawner.testing.hubprocess import Hub, free_port, hub_settings
 from gpuspawner.usage.ledger import Ledger
 import test_kube_node
+from test_usage_hub import screenshot_dashboard
 
 real_node = test_kube_node.node_cluster  # the real node, a module fixture here too
 
@@ -408,6 +409,7 @@ def test_dashboard_json_csv_and_metrics_of_a_kubernetes_hub(kwok_cluster, make_h
     ann = {"Authorization": "token " + hub.user_token("ann")}
     assert requests.get(hub.url + SERVICE, headers=ann, timeout=30).status_code == 403
 
+    screenshot_dashboard(hub, "gpu-admin-dashboard-kubernetes.png")
     usage = {u["user"]: u for u in service_get(hub, "api/usage").json()["users"]}
     assert usage["ann"]["group"] == "students" and usage["ann"]["budget_hours"] == 10
     assert usage["ann"]["gpu_servers"] == [""] and usage["ann"]["gpus_held"] == 1

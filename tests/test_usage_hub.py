@@ -158,7 +158,7 @@ def test_admin_service_auth_api_csv_metrics_and_page(hub_factory, docker_client,
     screenshot_dashboard(hub)
 
 
-def screenshot_dashboard(hub):
+def screenshot_dashboard(hub, name: str = "gpu-admin-dashboard.png"):
     """The page an admin sees, in Chromium, saved for a person to look at."""
     with chromium() as browser:
         _, page = hub_page(browser, hub, "boss", SERVICE)
@@ -167,7 +167,7 @@ def screenshot_dashboard(hub):
         assert page.get_by_role("img", name="GPU-hours per day and group").is_visible()
         assert page.get_by_role("button", name="Download CSV").is_visible()
         SCREENSHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "gpu-admin-dashboard.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
 def test_spent_budget_warns_stops_after_grace_and_refuses_gpu_spawns(
