@@ -203,7 +203,8 @@ if [ -z "${GPUSPAWNER_HUB_CONNECT_IP:-}" ]; then
     [ -n "$gateway" ] || gateway=$(ip -4 -o addr show docker0 2>/dev/null | awk '{print $4}' |
         cut -d/ -f1 || true)
     [ -n "$gateway" ] || gateway=172.17.0.1
-    ip -4 -o addr 2>/dev/null | grep -qF " $gateway/" || die "containers reach the hub on" \
+    addresses=$(ip -4 -o addr 2>/dev/null || true)
+    grep -qF " $gateway/" <<<"$addresses" || die "containers reach the hub on" \
         "Docker's bridge, but $gateway (its gateway) is no address of this host (no docker0):" \
         "set GPUSPAWNER_HUB_CONNECT_IP to an address of this host that containers can reach"
     GPUSPAWNER_HUB_CONNECT_IP=$gateway
