@@ -20,24 +20,25 @@ LABEL=gpuspawner.demo-inputs
 started=$SECONDS
 mkdir -p .hub
 
-# follow PID LOG [PATTERN]: while PID runs, show LOG's new lines (those matching the awk
-# PATTERN, default all), indented, and while LOG is quiet, every 15 s its last line
+# follow PID LOG [PATTERN [WIDTH]]: while PID runs, show LOG's new lines (those matching the
+# awk PATTERN, default all; cut at WIDTH characters), indented, and while LOG is quiet,
+# every 15 s its last line
 follow() {
-    local pid=$1 log=$2 pattern=${3:-.} shown=0 lines waited=0 quiet=0
+    local pid=$1 log=$2 pattern=${3:-.} width=${4:-1000} shown=0 lines waited=0 quiet=0
     while kill -0 "$pid" 2>/dev/null; do
         sleep 1
         waited=$((waited + 1)) quiet=$((quiet + 1))
         lines=$(wc -l <"$log")
         if [ "$lines" -gt "$shown" ]; then
             sed -n "$((shown + 1)),${lines}p" "$log" | grep -vxF "$DEMO_IMAGE" |
-                awk -v p="$pattern" '$0 ~ p { print "    " substr($0, 1, 120) }' || true
+                awk -v p="$pattern" -v w="$width" '$0 ~ p { print "    " substr($0, 1, w) }' || true
             shown=$lines quiet=0
         elif [ $((quiet % 15)) = 0 ]; then
             printf '    ... %d s: %s\n' "$waited" "$(busy_with "$log")"
         fi
     done
     sed -n "$((shown + 1)),\$p" "$log" | grep -vxF "$DEMO_IMAGE" |
-        awk -v p="$pattern" '$0 ~ p { print "    " substr($0, 1, 120) }' || true
+        awk -v p="$pattern" -v w="$width" '$0 ~ p { print "    " substr($0, 1, w) }' || true
     wait "$pid"
 }
 
@@ -62,7 +63,8 @@ pip_with_progress() {
     PYTHONUNBUFFERED=1 "$VENV/bin/python" -m pip "$@" --disable-pip-version-check \
         --progress-bar off >"$logfile" 2>&1 &
     pid=$!
-    if ! follow "$pid" "$logfile" '^(Collecting|Building|Installing|Successfully|Obtaining|  Preparing|  Building)'; then
+    local progress='^(Collecting|Building|Installing|Successfully|Obtaining|  Preparing|  Building)'
+    if ! follow "$pid" "$logfile" "$progress" 120; then
         tail -n 30 "$logfile" >&2
         die "pip failed (full log: $logfile)"
     fi
@@ -152,7 +154,8 @@ build_demo() {
     GPUSPAWNER_CACHE=$CACHE bash images/build-offline.sh --tag "$DEMO_IMAGE" --wheel "$whl" \
         >"$log" 2>&1 &
     pid=$!
-    follow "$pid" "$log" || { tail -n 30 "$log" >&2; die "building the demo image failed (log: $log)"; }
+    follow "$pid" "$log" ||
+        { tail -n 30 "$log" >&2; die "building the demo image failed (log: $log)"; }
     label_image "$DEMO_IMAGE" "$hash"
     drop_old "$old" "$DEMO_IMAGE"
 }
