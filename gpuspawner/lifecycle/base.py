@@ -24,7 +24,18 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
-from traitlets import Bool, Dict, Int, List, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Callable,
+    Dict,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
 
 from ..errors import ConfigError, OptionsError
 from ..policy.allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
@@ -183,6 +194,15 @@ class GPUSpawnerMixin(UsageSettings):
     @default("options_form")
     def _default_options_form(self):
         return render_options_form
+
+    # JupyterHub's setting, declared again so that it wins over a backend's plain method of
+    # that name (dockerspawner 13.0's options_from_form keeps only the image)
+    options_from_form = Union(
+        [Callable(), Unicode()],
+        help="""How the spawn form's fields become ``user_options`` (JupyterHub's setting of the
+        same name). The default reads gpuspawner's form: the image and the GPU count.
+        "passthrough", "simple" or a callable replace it.""",
+    ).tag(config=True)
 
     @default("options_from_form")
     def _default_options_from_form(self):
