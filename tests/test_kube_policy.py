@@ -177,3 +177,29 @@ def test_quota_refuses_exactly_when_the_users_other_servers_plus_the_request_exc
     others = sum(gpus for user, name, gpus in holdings if user == "alice" and name != server)
     refused = quota_refusal("alice", server, count, GpuLimit(limit, "test"), pods) is not None
     assert refused == (count > 0 and others + count > limit)
+
+
+def test_holdings_memo_reads_a_pod_again_only_when_it_or_its_nodes_product_changed():
+    def versioned(name, version, **kwargs):
+        made = pod(name, name.split("-")[-1], **kwargs)
+        made["metadata"].update(uid="uid-" + name, resourceVersion=str(version))
+        return made
+
+    memo = {}
+    alice, bob = versioned("jupyter-alice", 1), versioned("jupyter-bob", 1, gpus=2)
+    first = holdings_from_pods([alice, bob], {}, memo=memo)
+    assert first == holdings_from_pods([alice, bob])
+    assert len(memo) == 2
+    # an unchanged pod is not read again: its label is changed behind the memo's back
+    alice["metadata"]["labels"]["gpuspawner.io/gpus"] = "3"
+    assert holdings_from_pods([alice, bob], {}, memo=memo) == first
+    # a new resourceVersion is read again; a pod that is gone leaves the memo
+    alice["metadata"]["resourceVersion"] = "2"
+    (again,) = holdings_from_pods([alice], {}, memo=memo)
+    assert len(again.gpus) == 3 and len(memo) == 1
+    # the node's product names the GPUs' type: a relabelled node retypes them
+    (typed,) = holdings_from_pods([alice], {"a100-0": "NVIDIA-A100-SXM4-80GB"}, memo=memo)
+    assert {gpu.name for gpu in typed.gpus} == {"NVIDIA-A100-SXM4-80GB"}
+    # pods without a resourceVersion (not from the API) are always read
+    done = pod("jupyter-carol", "carol", phase="Succeeded")
+    assert holdings_from_pods([done], {}, memo=memo) == []

@@ -73,40 +73,61 @@ def gpu_totals(nodes: Iterable[Mapping]) -> dict[str, int]:
 
 
 def holdings_from_pods(
-    pods: Iterable[Mapping], products: Mapping[str, str] | None = None
+    pods: Iterable[Mapping],
+    products: Mapping[str, str] | None = None,
+    memo: dict | None = None,
 ) -> list[Holding]:
     """The GPU requests of the hub's live pods (the reflector's values), one per server.
 
     ``products``: node name -> GPU product (:func:`node_products`). A GPU is typed
     (:func:`gpu_type`) by its node's product, else by the product the pod asked for, else by
-    its resource.
+    its resource. ``memo``: a dict kept between calls (a hub's spawners share one); a pod seen
+    before at the same resourceVersion on a node of the same product is not read again, and
+    pods that are gone leave it.
     """
+    products = products or {}
     holdings = []
+    seen = {}
     for pod in pods:
         metadata = pod.get("metadata") or {}
-        labels = metadata.get("labels") or {}
-        annotations = metadata.get("annotations") or {}
-        if LABEL_GPUS not in labels or ANNOTATION_USER not in annotations:
-            continue
-        if (pod.get("status") or {}).get("phase") in DONE_PHASES:
-            continue
-        try:
-            count = int(labels[LABEL_GPUS])
-        except ValueError:
-            continue
-        name = metadata.get("name", "")
         node = (pod.get("spec") or {}).get("nodeName") or ""
-        resource = annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE)
-        product = (products or {}).get(node) or annotations.get(ANNOTATION_PRODUCT)
-        where = "on node %s" % node if node else "waiting for a node"
-        user_id = labels.get(LABEL_USER_ID)
-        holdings.append(
-            Holding(
-                user="#" + user_id if user_id else annotations[ANNOTATION_USER],
-                owner=annotations[ANNOTATION_USER] if user_id else "",
-                server=annotations.get(ANNOTATION_SERVER, ""),
-                gpus=pod_gpus(name, resource, count, gpu_type(product, resource)),
-                detail="pod %s, %s" % (name, where),
-            )
-        )
+        key = (metadata.get("uid"), metadata.get("resourceVersion"), products.get(node))
+        if memo is not None and key[1] and key in memo:
+            holding = memo[key]
+        else:
+            holding = holding_from_pod(pod, products)
+        seen[key] = holding
+        if holding is not None:
+            holdings.append(holding)
+    if memo is not None:
+        memo.clear()
+        memo.update(seen)
     return holdings
+
+
+def holding_from_pod(pod: Mapping, products: Mapping[str, str]) -> Holding | None:
+    """What one live pod of the hub holds, or None (not a GPU server's pod, or done)."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    if LABEL_GPUS not in labels or ANNOTATION_USER not in annotations:
+        return None
+    if (pod.get("status") or {}).get("phase") in DONE_PHASES:
+        return None
+    try:
+        count = int(labels[LABEL_GPUS])
+    except ValueError:
+        return None
+    name = metadata.get("name", "")
+    node = (pod.get("spec") or {}).get("nodeName") or ""
+    resource = annotations.get(ANNOTATION_RESOURCE, GPU_RESOURCE)
+    product = products.get(node) or annotations.get(ANNOTATION_PRODUCT)
+    where = "on node %s" % node if node else "waiting for a node"
+    user_id = labels.get(LABEL_USER_ID)
+    return Holding(
+        user="#" + user_id if user_id else annotations[ANNOTATION_USER],
+        owner=annotations[ANNOTATION_USER] if user_id else "",
+        server=annotations.get(ANNOTATION_SERVER, ""),
+        gpus=pod_gpus(name, resource, count, gpu_type(product, resource)),
+        detail="pod %s, %s" % (name, where),
+    )

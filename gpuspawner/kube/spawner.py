@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
@@ -74,6 +74,10 @@ class KubeState(SharedState):
     nodes_listed_at: float = 0.0
     nodes_forbidden: bool = False
     nodes_listing: asyncio.Future | None = None
+    # what was read from the node list above: (that list, node products, GPU totals)
+    node_summary: tuple | None = None
+    # (pod uid, resourceVersion, node product) -> the pod's Holding (holdings_from_pods)
+    pod_holdings: dict = field(default_factory=dict)
 
 
 class _Json:
@@ -306,13 +310,22 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     async def engine_holdings(self) -> list[Holding]:
         await self._start_watching_pods()
         pods = self.pod_reflector.pods.values()
-        return [
-            h for h in holdings_from_pods(pods, node_products(self.shared.nodes or ())) if h.gpus
-        ]
+        products, _ = self._node_summary(self.shared.nodes)
+        held = holdings_from_pods(pods, products, memo=self.shared.pod_holdings)
+        return [h for h in held if h.gpus]
 
     async def gpu_totals(self) -> dict[str, int] | None:
         nodes = await self.list_nodes() if self.check_node_capacity else None
-        return gpu_totals(nodes) if nodes else None
+        return self._node_summary(nodes)[1] if nodes else None
+
+    def _node_summary(self, nodes: list[dict] | None) -> tuple[dict[str, str], dict | None]:
+        """Node products and GPU totals of a node list, read once per listing (every spawn
+        and every published gauge asks; the list changes only when nodes are listed again)."""
+        summary = self.shared.node_summary
+        if summary is None or summary[0] is not nodes:
+            summary = (nodes, node_products(nodes or ()), gpu_totals(nodes) if nodes else None)
+            self.shared.node_summary = summary
+        return summary[1], summary[2]
 
     def engine_environment(self) -> dict[str, str]:
         # what kubespawner's load_config reads: in-cluster, or a kubeconfig file
@@ -345,7 +358,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         if pod is None:
             return None
         nodes = await self.list_nodes() if self.check_node_capacity else None
-        placed = holdings_from_pods([pod], node_products(nodes or ()))
+        placed = holdings_from_pods([pod], self._node_summary(nodes)[0])
         return placed[0] if placed else None
 
     async def poll_engine(self) -> int | None:
