@@ -8,7 +8,9 @@ scrape::
 
     [{"uuid": "GPU-…", "util": 0, "pod": "jupyter-ann", "namespace": "hub"}, ...]
 
-(``gpu`` defaults to the entry's position, ``model`` to an A100). A test rewrites the file
+(``gpu`` defaults to the entry's position, ``model`` to an A100; ``mig_instance`` makes
+the series a MIG instance's, labelled ``GPU_I_ID`` and ``GPU_I_PROFILE`` (``mig_profile``)
+as dcgm-exporter labels one). A test rewrites the file
 (:func:`write_state`) to change what the next scrape sees. Run as a process::
 
     python tests/dcgm_standin.py --port 9400 --state gpus.json [--hostname node-a]
@@ -65,6 +67,10 @@ def render(gpus: list[dict], hostname: str) -> str:
                 "Hostname": hostname,
                 "DCGM_FI_DRIVER_VERSION": DRIVER,
             }
+            if "mig_instance" in gpu:
+                labels.update(
+                    GPU_I_PROFILE=gpu.get("mig_profile", "1g.10gb"), GPU_I_ID=gpu["mig_instance"]
+                )
             if gpu.get("pod"):
                 labels.update(
                     container=gpu.get("container", "notebook"),

@@ -141,6 +141,38 @@ def test_csv_of_a_date_range(ledger):
     )
 
 
+def test_a_pods_gpu_resolved_to_its_device_once_keeps_the_hubs_name(ledger):
+    """A Kubernetes GPU named after its pod: its device recorded once; the hub still closes
+    and reconciles it by its own name; budgets, reports and the CSV see the device."""
+    placeholder = Gpu("jupyter-ann/nvidia.com/gpu#0", "nvidia.com/gpu", resource="nvidia.com/gpu")
+    other = Gpu("jupyter-ann/nvidia.com/gpu#1", "nvidia.com/gpu", resource="nvidia.com/gpu")
+    ledger.open("ann", "", [placeholder, other], T0)
+    first, second = ledger.unresolved_open()
+    assert [name for _, name in (first, second)] == [placeholder.uuid, other.uuid]
+    weights = {"A100": 4.0}
+    assert usage_hours(ledger.intervals(), T0, T0 + HOUR, T0 + HOUR, weights) == 2.0
+    assert ledger.resolve_device(first[0], "GPU-real", "NVIDIA-A100-SXM4-80GB")
+    assert not ledger.resolve_device(first[0], "GPU-else", "Tesla-T4")  # once
+    assert ledger.resolve_devices({second[0]: ("GPU-two", None)}) == 1  # no type: the hub's
+    assert ledger.unresolved_open() == []
+    a, b = ledger.open_intervals()
+    assert (a.gpu_uuid, a.gpu_name) == ("GPU-real", "NVIDIA-A100-SXM4-80GB")
+    assert (b.gpu_uuid, b.gpu_name) == ("GPU-two", "nvidia.com/gpu")
+    # the whole interval at the device's weight: the pod had that device from its start
+    assert usage_hours(ledger.intervals(), T0, T0 + HOUR, T0 + HOUR, weights) == 5.0
+    row = ledger.rows()[0]
+    assert (row.gpu_uuid, row.gpu_name) == (placeholder.uuid, "nvidia.com/gpu")  # kept
+    lines = ledger.csv(T0, T0 + HOUR, T0 + HOUR).splitlines()
+    assert lines[1] == "ann,,GPU-real,NVIDIA-A100-SXM4-80GB,2026-11-24T09:00:00+00:00,,1.0000,"
+    # the hub's own name still opens nothing twice, reconciles and closes
+    assert ledger.open("ann", "", [placeholder], T0 + HOUR) == 0
+    holding = Holding(user="ann", server="", gpus=(placeholder, other))
+    assert ledger.reconcile([holding], T0 + HOUR) == (0, 0)
+    assert ledger.close("ann", "", [placeholder.uuid, other.uuid], T0 + HOUR) == 2
+    assert [i.end for i in ledger.intervals()] == [T0 + HOUR] * 2
+    assert ledger.unresolved_open() == []
+
+
 def test_a_schema_1_ledger_is_upgraded_and_keeps_its_rows(db_url):
     engine = create_engine(db_url)
     with engine.begin() as connection:
@@ -158,11 +190,13 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_its_rows(db_url):
     engine.dispose()
     ledger = Ledger(db_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 2
+        assert ledger.schema_version() == SCHEMA_VERSION == 3
         (row,) = ledger.rows()
         assert (row.user, row.end_reason) == ("ann", "stopped")
+        assert (row.device_uuid, row.device_type) == (None, None)  # the columns schema 3 added
+        assert ledger.intervals()[0].gpu_uuid == "GPU-a"
         ledger.add_notice("ann", "", "budget-warning", "spent", T0)  # the table schema 2 added
-        assert Ledger(db_url).schema_version() == 2  # opening again is a no-op
+        assert Ledger(db_url).schema_version() == 3  # opening again is a no-op
     finally:
         ledger.dispose()
 
@@ -173,7 +207,7 @@ def test_a_newer_schema_is_refused(db_url):
     with engine.begin() as connection:
         connection.execute(text("UPDATE gpuspawner_schema SET version = 99"))
     engine.dispose()
-    with pytest.raises(RuntimeError, match="schema 99, newer than this gpuspawner's 2"):
+    with pytest.raises(RuntimeError, match="schema 99, newer than this gpuspawner's 3"):
         Ledger(db_url)
 
 

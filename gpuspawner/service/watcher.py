@@ -6,6 +6,10 @@ the hub's REST API the GPU servers that must stop. Before stopping it records th
 reason on the server's open intervals and a notice in the ledger, and logs it, so
 an admin finds why a server went away. Workspaces are never touched: stopping a
 server removes its container, not its volume.
+
+Where the utilisation source is Prometheus, a pass also records, once, which device each
+Kubernetes interval's GPU really is (the ledger's ``resolve_devices``), from the series the
+pass sampled (:func:`gpuspawner.usage.prometheus.assign_devices`): no extra query.
 """
 
 import asyncio
@@ -19,6 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from ..policy.budget import exhausted, hours_text, period_bounds, usage_hours, when_text
 from ..usage.culler import IdleTracker, utilisation_source
 from ..usage.ledger import Ledger, now_utc
+from ..usage.prometheus import PrometheusUtilisation
 from .report import usage_report
 from .engine import EngineView
 from .service_metrics import ServiceMetrics
@@ -135,6 +140,7 @@ class Watcher:
         await self._check_budgets(servers, now, stopping)
         self._check_max_age(servers, now, stopping)
         await self._check_idle(servers, now, stopping)
+        await self._resolve_devices()
         for (user, server), (reason, message) in sorted(stopping.items()):
             if (user, server) not in self.ready_servers:
                 # still starting (or stopping): stopping it now would cut its spawn short; next pass
@@ -232,6 +238,33 @@ class Watcher:
                         self.settings.gpu_idle_timeout,
                     ),
                 )
+
+    async def _resolve_devices(self) -> None:
+        """Record the device of each open interval named after its pod that the sampled
+        Prometheus series name without doubt; the others stay as they are."""
+        if not isinstance(self.source, PrometheusUtilisation) or self.source.last_series is None:
+            return
+        unresolved = await asyncio.to_thread(self.ledger.unresolved_open)
+        found = self.source.devices(name for _, name in unresolved)
+        devices = {
+            interval_id: (found[name].uuid, found[name].gpu_type)
+            for interval_id, name in unresolved
+            if name in found
+        }
+        if not devices:
+            return
+        await asyncio.to_thread(self.ledger.resolve_devices, devices)
+        for interval_id, name in unresolved:
+            if name in found:
+                device = found[name]
+                log.info(
+                    "Ledger: %s is GPU %s (%s), as Prometheus says",
+                    name,
+                    device.uuid,
+                    device.gpu_type or "type not exported",
+                )
+                # this pass's reading, under the name the dashboard now shows
+                self.utilisation.setdefault(device.uuid, self.utilisation.get(name))
 
     async def _stop(self, user, server, reason, message, now) -> None:
         log.warning("%s", message)

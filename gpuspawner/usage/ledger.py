@@ -11,6 +11,14 @@ it was seen, so usage is neither lost nor counted twice). The admin service read
 intervals, writes notices (budget warnings, culls) and marks why it is about to stop a
 server, so that the interval records the reason when the hub closes it.
 
+Where the engine picks the devices (Kubernetes), the hub names a GPU after its pod
+(``<pod>/<resource>#<i>``) and that name stays the interval's key (``gpu_uuid``: the hub
+closes and reconciles by it). Once the admin service learns which device the pod really
+got (from DCGM exporter's series in Prometheus), it records the device's UUID and type in
+``device_uuid`` / ``device_type``, once (:meth:`Ledger.resolve_devices`). Readers
+(:func:`as_interval`, the CSV) then see the device, so GPU-type weights apply to the whole
+interval: the pod had that device from its start.
+
 The hub's per-server writes (:meth:`Ledger.open`, :meth:`Ledger.close`) are group-committed:
 a write waits for the transaction that carries it, and every write queued while one
 transaction commits goes into the next one. Fifty servers starting at once cost a few
@@ -24,7 +32,7 @@ import io
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (
@@ -50,7 +58,7 @@ from ..policy.inventory import Gpu
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECONCILE_GRACE = timedelta(seconds=10)  # an interval this young may not be in a listing yet
 
 
@@ -72,6 +80,19 @@ class GpuInterval(Base):
     last_seen = Column(DateTime, nullable=False)
     end_reason = Column(String(64), nullable=True)  # schema 2
     pending_end_reason = Column(String(64), nullable=True)  # schema 2
+    # the device the engine assigned, learned after the interval opened (schema 3)
+    device_uuid = Column(String(255), nullable=True)
+    device_type = Column(String(255), nullable=True)
+
+    @property
+    def device(self) -> str:
+        """The GPU's UUID: the device assigned where known, else the hub's name for it."""
+        return self.device_uuid or self.gpu_uuid
+
+    @property
+    def device_name(self) -> str:
+        """The GPU's type: the assigned device's where known, else the hub's."""
+        return self.device_type or self.gpu_name
 
 
 class Notice(Base):
@@ -113,13 +134,19 @@ def _v2(connection) -> None:
     Notice.__table__.create(connection)
 
 
+def _v3(connection) -> None:
+    """Schema 3: the device a GPU named after its pod really is, once known."""
+    connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN device_uuid VARCHAR(255)"))
+    connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN device_type VARCHAR(255)"))
+
+
 def _serial(connection) -> str:
     if connection.dialect.name == "postgresql":
         return "SERIAL PRIMARY KEY"
     return "INTEGER NOT NULL PRIMARY KEY"
 
 
-MIGRATIONS = [(1, _v1), (2, _v2)]
+MIGRATIONS = [(1, _v1), (2, _v2), (3, _v3)]
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -143,8 +170,9 @@ def now_utc() -> datetime:
 
 
 def as_interval(row: GpuInterval) -> Interval:
+    """The interval as budgets and reports read it: of the device assigned, where known."""
     return Interval(
-        row.user, row.server, row.gpu_uuid, row.gpu_name, _utc(row.started), _utc(row.ended)
+        row.user, row.server, row.device, row.device_name, _utc(row.started), _utc(row.ended)
     )
 
 
@@ -473,6 +501,41 @@ class Ledger:
                 .values(pending_end_reason=reason)
             )
 
+    def unresolved_open(self) -> list[tuple[int, str]]:
+        """(id, the hub's GPU name) of each open interval whose device is not recorded."""
+        with Session(self.engine) as session:
+            return [
+                (row.id, row.gpu_uuid)
+                for row in session.execute(
+                    select(GpuInterval.id, GpuInterval.gpu_uuid)
+                    .where(GpuInterval.ended.is_(None), GpuInterval.device_uuid.is_(None))
+                    .order_by(GpuInterval.id)
+                )
+            ]
+
+    def resolve_devices(self, devices: Mapping[int, tuple[str, str | None]]) -> int:
+        """Record the device each interval's GPU really is: {id: (uuid, type or None)}.
+
+        Once: an interval whose device is already recorded keeps it. The hub's name stays
+        in ``gpu_uuid``, and without a type the hub's stays. Returns how many were recorded.
+        """
+        recorded = 0
+        with self.engine.begin() as connection:
+            for interval_id, (uuid, gpu_type) in sorted(devices.items()):
+                values = {"device_uuid": uuid}
+                if gpu_type:
+                    values["device_type"] = gpu_type
+                recorded += connection.execute(
+                    update(GpuInterval)
+                    .where(GpuInterval.id == interval_id, GpuInterval.device_uuid.is_(None))
+                    .values(**values)
+                ).rowcount
+        return recorded
+
+    def resolve_device(self, interval_id: int, uuid: str, gpu_type: str | None = None) -> bool:
+        """:meth:`resolve_devices` of one interval; whether it was recorded now."""
+        return self.resolve_devices({interval_id: (uuid, gpu_type)}) == 1
+
     def add_notice(self, user: str, server: str, kind: str, message: str, at: datetime) -> None:
         with Session(self.engine) as session, session.begin():
             session.add(Notice(at=_naive(at), user=user, server=server, kind=kind, message=message))
@@ -548,8 +611,8 @@ class Ledger:
                 [
                     row.user,
                     row.server,
-                    row.gpu_uuid,
-                    row.gpu_name,
+                    row.device,
+                    row.device_name,
                     started.isoformat(),
                     ended.isoformat() if ended else "",
                     "%.4f" % max(clipped, 0.0),

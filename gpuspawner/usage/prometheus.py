@@ -19,6 +19,15 @@ A server's GPU is matched (:func:`match_readings`):
 
 A GPU without a series, and every GPU while Prometheus cannot be read, is unknown: it
 counts as busy, so nothing is culled on a missing reading.
+
+The same series say which device each pod really got (:func:`assign_devices`): the admin
+service records a Kubernetes interval's GPU UUID and type (the series' ``modelName`` as GPU
+feature discovery names the product, :func:`gpuspawner.kube.holdings.gpu_type`) in the
+ledger once it is known, so GPU-type weights apply and utilisation is matched by UUID. Only
+what the series say without doubt is assigned: a pod whose series name exactly as many GPUs
+as it holds, each with a UUID. A MIG slice is never assigned (its series carry the parent
+GPU's UUID and say which instance only by ``GPU_I_ID``), nor a pod two namespaces have when
+no namespace is given.
 """
 
 import http.client
@@ -31,6 +40,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
+from ..kube.holdings import gpu_type
+from ..kube.nodes import MIG_RESOURCE_PREFIX
 from .utilisation import UtilisationSource
 
 METRIC = "DCGM_FI_DEV_GPU_UTIL"
@@ -47,6 +58,8 @@ class Series:
     pod: str
     namespace: str
     value: float | None
+    model: str = ""  # modelName, as NVML names the GPU ("NVIDIA A100-SXM4-80GB")
+    mig_instance: str = ""  # GPU_I_ID: the series is of a MIG instance of the GPU
 
     @classmethod
     def from_result(cls, result: Mapping) -> "Series":
@@ -63,6 +76,8 @@ class Series:
             pod=labels.get("exported_pod") or labels.get("pod") or "",
             namespace=labels.get("exported_namespace") or labels.get("namespace") or "",
             value=value,
+            model=labels.get("modelName", ""),
+            mig_instance=labels.get("GPU_I_ID", ""),
         )
 
 
@@ -126,6 +141,69 @@ def match_readings(
     return result
 
 
+@dataclass(frozen=True)
+class Device:
+    """The device a pod's GPU really is: its UUID and its type (None where not exported)."""
+
+    uuid: str
+    gpu_type: str | None
+
+
+def product_of(model: str) -> str:
+    """NVML's model name as GPU feature discovery labels the node's product (spaces become
+    hyphens: "NVIDIA A100-SXM4-80GB" -> "NVIDIA-A100-SXM4-80GB")."""
+    return "-".join(model.split())
+
+
+def _places(pod: str, namespace: str, by_pod: Mapping) -> list[tuple[str, str]]:
+    if namespace:
+        return [(namespace, pod)] if (namespace, pod) in by_pod else []
+    return [place for place in by_pod if place[1] == pod]
+
+
+def assign_devices(
+    keys: Iterable[str], series: Iterable[Series], namespace: str = ""
+) -> dict[str, Device]:
+    """The device of each ledger GPU named after its pod (``<pod>/<resource>#<i>``) whose
+    series say it without doubt (pure); keys they do not say are left out.
+
+    A pod's GPUs are assigned only when its series name as many distinct GPUs as the keys
+    name for that pod, each with a UUID and none a MIG instance, and the pod is found in one
+    namespace; the i-th GPU is the i-th in the exporter's order (its index on the node).
+    """
+    by_pod: dict[tuple[str, str], dict[tuple[str, str], Series]] = {}
+    for s in series:
+        if s.pod:
+            by_pod.setdefault((s.namespace, s.pod), {}).setdefault((s.uuid, s.gpu), s)
+    wanted: dict[str, list[tuple[str, str, int]]] = {}
+    for key in keys:
+        pod_gpu = POD_GPU.match(key)
+        if pod_gpu is not None:
+            wanted.setdefault(pod_gpu.group("pod"), []).append(
+                (key, pod_gpu.group("resource"), int(pod_gpu.group("index")))
+            )
+    result: dict[str, Device] = {}
+    for pod, gpus in wanted.items():
+        places = _places(pod, namespace, by_pod)
+        if len(places) != 1:
+            continue  # not exported, or ambiguous across namespaces
+        exported = by_pod[places[0]]
+        devices = [exported[d] for d in sorted(exported, key=_device_order)]
+        if (
+            len(devices) != len(gpus)
+            or len({d.uuid for d in devices}) != len(devices)
+            or any(not d.uuid or d.mig_instance for d in devices)
+        ):
+            continue  # a GPU not (yet) exported, or one more than the pod holds, or MIG
+        for key, resource, index in gpus:
+            if resource.startswith(MIG_RESOURCE_PREFIX) or index >= len(devices):
+                continue
+            device = devices[index]
+            kind = gpu_type(product_of(device.model), resource) if device.model else None
+            result[key] = Device(device.uuid, kind)
+    return result
+
+
 class PrometheusUtilisation(UtilisationSource):
     """GPU utilisation from the Prometheus server at ``url`` (see the module's docstring)."""
 
@@ -142,6 +220,7 @@ class PrometheusUtilisation(UtilisationSource):
         self.namespace = namespace
         self.metric = metric
         self.timeout = timeout
+        self.last_series: list[Series] | None = None  # the latest sample's; None: unreadable
 
     @property
     def what(self) -> str:
@@ -167,8 +246,17 @@ class PrometheusUtilisation(UtilisationSource):
         try:
             series = self.query()
         except (OSError, ValueError, http.client.HTTPException) as e:
+            self.last_series = None
             self.unreadable(self.what, str(e))
             return {uuid: None for uuid in uuids}
+        self.last_series = series
         self.readable(self.what)
         values = match_readings(uuids, series, self.namespace)
         return self.readings(uuids, values, "no %s series matches it" % self.metric)
+
+    def devices(self, keys: Iterable[str]) -> dict[str, Device]:
+        """The devices of ``keys`` as the latest sample's series say (:func:`assign_devices`);
+        none before a sample or while Prometheus cannot be read."""
+        if self.last_series is None:
+            return {}
+        return assign_devices(keys, self.last_series, self.namespace)
