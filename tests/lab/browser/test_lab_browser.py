@@ -134,6 +134,14 @@ DEADLINE_REASON = (
 BROWSER_ZONE = "Europe/Berlin"
 
 
+def shown_time(moment: datetime) -> str:
+    """How the extension writes a time in the browser's zone: "14:32", or "Wed 00:03" when
+    it is not today there (a deadline a few minutes after midnight)."""
+    zone = ZoneInfo(BROWSER_ZONE)
+    at = moment.astimezone(zone)
+    return at.strftime("%a %H:%M" if at.date() != datetime.now(zone).date() else "%H:%M")
+
+
 @pytest.fixture(scope="module")
 def deadline_lab(tmp_path_factory):
     """A JupyterLab the hub told that it stops a few minutes from now."""
@@ -151,7 +159,7 @@ def deadline_lab(tmp_path_factory):
 def test_deadline_warning(browser, deadline_lab, output_dir):
     """Within the lead time: the status item warns, the panel has a banner, one notification."""
     lab, deadline = deadline_lab
-    local = deadline.astimezone(ZoneInfo(BROWSER_ZONE)).strftime("%H:%M")
+    local = shown_time(deadline)
     context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=BROWSER_ZONE)
     try:
         page = context.new_page()
