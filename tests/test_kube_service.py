@@ -17,10 +17,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import kube_node
 import pytest
 import requests
-
-import kube_node
+import test_kube_node
+from test_usage_hub import screenshot_dashboard
 from traitlets.config import Config
 
 from gpuspawner.errors import ConfigError
@@ -38,10 +39,8 @@ from gpuspawner.service.__main__ import listen_address
 from gpuspawner.service.engine import EngineView
 from gpuspawner.service.report import inventory_report
 from gpuspawner.testing import kube_cluster
-from gpuspawner.testing.hubprocess import Hub, free_port, hub_settings
+from gpuspawner.testing.hubprocess import Hub, free_port, hub_settings, is_stopped, wait_for
 from gpuspawner.usage.ledger import Ledger
-import test_kube_node
-from test_usage_hub import screenshot_dashboard
 
 real_node = test_kube_node.node_cluster  # the real node, a module fixture here too
 
@@ -54,21 +53,6 @@ KWOK_IMAGES = {
     "demo": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo"},
     "demo-mig": {"image": "gpuspawner/singleuser:offline", "display_name": "Demo on a MIG slice"},
 }
-
-
-def wait_for(condition, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def is_stopped(hub, user, server=""):
-    model = hub.server_model(user, server)
-    return model is None or (not model.get("ready") and not model.get("pending"))
 
 
 # --- what the service makes of the hub's config and the backend's answers (no I/O) ---

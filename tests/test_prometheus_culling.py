@@ -23,14 +23,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from dcgm_standin import write_state
 
-from gpuspawner.testing.hubprocess import free_port
+from gpuspawner.policy.inventory import Gpu
+from gpuspawner.testing.hubprocess import free_port, wait_for
 from gpuspawner.usage.culler import IdleTracker, utilisation_source
 from gpuspawner.usage.ledger import Ledger, now_utc
 from gpuspawner.usage.prometheus import METRIC, PrometheusUtilisation, Series, match_readings
-from gpuspawner.policy.inventory import Gpu
-
-from dcgm_standin import write_state
 
 STANDIN = Path(__file__).resolve().parent / "dcgm_standin.py"
 NAMESPACE = "jhub"
@@ -44,16 +43,6 @@ def prometheus_binary() -> str:
     if os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1":
         pytest.fail("no prometheus binary: bash scripts/setup-prometheus.sh installs it")
     pytest.skip("no prometheus binary (bash scripts/setup-prometheus.sh)")
-
-
-def wait_for(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Exporter:

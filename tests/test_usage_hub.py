@@ -20,7 +20,7 @@ import requests
 
 from gpuspawner.testing.browser import chromium, hub_page
 from gpuspawner.testing.databases import fresh_postgres_database
-from gpuspawner.testing.hubprocess import free_port
+from gpuspawner.testing.hubprocess import free_port, is_stopped, wait_for
 from gpuspawner.usage.ledger import Ledger
 
 pytestmark = pytest.mark.docker
@@ -35,21 +35,6 @@ def held_gpu(docker_client, user, server=""):
         if c.labels.get("gpuspawner.server") == server
     ]
     return container.labels["gpuspawner.gpus"]
-
-
-def wait_for(condition, timeout=40, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def is_stopped(hub, user, server=""):
-    model = hub.server_model(user, server)
-    return model is None or (not model.get("ready") and not model.get("pending"))
 
 
 def service_hub(hub_factory, tmp_path, **overrides):

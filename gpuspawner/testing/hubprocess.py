@@ -51,6 +51,24 @@ def hub_settings(workdir: Path, hub_ip: str, **settings) -> dict:
     }
 
 
+def wait_for(condition, timeout: float = 60, what: str = "condition", every: float = 0.5):
+    """``condition()``'s first true value, asked every ``every`` seconds; AssertionError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def is_stopped(hub: "Hub", user: str, server: str = "") -> bool:
+    """The hub has the server neither ready nor pending (or has no such server)."""
+    model = hub.server_model(user, server)
+    return model is None or (not model.get("ready") and not model.get("pending"))
+
+
 class Hub:
     """One hub: start, kill -9, restart on the same database, call its API."""
 

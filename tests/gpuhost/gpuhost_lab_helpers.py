@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import simstate
 
 from gpuspawner.testing.browser import hub_page
-from gpuspawner.testing.hubprocess import RUN_ID, free_port
+from gpuspawner.testing.hubprocess import RUN_ID, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("GPUSPAWNER_TEST_OUTPUT", REPO / "test-output")) / "gpuhost"
@@ -73,16 +72,6 @@ def wait_for_service(hub) -> None:
     """Until the admin service answers behind the hub."""
     url = hub.url + SERVICE + "api/inventory"
     wait_for(lambda: hub.session.get(url, timeout=10).status_code == 200, what="the admin service")
-
-
-def wait_for(condition, timeout: float = 60, what: str = "condition", every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def open_page(browser, hub, user: str, path: str):

@@ -18,16 +18,12 @@ from gpuhost_lab_helpers import (
     wait_for,
 )
 
+from gpuspawner.testing.hubprocess import is_stopped
 from gpuspawner.usage.ledger import Ledger
 
 IDLE, BUSY = user_names("idle", "busy")
 
 pytestmark = pytest.mark.docker
-
-
-def is_stopped(hub, user, server=""):
-    model = hub.server_model(user, server)
-    return model is None or (not model.get("ready") and not model.get("pending"))
 
 
 def test_idle_gpu_is_culled_and_a_busy_one_kept_by_nvml(hub_factory, nvidia_docker, sim_host,
