@@ -1,6 +1,6 @@
 """Spawn-to-ready on the real Kubernetes node: KubeGPUSpawner against plain KubeSpawner.
 
-    flock /tmp/coord/kube-node.lock .venv/bin/python benchmarks/bench_kube_ready.py [--rounds N]
+    .venv/bin/python benchmarks/bench_kube_ready.py [--rounds N]   # as root
 
 Starts the tests' control plane (gpuspawner.testing.kube_cluster), a simulated GPU host
 (tools/gpuhost/simstate.py) and the real kubelet node with the project's device plugin over it
