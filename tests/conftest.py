@@ -78,3 +78,25 @@ def hub_factory(tmp_path_factory, docker_client, test_image, bridge_gateway):
     for hub in hubs:
         # shown by pytest only when the test failed
         print("---- %s ----\n%s" % (hub.log_path, hub.log_tail(200)))
+
+
+@pytest.fixture
+def offline_kubeconfig(tmp_path, monkeypatch):
+    """A kubeconfig naming no reachable cluster: building a spawner asks the cluster nothing."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: x, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
+    )
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
+
+    monkeypatch.setattr(Configuration, "_default", Configuration._default)  # restored after
+    monkeypatch.setattr(clients, "_client_cache", {})
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    clients.load_config.cache_clear()
+    yield
+    clients.load_config.cache_clear()  # the next spawner loads the real configuration

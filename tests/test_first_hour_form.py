@@ -9,7 +9,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -20,12 +19,11 @@ import pytest
 from gpuspawner.policy.budget import Budget, left_text
 from gpuspawner.service.page import fmt_hours
 from gpuspawner.testing.browser import chromium, hub_page
-from gpuspawner.testing.hubprocess import FAKE_GPUS, RUN_ID
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "gpuhost"))
-import simstate  # noqa: E402
+from gpuspawner.testing.hubprocess import RUN_ID
+import test_docker_hub
 
 pytestmark = pytest.mark.docker
+driver_not_loaded = test_docker_hub.driver_not_loaded  # its fixture, here too
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpuspawner"
 GPUHOST_BIN = str(CACHE / "gpuhost" / "bin")
 PLAIN_RUN = Path("/run/gpuspawner-plain-engine")
@@ -189,20 +187,6 @@ def test_an_engine_that_cannot_attach_gpus_offers_none_and_says_why(
 
 
 # ---- a GPU start that fails on the host, from the form of a named server ----
-
-
-@pytest.fixture
-def driver_not_loaded():
-    """The declared GPUs on a simulated host whose NVIDIA driver is not loaded: the toolkit's
-    CLI refuses to attach them, as on a real host in that state."""
-    gpus = [simstate.Gpu(index=i, uuid=g["uuid"]) for i, g in enumerate(FAKE_GPUS)]
-    state = simstate.State(init_error=simstate.DRIVER_NOT_LOADED, gpus=gpus)
-    try:
-        host = simstate.SimHost.create("form-no-driver-" + RUN_ID, state)
-    except PermissionError as e:
-        pytest.skip("cannot write the simulated host (scripts/setup-gpuhost.sh as root): %s" % e)
-    yield host
-    host.remove()
 
 
 def test_a_refused_named_spawn_keeps_its_form_and_leaves_no_container(

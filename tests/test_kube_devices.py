@@ -30,7 +30,10 @@ from gpuspawner.usage.prometheus import (
     product_of,
 )
 
-from test_prometheus_culling import Exporter, Prometheus, prometheus_binary, uuid
+import test_prometheus_culling
+from test_prometheus_culling import uuid
+
+cluster = test_prometheus_culling.cluster  # its exporters and Prometheus, a module fixture here too
 
 NAMESPACE = "ns"
 H100 = "NVIDIA H100 80GB HBM3"  # modelName, as NVML names it
@@ -40,19 +43,6 @@ MIG = "nvidia.com/mig-1g.10gb"
 
 def key(pod: str, index: int = 0, resource: str = "nvidia.com/gpu") -> str:
     return "%s/%s#%d" % (pod, resource, index)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Two nodes' exporters (one scraped with honor_labels, one without) and a Prometheus."""
-    workdir = tmp_path_factory.mktemp("prometheus-devices")
-    prometheus_binary()
-    exporters = [Exporter(workdir, "node-a"), Exporter(workdir, "node-b")]
-    prometheus = Prometheus(workdir, exporters).start()
-    yield exporters, prometheus
-    prometheus.stop()
-    for exporter in exporters:
-        exporter.stop()
 
 
 class HubUsers:

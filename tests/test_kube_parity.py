@@ -83,28 +83,6 @@ def z2jh_config(**spawner) -> Config:
     return c
 
 
-@pytest.fixture
-def offline_kubeconfig(tmp_path, monkeypatch):
-    """A kubeconfig naming no reachable cluster: building a spawner asks the cluster nothing."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
-        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: x, user: {token: t}}]\n"
-        "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
-    )
-    from kubernetes_asyncio.client import Configuration
-    from kubernetes_asyncio.config import kube_config
-    from kubespawner import clients
-
-    monkeypatch.setattr(Configuration, "_default", Configuration._default)  # restored after
-    monkeypatch.setattr(clients, "_client_cache", {})
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    clients.load_config.cache_clear()
-    yield
-    clients.load_config.cache_clear()  # the next spawner loads the real configuration
-
-
 def make(spawner_class, config: Config):
     user = types.SimpleNamespace(
         name="alice", id=7, url="/user/alice/", escaped_name="alice", groups=[]

@@ -41,25 +41,7 @@ def kube_spawner():
     return KubeGPUSpawner(_mock=True, user=user, orm_spawner=orm, images=images, namespace="jhub")
 
 
-async def test_one_saved_state_key_and_the_old_ones_still_load(tmp_path, monkeypatch):
-    # a kubeconfig naming no reachable cluster: building a spawner asks the cluster nothing
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
-        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: x, user: {token: t}}]\n"
-        "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
-    )
-    from kubernetes_asyncio.client import Configuration
-    from kubernetes_asyncio.config import kube_config
-    from kubespawner import clients
-
-    monkeypatch.setattr(Configuration, "_default", Configuration._default)  # restored after
-    monkeypatch.setattr(clients, "_client_cache", {})
-
-    # kubernetes_asyncio reads KUBECONFIG once, at import; kubespawner loads the config once
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    clients.load_config.cache_clear()
+async def test_one_saved_state_key_and_the_old_ones_still_load(offline_kubeconfig):
     spawner = docker_spawner()
     spawner.load_state({"gpu_uuids": ["GPU-s0"]})  # what the Docker backend saved before
     assert [gpu.uuid for gpu in spawner.held_gpus] == ["GPU-s0"]
@@ -77,4 +59,3 @@ async def test_one_saved_state_key_and_the_old_ones_still_load(tmp_path, monkeyp
         "%s/nvidia.com/gpu#%d" % (kube.pod_name, i) for i in (0, 1)
     ]
     assert kube.gpu_count == 2 and kube.get_state()["held_gpus"][0]["resource"] == "nvidia.com/gpu"
-    clients.load_config.cache_clear()  # the next spawner loads the real configuration
