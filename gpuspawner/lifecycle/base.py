@@ -50,7 +50,7 @@ from ..usage.accounting import Accounting
 from ..usage.settings import UsageSettings
 from .env import gpu_env
 from .form import remember_form, render_options_form, spawn_failed
-from .refusal import SpawnRefused
+from .refusal import SpawnRefused, install_on
 from .shared import SharedState, ledger_for, shared_state
 
 REFUSAL_STATUS = {"quota": 403, "capacity": 503}
@@ -171,6 +171,7 @@ class GPUSpawnerMixin(UsageSettings):
         super().__init__(**kwargs)
         self.clear_progress()
         config_error_to_trait(self.check_config)
+        install_on(self.log)  # refusals on one line in the hub's log
 
     def check_config(self) -> None:
         """Raise ConfigError, with the reason, for settings the hub cannot use."""

@@ -42,7 +42,6 @@ class OneLineRefusals(logging.Filter):
     def expect(self, sentence: str) -> None:
         """A refusal with ``sentence`` was just made: log lines about it follow."""
         self._recent.append([sentence, False, time.monotonic()])
-        install_on(_hub_log())
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._recent:
@@ -76,13 +75,6 @@ class OneLineRefusals(logging.Filter):
 
 
 ONE_LINE_REFUSALS = OneLineRefusals()
-
-
-def _hub_log() -> logging.Logger:
-    """The running JupyterHub's log (traitlets' fallback logger outside an application)."""
-    from traitlets import log
-
-    return log.get_logger()
 
 
 def install_on(logger: logging.Logger) -> None:
