@@ -483,10 +483,10 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
                 if e.status_code not in (404, 409):
                     raise
 
-    async def reserve_gpus(self, count: int):
+    async def reserve_gpus(self, count: int, **kind):
         if count:
             await self.refresh_lost_gpus()
-        return await super().reserve_gpus(count)
+        return await super().reserve_gpus(count, **kind)
 
     async def refresh_lost_gpus(self) -> None:
         """Mark the inventory GPUs NVML reports lost, so they are not handed out.

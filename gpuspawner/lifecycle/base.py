@@ -407,7 +407,9 @@ class GPUSpawnerMixin(UsageSettings):
             spawn_failed(self)
             raise SpawnRefused(refusal, reason="budget", status_code=403)
         try:
-            await self.reserve_gpus(choice.gpu_count)
+            await self.reserve_gpus(
+                choice.gpu_count, gpu_type=choice.gpu_type, shared=choice.shared
+            )
         except SpawnRefused:
             spawn_failed(self)
             raise
@@ -487,11 +489,18 @@ class GPUSpawnerMixin(UsageSettings):
             self.image = self.choice.image.image
         return self.choice
 
-    async def reserve_gpus(self, count: int) -> tuple[Gpu, ...]:
-        """Distinct GPUs for this server within the user's quota, or a SpawnRefused saying why."""
+    async def reserve_gpus(
+        self, count: int, *, gpu_type: str = "", shared: bool = False
+    ) -> tuple[Gpu, ...]:
+        """Distinct GPUs for this server within the user's quota, or a SpawnRefused saying why.
+
+        ``gpu_type``: only GPUs of that type; ``shared``: a slot of a shared GPU."""
         await self.sync_holdings()
         devices = self.requested_gpus(count) if self.engine_picks_devices else None
-        request = GpuRequest(self.holder, self.server_name, count, self.user_quota, devices)
+        request = GpuRequest(
+            self.holder, self.server_name, count, self.user_quota, devices,
+            gpu_type=gpu_type, shared=shared,
+        )  # fmt: skip
         outcome = self.pool.allocate(request)
         if not isinstance(outcome, Grant):
             # refuse on the engine's word, not on a view that may be a minute old (a server

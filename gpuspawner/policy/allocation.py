@@ -50,7 +50,8 @@ class GpuRequest:
     """A spawn asking for ``count`` GPUs for one of a user's servers.
 
     ``devices``: the GPUs it gets when the engine picks them (named by the backend, one
-    per GPU); None: distinct free GPUs of the inventory.
+    per GPU); None: distinct free GPUs of the inventory. ``gpu_type``: only GPUs of that
+    type (empty: any); ``shared``: a slot of a shared GPU instead of whole GPUs.
     """
 
     user: str
@@ -58,6 +59,8 @@ class GpuRequest:
     count: int
     limit: GpuLimit
     devices: tuple[Gpu, ...] | None = None
+    gpu_type: str = ""
+    shared: bool = False
 
 
 @dataclass(frozen=True)

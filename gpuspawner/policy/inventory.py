@@ -25,6 +25,9 @@ class Gpu:
     # the Kubernetes extended resource ("nvidia.com/gpu", a MIG slice) of a GPU the scheduler
     # picks; empty where the hub names each GPU by its UUID (Docker)
     resource: str = ""
+    # how many servers may hold this GPU at once (an admin's shared GPU: each holds a slot,
+    # counted as 1/shared_by of a GPU by the quota and budgets); 1: held whole
+    shared_by: int = 1
 
     @property
     def is_mig(self) -> bool:

@@ -23,6 +23,8 @@ class SpawnChoice:
 
     image: CatalogImage
     gpu_count: int  # the user option "gpus"
+    gpu_type: str = ""  # only GPUs of this type (a course profile's "A100"); empty: any
+    shared: bool = False  # a slot of a shared GPU rather than whole GPUs
 
 
 def parse_user_options(
