@@ -8,7 +8,10 @@ Everything else in gpuspawner asks this module about GPUs and never imports
 - list MIG instances as devices of their own, and leave out their parent;
 - turn every NVML error into either :class:`NvmlUnavailable` (NVML cannot be
   used at all: no library, no driver, no permission) or a per-field gap in a
-  reading, so one unsupported field or one lost GPU never hides the rest.
+  reading, so one unsupported field or one lost GPU never hides the rest;
+- read where GPUs sit (:func:`topology`) from the common PCIe ancestor of each pair
+  and their NVLink peer-to-peer status; a pair NVML cannot say anything about is
+  simply not close.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "discover_gpus",
     "driver_info",
     "lost_gpus",
+    "topology",
     "read_gpu",
     "shutdown",
 ]
@@ -394,3 +398,65 @@ def read_gpu(uuid: str, with_processes: bool = True) -> GpuReading:
     except _GpuLost:
         return _lost_reading(uuid)
     return reading
+
+
+#: (group, the loosest common PCIe ancestor that still puts two GPUs in one group)
+_PCIE_GROUPS = (("switch", "NVML_TOPOLOGY_MULTIPLE"), ("bridge", "NVML_TOPOLOGY_HOSTBRIDGE"),
+                ("numa", "NVML_TOPOLOGY_NODE"))  # fmt: skip
+
+
+def topology() -> dict[str, dict[str, str]]:
+    """Where each physical GPU sits, by UUID: {"nvlink", "switch", "bridge", "numa"} labels.
+
+    Two GPUs get the same label when NVML says they are that close: NVLink peer-to-peer
+    works between them ("nvlink"), or their common PCIe ancestor is at most a switch tree
+    ("switch", NVML_TOPOLOGY_SINGLE or MULTIPLE), the host bridge ("bridge") or the NUMA
+    node ("numa"); groups are the connected sets of such pairs, labelled "gpu<first NVML
+    index>". A pair NVML cannot answer for counts as not close; a GPU NVML cannot enumerate
+    is left out. Raises :class:`NvmlUnavailable` when NVML cannot be used.
+    """
+    _ensure_init()
+    count = _call_or_unavailable(pynvml.nvmlDeviceGetCount)
+    found: list[tuple[int, str, Any]] = []
+    for index in range(count):
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            found.append((index, _text(pynvml.nvmlDeviceGetUUID(handle)), handle))
+        except pynvml.NVMLError as e:
+            log.debug("Topology: leaving out GPU %d: %s", index, e)
+    groups = {name: list(range(len(found))) for name in ("nvlink", "switch", "bridge", "numa")}
+
+    def join(name: str, a: int, b: int) -> None:
+        parent = groups[name]
+        while parent[a] != a:
+            a = parent[a]
+        while parent[b] != b:
+            b = parent[b]
+        parent[max(a, b)] = min(a, b)
+
+    for a in range(len(found)):
+        for b in range(a + 1, len(found)):
+            ha, hb = found[a][2], found[b][2]
+            try:
+                level = pynvml.nvmlDeviceGetTopologyCommonAncestor(ha, hb)
+            except pynvml.NVMLError:
+                level = None
+            for name, limit in _PCIE_GROUPS:
+                if level is not None and level <= getattr(pynvml, limit):
+                    join(name, a, b)
+            try:
+                nvlink = pynvml.nvmlDeviceGetP2PStatus(ha, hb, pynvml.NVML_P2P_CAPS_INDEX_NVLINK)
+            except pynvml.NVMLError:
+                nvlink = None
+            if nvlink == pynvml.NVML_P2P_STATUS_OK:
+                join("nvlink", a, b)
+
+    def label(name: str, i: int) -> str:
+        parent = groups[name]
+        while parent[i] != i:
+            i = parent[i]
+        return "gpu%d" % found[i][0]
+
+    return {
+        uuid: {name: label(name, i) for name in groups} for i, (_, uuid, _) in enumerate(found)
+    }

@@ -212,3 +212,108 @@ class PoolMachine(RuleBasedStateMachine):
 
 PoolMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 test_pool_state_machine = PoolMachine.TestCase
+
+
+# --- topology: multi-GPU grants get the closest free GPUs ---
+
+from itertools import combinations  # noqa: E402
+
+from gpuspawner.policy.inventory import Topology  # noqa: E402
+from gpuspawner.policy.topology import (  # noqa: E402
+    NUMA,
+    NVLINK,
+    SWITCH,
+    SYSTEM,
+    closest,
+    distance,
+    link_of,
+    spread,
+)
+
+
+def two_islands(count=8, island=4):
+    """GPUs in NVLink islands of ``island``, PCIe switches of two, one NUMA node."""
+    return tuple(
+        Gpu(
+            "GPU-%02d" % i,
+            "NVIDIA A100",
+            topology=Topology(nvlink=str(i // island), switch=str(i // 2), numa="0"),
+        )
+        for i in range(count)
+    )
+
+
+EIGHT = two_islands()
+
+
+def grant(free_indices, count, inventory=EIGHT):
+    held = [Holding("x%d" % i, "", (g,)) for i, g in enumerate(inventory) if i not in free_indices]
+    outcome = decide(GpuRequest("ann", "", count, GpuLimit(count, "g")), inventory, held)
+    return [inventory.index(g) for g in outcome.gpus]
+
+
+def test_distance_levels():
+    a, b, c, d = (Gpu("GPU-%d" % i, topology=t) for i, t in enumerate([
+        Topology(nvlink="1", switch="s0"), Topology(nvlink="1", switch="s1"),
+        Topology(switch="s1", numa="n"), Topology(numa="n"),
+    ]))  # fmt: skip
+    assert distance(a, b) == NVLINK and distance(b, c) == SWITCH
+    assert distance(c, d) == NUMA and distance(a, d) == SYSTEM
+    assert distance(Gpu("GPU-x"), Gpu("GPU-y")) == SYSTEM  # unknown is not close
+    assert link_of([a, b]) == "one NVLink island" and link_of([a, b, c]) == "the system only"
+
+
+def test_pairs_and_quads_stay_in_one_island():
+    assert grant({1, 2, 3, 4, 5}, 2) == [1, 2]
+    assert grant({3, 4, 6}, 2) == [4, 6]  # an island, not the first two free
+    assert grant({0, 4, 5, 6, 7}, 4) == [4, 5, 6, 7]
+    assert grant({0, 3, 4, 5, 7}, 3) == [4, 5, 7]
+    assert grant({3, 4}, 2) == [3, 4]  # no island has two free: across, in inventory order
+    # no island has four: three of one and one of the other beats two and two
+    assert grant({0, 1, 2, 5, 6, 7}, 4) == [0, 1, 2, 5]
+    assert grant({0, 1, 5, 6, 7}, 4) == [0, 5, 6, 7]
+
+
+def test_without_nvlink_the_pcie_switch_decides():
+    pcie = tuple(
+        Gpu("GPU-%d" % i, topology=Topology(switch=str(i // 2), bridge=str(i // 4), numa="0"))
+        for i in range(8)
+    )
+    assert grant({1, 2, 3}, 2, pcie) == [2, 3]  # same switch
+    assert grant({1, 3, 4}, 2, pcie) == [1, 3]  # same host bridge
+    assert grant({1, 4}, 2, pcie) == [1, 4]  # one NUMA node
+    assert grant({0}, 1, pcie) == [0]
+
+
+def test_every_fragmented_free_set_gets_a_tightest_set():
+    """All 256 free sets of two islands of four and every count: the grant is as tight as
+    the tightest set, the earliest in inventory order among those."""
+    for mask in range(256):
+        free = [i for i in range(8) if mask >> i & 1]
+        for count in range(1, len(free) + 1):
+            got = grant(set(free), count)
+            best = min(
+                combinations(free, count), key=lambda s: (spread([EIGHT[i] for i in s]), s)
+            )
+            assert got == list(best), (free, count, got)
+            if count > 1:  # same as a rule of thumb: an island with room is used
+                islands = Counter(i // 4 for i in free)
+                if max(islands.values()) >= count:
+                    assert len({i // 4 for i in got}) == 1, (free, count, got)
+
+
+def test_large_hosts_search_greedily_and_still_keep_islands():
+    big = two_islands(32, 8)  # 32 choose 8 sets: too many to compare each
+    free = [i for i in range(32) if i not in {0, 9, 17, 18}]
+    got = grant(set(free), 8, big)
+    assert got == list(range(24, 32))  # the first island with eight free
+    assert spread([big[i] for i in got])[0] == NVLINK
+    nearly = [i for i in range(32) if i % 8 != 0]  # seven free in each island
+    got = grant(set(nearly), 8, big)
+    assert spread([big[i] for i in got]) == (NUMA, 7 * NUMA)  # seven and one
+
+
+def test_closest_without_topology_is_the_first_free():
+    plain = tuple(Gpu("GPU-%d" % i) for i in range(6))
+    assert closest(plain, 3) == plain[:3]
+    assert closest(EIGHT[:2], 2) == EIGHT[:2]

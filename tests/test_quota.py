@@ -60,3 +60,27 @@ def test_join_phrases_and_the_shared_quota_sentence():
         " hold x and y."
         " Stop a server holding GPUs, or ask for at most 0."
     )
+
+
+def test_slots_count_as_fractions_of_the_quota():
+    from fractions import Fraction
+
+    from gpuspawner.policy.quota import over_quota
+
+    limit = GpuLimit(1, "the default for every user")
+    quarter = Fraction(1, 4)
+    assert over_quota(quarter, limit, [(Fraction(3, 4), "x")]) is None  # four slots fit in 1
+    assert over_quota(quarter, limit, [(Fraction(3, 4), "x"), (quarter, "y")]) == (
+        "You asked for 1/4 GPU, but your limit is 1 GPU at once (the default for every user)"
+        " and you already hold x and y. Stop a server holding GPUs, or ask for at most 0."
+    )
+    asked = "1/4 GPU (a shared slot)"
+    assert over_quota(quarter, limit, [(1, "1 GPU on server 'a' (GPU-a)")], asked) == (
+        "You asked for 1/4 GPU (a shared slot), but your limit is 1 GPU at once (the default"
+        " for every user) and you already hold 1 GPU on server 'a' (GPU-a)."
+        " Stop a server holding GPUs, or ask for at most 0."
+    )
+    # a whole GPU next to three slots of a GPU shared by 4: 1 3/4 of a limit of 2
+    two = GpuLimit(2, "group 'staff'")
+    assert over_quota(1, two, [(Fraction(3, 4), "s")]) is None
+    assert over_quota(2, two, [(Fraction(1, 4), "s")]).endswith("ask for at most 1.")

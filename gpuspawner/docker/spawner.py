@@ -12,12 +12,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from dockerspawner import DockerSpawner
 from traitlets import (
-    Bool, Enum, Float, Integer, List, TraitError, Unicode, default, observe, validate,
+    Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, observe, validate,
 )  # fmt: skip
 
 from ..errors import ConfigError
@@ -27,7 +27,9 @@ from ..lifecycle.refusal import SpawnRefused
 from ..lifecycle.shared import SharedState
 from ..policy import cuda
 from ..policy.allocation import Holding
-from ..policy.inventory import Gpu, from_nvml, parse_inventory
+from ..policy.inventory import (
+    Gpu, Topology, apply_sharing, check_sharing, from_nvml, parse_inventory,
+)  # fmt: skip
 from ..policy.locks import host_config_violations, refusal
 from ..policy.names import DOCKER_NAME_MAX, fit_name
 from ..policy.wording import plural
@@ -40,6 +42,8 @@ LABEL_USER = "gpuspawner.user"
 LABEL_SERVER = "gpuspawner.server"
 LABEL_GPUS = "gpuspawner.gpus"
 LABEL_IMAGE = "gpuspawner.image"
+LABEL_SHARED_BY = "gpuspawner.gpu-shared-by"  # a slot of a shared GPU: by how many at most
+SHARE_MODES = ("time-sliced", "mps")
 HOLDING_STATES = {"running", "restarting", "paused"}
 ENDED_STATES = {"exited", "dead"}  # killed from outside (docker kill, OOM) or crashed
 NO_GPU_RUNTIME_ERRORS = (
@@ -66,6 +70,13 @@ def holder_of(labels, hub_id: str | None = None) -> str:
     return labels[LABEL_USER]
 
 
+def slot_label(gpus: Sequence[Gpu]) -> dict[str, str]:
+    """The label recording a slot's share, so a hub restart counts it 1/N again."""
+    if len(gpus) == 1 and gpus[0].is_shared:
+        return {LABEL_SHARED_BY: str(gpus[0].shared_by)}
+    return {}
+
+
 def is_other_hubs(labels, hub_id: str | None) -> bool:
     """Whether a container was started by another hub (its hub-id label names another)."""
     other = labels.get(LABEL_HUB_ID)
@@ -86,6 +97,10 @@ def holdings_from_containers(
             continue
         uuids = [uuid for uuid in labels.get(LABEL_GPUS, "").split(",") if uuid]
         gpus = tuple(known.get(uuid, Gpu(uuid)) for uuid in uuids)
+        shared_by = labels.get(LABEL_SHARED_BY, "")
+        if shared_by.isdigit() and int(shared_by) > 1:
+            # a slot keeps the share it was granted, whatever shared_gpus says since
+            gpus = tuple(replace(gpu, shared_by=int(shared_by)) for gpu in gpus)
         holder = holder_of(labels, hub_id)
         owner = labels[LABEL_USER] if holder != labels[LABEL_USER] else ""
         holdings.append(Holding(holder, labels.get(LABEL_SERVER, ""), gpus, owner=owner))
@@ -203,6 +218,43 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
                 type(self).__name__, change.name, version, type(self).__name__, new_name,
             )  # fmt: skip
             setattr(self, new_name, change.new)
+
+    shared_gpus = Dict(
+        help="""GPUs that several servers hold at once, each a *slot*: a GPU UUID or a GPU
+        type -> how many servers (2 or more), e.g. {"T4": 4, "GPU-5d3c…": 2}.
+
+        A type matches a GPU whose name has the type's words as whole words ("T4" matches
+        "Tesla T4", not "Tesla T40"; see gpuspawner/policy/inventory.py); a UUID wins over a
+        type. A user asks for a slot with the user option ``"shared": true`` (one GPU). A
+        whole-GPU request never gets a shared GPU. A slot counts as 1/N GPU against
+        ``gpu_quota`` (a quota of 1: one whole GPU or N slots) and is charged 1/N of the GPU's
+        weight in GPU-hour budgets. The servers of one GPU share its memory and compute with
+        no isolation (``shared_gpu_mode`` "mps" limits each). Checked at start: every key
+        must name a GPU of this hub.""",
+    ).tag(config=True)
+
+    shared_gpu_mode = Enum(
+        SHARE_MODES,
+        "time-sliced",
+        help="""How the servers holding slots of one shared GPU share it.
+
+        "time-sliced" (default): the GPU's scheduler switches between them; a server may use
+        all of the memory, so one can starve the others. "mps": through CUDA MPS (Volta or
+        newer), each server is limited to 1/N of the GPU's memory and threads
+        (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE). It needs the
+        MPS control daemon running on the GPU host (``nvidia-cuda-mps-control -d``) and its
+        pipe directory (CUDA_MPS_PIPE_DIRECTORY, default /tmp/nvidia-mps) mounted into the
+        servers, e.g. ``volumes = {"/tmp/nvidia-mps": "/tmp/nvidia-mps"}``, with the IPC
+        namespace the daemon's (README: Shared GPUs).""",
+    ).tag(config=True)
+
+    @validate("shared_gpus")
+    def _validate_shared_gpus(self, proposal):
+        try:
+            check_sharing(proposal.value)
+        except ConfigError as e:
+            raise TraitError(str(e)) from None
+        return proposal.value
 
     gpu_mode = Enum(
         GPU_MODES,
@@ -358,7 +410,15 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
         return refusal("extra_host_config", "allow_unsafe_host_config", violations)
 
     def gpu_inventory(self) -> tuple[Gpu, ...]:
-        """The allocatable GPUs: declared, or discovered with NVML."""
+        """The allocatable GPUs: declared, or discovered with NVML; shared as ``shared_gpus``
+        says."""
+        gpus = self.found_gpus()
+        if not gpus:
+            return gpus
+        return apply_sharing(gpus, self.shared_gpus)
+
+    def found_gpus(self) -> tuple[Gpu, ...]:
+        """The GPUs declared, or discovered with NVML (with where each sits)."""
         if self.inventory is not None:
             gpus = parse_inventory(self.inventory)
             self.note_inventory("%s declared (inventory)" % plural(len(gpus)))
@@ -366,7 +426,12 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
         from .. import nvml
 
         try:
-            gpus = from_nvml(nvml.discover_gpus())
+            devices = nvml.discover_gpus()
+            try:
+                placed = {uuid: Topology(**labels) for uuid, labels in nvml.topology().items()}
+            except nvml.NvmlUnavailable:
+                placed = {}
+            gpus = from_nvml(devices, placed)
         except nvml.NvmlUnavailable as e:
             self.note_inventory(
                 "none: no NVIDIA driver was found (%s), so GPUs are not offered. Declare them"
@@ -686,8 +751,9 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
                 LABEL_SERVER: self.server_name,
                 LABEL_GPUS: ",".join(gpu_uuids),
                 LABEL_IMAGE: self.choice.image.key,
+                **slot_label(self.held_gpus),
             },
-            gpu_env=gpu_env(self.held_gpus, self.no_gpu_reason()),
+            gpu_env=gpu_env(self.held_gpus, self.no_gpu_reason(), share_mode=self.shared_gpu_mode),
             workspace_volume=self.workspace_volume,
             workspace_path=self.workspace_path,
             user=self.container_user,

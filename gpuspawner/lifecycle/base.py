@@ -43,7 +43,7 @@ from ..policy.catalog import CatalogImage, images_for, parse_catalog
 from ..policy.inventory import Gpu
 from ..policy.names import unservable_reason
 from ..policy.options import SpawnChoice, options_from_form, parse_user_options
-from ..policy.quota import GpuLimit, check_limits, gpu_limit
+from ..policy.quota import GpuLimit, amount_text, check_limits, gpu_limit
 from ..policy.wording import plural
 from ..usage import hub_metrics
 from ..usage.accounting import Accounting
@@ -53,7 +53,7 @@ from .form import remember_form, render_options_form, spawn_failed
 from .refusal import SpawnRefused, install_on
 from .shared import SharedState, ledger_for, shared_state
 
-REFUSAL_STATUS = {"quota": 403, "capacity": 503}
+REFUSAL_STATUS = {"quota": 403, "capacity": 503, "options": 400}  # options: never on this hub
 REFUSAL_RESYNC_SECONDS = 2.0  # how fresh the engine's view must be to refuse for capacity
 MIN_RECONCILE_SECONDS = 10.0  # the ledger is matched with the engine at most this often
 
@@ -80,6 +80,8 @@ def gpu_to_state(gpu: Gpu) -> dict:
     entry = {"uuid": gpu.uuid, "name": gpu.name}
     if gpu.resource:
         entry["resource"] = gpu.resource
+    if gpu.shared_by > 1:  # a slot: the quota and the ledger count it 1/N after a restart
+        entry["shared_by"] = gpu.shared_by
     return entry
 
 
@@ -268,6 +270,10 @@ class GPUSpawnerMixin(UsageSettings):
     #: Seconds a rebuild of the holdings from the engine is reused (0: every time).
     holdings_max_age: float = 0.0
 
+    #: How the servers holding slots of one shared GPU share it ("time-sliced" or "mps"; the
+    #: Docker backend's setting of that name), for the environment (lifecycle/env.py).
+    shared_gpu_mode: str = "time-sliced"
+
     def image_problem(self, image: CatalogImage) -> str | None:
         """Why this hub cannot start ``image`` (hidden from the form, refused by the API)."""
         return None
@@ -297,7 +303,7 @@ class GPUSpawnerMixin(UsageSettings):
 
     def reserved_message(self, gpus: tuple[Gpu, ...]) -> str:
         """The progress line once ``gpus`` are reserved for this server."""
-        return "Allocated %s: %s" % (plural(len(gpus)), ", ".join(g.describe() for g in gpus))
+        return "Allocated %s: %s" % (amount_text(gpus), ", ".join(g.describe() for g in gpus))
 
     def explain_start_error(self, error: Exception) -> SpawnRefused | None:
         """A sentence for an engine error a user or admin can act on, or None."""
@@ -672,8 +678,9 @@ class GPUSpawnerMixin(UsageSettings):
         env.update(self.user_environment.get(self.user.name, {}))
         env.update(
             gpu_env(
-                self.held_gpus, self.no_gpu_reason(), engine_picks_devices=self.engine_picks_devices
-            )
+                self.held_gpus, self.no_gpu_reason(),
+                engine_picks_devices=self.engine_picks_devices, share_mode=self.shared_gpu_mode,
+            )  # fmt: skip
         )
         env.update(self.accounting.deadline_env(self.held_gpus))
         return env

@@ -8,13 +8,30 @@ calls it without awaiting and two coroutines can never interleave inside it.
 Where the engine picks the devices itself (Kubernetes: the scheduler and the device
 plugin), the pool has no inventory: the quota is checked the same way, capacity is the
 engine's to judge, and the request names the devices it will get (``GpuRequest.devices``).
+
+The rules of a grant:
+
+- a whole-GPU request gets distinct GPUs nobody holds, never a shared GPU (one with
+  ``shared_by`` > 1); of two or more, the closest free ones (:func:`.topology.closest`);
+- a ``shared`` request (always one GPU) gets a slot of a shared GPU holding fewer than
+  ``shared_by`` servers: the least-held one, the first in inventory order among equals,
+  so slots spread over the shared GPUs;
+- ``gpu_type`` keeps only GPUs of that type (:func:`.inventory.matches_type`);
+- the quota counts a slot as 1/N of a GPU (:mod:`.quota`).
+
+A refusal is "quota", "capacity" (it may work later: the fair queue waits on it) or
+"options" (it never can on this hub: no GPU of that type, no shared GPU, a shared request
+for more than one GPU).
 """
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
-from .inventory import Gpu
-from .quota import GpuLimit, over_quota
+from .inventory import Gpu, matches_type
+from .quota import GpuLimit, amount_text, fraction_text, gpu_share, over_quota
+from .topology import closest
 from .wording import join_phrases, plural, server_label
 
 
@@ -39,10 +56,15 @@ class Holding:
     def uuids(self) -> tuple[str, ...]:
         return tuple(gpu.uuid for gpu in self.gpus)
 
+    @property
+    def share(self) -> Fraction:
+        """How much of the quota this holding takes (a slot of a GPU shared by N: 1/N)."""
+        return gpu_share(self.gpus)
+
     def describe(self) -> str:
-        """'2 GPUs on server 'train' (GPU-aa, GPU-bb)'."""
+        """'2 GPUs on server 'train' (GPU-aa, GPU-bb)'; '1/4 GPU (a shared slot) on …'."""
         where = self.detail or ", ".join(self.uuids)
-        return "%s on %s (%s)" % (plural(len(self.gpus)), server_label(self.server), where)
+        return "%s on %s (%s)" % (amount_text(self.gpus), server_label(self.server), where)
 
 
 @dataclass(frozen=True)
@@ -74,14 +96,61 @@ class Grant:
 
 @dataclass(frozen=True)
 class Refusal:
-    reason: str  # "quota" or "capacity", a metrics label
+    reason: str  # "quota", "capacity" or "options", a metrics label
     message: str
 
 
 def free_gpus(inventory: Sequence[Gpu], holdings: Iterable[Holding]) -> list[Gpu]:
-    """Inventory GPUs nobody holds, in inventory order."""
+    """Inventory GPUs nobody holds, in inventory order (whole GPUs to hand out: shared GPUs
+    are never among them, see :func:`free_slots`)."""
     held = {uuid for holding in holdings for uuid in holding.uuids}
-    return [gpu for gpu in inventory if gpu.uuid not in held]
+    return [gpu for gpu in inventory if gpu.uuid not in held and not gpu.is_shared]
+
+
+def slot_holders(holdings: Iterable[Holding]) -> Counter:
+    """How many servers hold each UUID."""
+    return Counter(uuid for holding in holdings for uuid in set(holding.uuids))
+
+
+def free_slots(inventory: Sequence[Gpu], holdings: Iterable[Holding]) -> list[tuple[Gpu, int]]:
+    """Each shared GPU of the inventory with its free slots (0 when full), inventory order."""
+    holders = slot_holders(holdings)
+    return [
+        (gpu, max(gpu.shared_by - holders[gpu.uuid], 0)) for gpu in inventory if gpu.is_shared
+    ]
+
+
+def article(word: str) -> str:
+    """'an A100', 'a T4', 'an H100', 'a Tesla', 'an RTX 4090': a model code is read letter by
+    letter ('an H…', 'an L4'), a word as written."""
+    head = word.split()[0] if word.split() else word
+    if head[:1].isupper() and (head.isupper() or any(c.isdigit() for c in head)):
+        return "an" if head[0] in "AEFHILMNORSX8" else "a"
+    return "an" if head[:1].lower() in "aeio" else "a"
+
+
+def describe_request(request: GpuRequest) -> str:
+    """'1 GPU', '2 GPUs', 'an A100', '2 A100 GPUs', 'a shared GPU slot', 'a shared T4 slot'."""
+    kind = request.gpu_type.strip()
+    if request.shared:
+        return "a shared %s slot" % (kind or "GPU")
+    if not kind:
+        return plural(request.count)
+    if request.count == 1:
+        return "%s %s" % (article(kind), kind)
+    return "%d %s GPUs" % (request.count, kind)
+
+
+def slot_note(shared_by: int, mode: str = "time-sliced") -> str:
+    """What a shared slot means, for the form: 'shared with up to 3 others; memory is not
+    isolated' (``mode`` "mps": each gets 1/N of the memory and compute)."""
+    others = shared_by - 1
+    who = "shared with up to %d other%s" % (others, "" if others == 1 else "s")
+    if mode == "mps":
+        return "%s; each server gets at most 1/%d of its memory and compute (CUDA MPS)" % (
+            who, shared_by,
+        )  # fmt: skip
+    return "%s; memory is not isolated and compute is time-sliced" % who
 
 
 def held_by(
@@ -109,34 +178,102 @@ def describe_holdings(holdings: Sequence[Holding]) -> str:
 def decide(
     request: GpuRequest, inventory: Sequence[Gpu] | None, holdings: Sequence[Holding]
 ) -> Grant | Refusal:
-    """Grant ``request.count`` distinct free GPUs, or refuse with the reason.
+    """Grant ``request.count`` distinct free GPUs, or a slot of a shared GPU, or refuse with
+    the reason (see the module's rules).
 
     ``inventory`` None: the engine picks the devices, so only the quota is checked and the
     grant is ``request.devices``.
     """
     if request.count == 0:
         return Grant(())
+    if request.shared and request.count != 1:
+        return Refusal(
+            "options",
+            "A shared GPU slot is one GPU: you asked for %s shared. Ask for 1 GPU with a shared"
+            " slot, or for whole GPUs." % plural(request.count),
+        )
     others = [h for h in holdings if h.key != (request.user, request.server)]
     mine = sorted(held_by(request.user, others), key=lambda h: h.server)
-    refusal = over_quota(request.count, request.limit, [(len(h.gpus), h.describe()) for h in mine])
+    kind = request.gpu_type.strip()
+    pool: list[Gpu] = []
+    slot: Gpu | None = None
+    if inventory is None:
+        wanted = gpu_share(request.devices or ()) or Fraction(request.count)
+    else:
+        pool = [
+            g for g in inventory if matches_type(g.name, kind) and g.is_shared == request.shared
+        ]
+        never = _none_offered(inventory, request) if not pool else None
+        if never is not None:
+            return Refusal("options", never)
+        wanted = Fraction(request.count)
+        if request.shared:
+            holders = slot_holders(others)
+            open_slots = [gpu for gpu in pool if holders[gpu.uuid] < gpu.shared_by]
+            # the least-held shared GPU (spread), the first in inventory order among equals
+            load = lambda g: Fraction(holders[g.uuid], g.shared_by)  # noqa: E731
+            slot = min(open_slots, key=load, default=None)
+            wanted = Fraction(1, (slot or min(pool, key=lambda g: g.shared_by)).shared_by)
+    refusal = over_quota(
+        wanted, request.limit, [(h.share, h.describe()) for h in mine],
+        asked_text=_asked_text(request, wanted),
+    )  # fmt: skip
     if refusal is not None:
         return Refusal("quota", refusal)
     if inventory is None:
         return Grant(tuple(request.devices or ()))
-    free = free_gpus(inventory, others)
+    if request.shared:
+        if slot is not None:
+            return Grant((slot,))
+        slots = sum(gpu.shared_by for gpu in pool)
+        return Refusal(
+            "capacity",
+            "No shared %s slot is free: all %d slots of the %s are taken right now."
+            " Try again later, or start with a whole GPU."
+            % (kind or "GPU", slots, plural(len(pool), "shared %s" % (kind or "GPU"))),
+        )
+    free = free_gpus(pool, others)
     if len(free) < request.count:
         return Refusal(
             "capacity",
-            "Not enough GPUs are free: you asked for %s and %d of %d %s free right now."
+            "Not enough %sGPUs are free: you asked for %s and %d of %d %s free right now."
             " Try again later, or start with fewer GPUs."
             % (
-                plural(request.count),
+                kind + " " if kind else "",
+                describe_request(request),
                 len(free),
-                len(inventory),
+                len(pool),
                 "is" if len(free) == 1 else "are",
             ),
         )
-    return Grant(tuple(free[: request.count]))
+    return Grant(closest(free, request.count))
+
+
+def _asked_text(request: GpuRequest, wanted: Fraction) -> str | None:
+    """'1/4 GPU (a shared slot)', '1/3 GPU (a shared T4 slot)', '1 GPU (an A100)'; None for
+    whole GPUs of any type (the quota's own '2 GPUs')."""
+    kind = request.gpu_type.strip()
+    if request.shared:
+        return "%s GPU (a shared %sslot)" % (fraction_text(wanted), kind + " " if kind else "")
+    if kind:
+        return "%s (%s)" % (plural(request.count), describe_request(request))
+    return None
+
+
+def _none_offered(inventory: Sequence[Gpu], request: GpuRequest) -> str | None:
+    """Why this hub can never grant ``request`` (no GPU of its type, or of its kind); None
+    for a plain request to a hub without (usable) GPUs, a capacity refusal as before."""
+    kind = request.gpu_type.strip()
+    names = sorted({gpu.name for gpu in inventory})
+    has = " (it has %s)" % join_phrases(names) if names else ""
+    if kind and not any(matches_type(gpu.name, kind) for gpu in inventory):
+        return "This hub has no %s GPU%s: ask for another type, or for any GPU." % (kind, has)
+    what = "%s GPU" % kind if kind else "GPU"
+    if request.shared:
+        return "This hub has no shared %s: ask for a whole GPU instead." % what
+    if any(gpu.is_shared for gpu in inventory):
+        return "Every %s of this hub is shared: ask for a shared slot (1 GPU) instead." % what
+    return None
 
 
 @dataclass

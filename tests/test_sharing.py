@@ -1,0 +1,302 @@
+"""Shared GPUs, GPU types and their sentences (pure): slots, spreading, quota in 1/N, the
+environment of a slot, and a state machine over spawns of whole GPUs and slots."""
+
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from gpuspawner.lifecycle.env import gpu_env
+from gpuspawner.policy.allocation import (
+    GpuPool,
+    GpuRequest,
+    Grant,
+    Holding,
+    Refusal,
+    article,
+    decide,
+    describe_request,
+    free_gpus,
+    free_slots,
+    slot_note,
+)
+from gpuspawner.policy.inventory import Gpu
+from gpuspawner.policy.quota import GpuLimit, amount_text, fraction_text, gpu_share
+
+ONE = GpuLimit(1, "the default for every user")
+TWO = GpuLimit(2, "group 'staff'")
+T4S = tuple(Gpu("GPU-t%d" % i, "Tesla T4", 15360, shared_by=3) for i in range(2))
+A100S = tuple(Gpu("GPU-a%d" % i, "NVIDIA A100-SXM4-80GB", 81920) for i in range(2))
+MIXED = A100S + T4S
+
+
+def slot(user, server, gpu):
+    return Holding(user, server, (gpu,))
+
+
+def test_a_shared_request_gets_the_least_held_shared_gpu():
+    held = [slot("u1", "", T4S[0])]
+    assert decide(GpuRequest("ann", "", 1, ONE, shared=True), MIXED, held) == Grant((T4S[1],))
+    held.append(slot("u2", "", T4S[1]))
+    # equally held: the first in inventory order
+    assert decide(GpuRequest("ann", "", 1, ONE, shared=True), MIXED, held) == Grant((T4S[0],))
+
+
+def test_a_shared_gpu_holds_at_most_n_servers():
+    held = [slot("u%d" % i, "", T4S[i % 2]) for i in range(6)]
+    outcome = decide(GpuRequest("ann", "", 1, ONE, shared=True), MIXED, held)
+    assert outcome == Refusal(
+        "capacity",
+        "No shared GPU slot is free: all 6 slots of the 2 shared GPUs are taken right now."
+        " Try again later, or start with a whole GPU.",
+    )
+    typed = decide(GpuRequest("ann", "", 1, ONE, gpu_type="T4", shared=True), MIXED, held)
+    assert typed.message.startswith(
+        "No shared T4 slot is free: all 6 slots of the 2 shared T4s are taken"
+    )
+
+
+def test_a_whole_gpu_request_never_gets_a_shared_gpu():
+    # nobody holds the T4s, the A100s are taken: a whole GPU is not free
+    held = [Holding("u1", "", (A100S[0],)), Holding("u2", "", (A100S[1],))]
+    outcome = decide(GpuRequest("ann", "", 1, ONE), MIXED, held)
+    assert outcome == Refusal(
+        "capacity",
+        "Not enough GPUs are free: you asked for 1 GPU and 0 of 2 are free right now."
+        " Try again later, or start with fewer GPUs.",
+    )
+    assert free_gpus(MIXED, held) == []
+    assert free_slots(MIXED, held) == [(T4S[0], 3), (T4S[1], 3)]
+
+
+def test_only_shared_gpus_or_none_shared_refuse_as_options():
+    only_shared = decide(GpuRequest("ann", "", 1, ONE), T4S, [])
+    assert only_shared == Refusal(
+        "options", "Every GPU of this hub is shared: ask for a shared slot (1 GPU) instead."
+    )
+    none_shared = decide(GpuRequest("ann", "", 1, ONE, shared=True), A100S, [])
+    assert none_shared == Refusal(
+        "options", "This hub has no shared GPU: ask for a whole GPU instead."
+    )
+    two_slots = decide(GpuRequest("ann", "", 2, TWO, shared=True), T4S, [])
+    assert two_slots == Refusal(
+        "options",
+        "A shared GPU slot is one GPU: you asked for 2 GPUs shared. Ask for 1 GPU with a shared"
+        " slot, or for whole GPUs.",
+    )
+
+
+def test_a_slot_counts_one_nth_of_the_quota():
+    three = [Gpu("GPU-s%d" % i, "Tesla T4", shared_by=3) for i in range(3)]
+    held = []
+    for server in ("a", "b", "c"):  # quota 1: three slots of GPUs shared by 3
+        outcome = decide(GpuRequest("ann", server, 1, ONE, shared=True), three, held)
+        assert isinstance(outcome, Grant), outcome
+        held.append(Holding("ann", server, outcome.gpus))
+    assert sorted(h.uuids[0] for h in held) == ["GPU-s0", "GPU-s1", "GPU-s2"]  # spread
+    fourth = decide(GpuRequest("ann", "d", 1, ONE, shared=True), three, held)
+    assert fourth == Refusal(
+        "quota",
+        "You asked for 1/3 GPU (a shared slot), but your limit is 1 GPU at once (the default"
+        " for every user) and you already hold 1/3 GPU (a shared slot) on server 'a' (GPU-s0),"
+        " 1/3 GPU (a shared slot) on server 'b' (GPU-s1) and 1/3 GPU (a shared slot) on"
+        " server 'c' (GPU-s2). Stop a server holding GPUs, or ask for at most 0.",
+    )
+
+
+def test_a_whole_gpu_after_a_slot_breaks_a_quota_of_one():
+    held = [slot("ann", "a", T4S[0])]
+    outcome = decide(GpuRequest("ann", "b", 1, ONE), MIXED, held)
+    assert outcome.reason == "quota"
+    assert "you already hold 1/3 GPU (a shared slot) on server 'a' (GPU-t0)" in outcome.message
+    assert outcome.message.endswith("ask for at most 0.")
+    # with a quota of 2 there is room for one more whole GPU
+    assert decide(GpuRequest("ann", "b", 1, TWO), MIXED, held) == Grant((A100S[0],))
+
+
+def test_quota_zero_refuses_a_slot_too():
+    outcome = decide(GpuRequest("ann", "", 1, GpuLimit(0, "group 'cpu'"), shared=True), T4S, [])
+    assert outcome == Refusal(
+        "quota",
+        "You asked for 1/3 GPU (a shared slot), but your limit is 0 GPUs at once"
+        " (group 'cpu'). Ask for at most 0.",
+    )
+
+
+def test_gpu_type_keeps_only_gpus_of_that_type():
+    assert decide(GpuRequest("ann", "", 1, ONE, gpu_type="a100"), MIXED, []) == Grant(
+        (A100S[0],)
+    )
+    held = [Holding("u1", "", (A100S[0],)), Holding("u2", "", (A100S[1],))]
+    outcome = decide(GpuRequest("ann", "", 1, ONE, gpu_type="A100"), MIXED, held)
+    assert outcome == Refusal(
+        "capacity",
+        "Not enough A100 GPUs are free: you asked for an A100 and 0 of 2 are free right now."
+        " Try again later, or start with fewer GPUs.",
+    )
+    none = decide(GpuRequest("ann", "", 1, ONE, gpu_type="H100"), MIXED, [])
+    assert none == Refusal(
+        "options",
+        "This hub has no H100 GPU (it has NVIDIA A100-SXM4-80GB and Tesla T4): ask for another"
+        " type, or for any GPU.",
+    )
+    t40 = (Gpu("GPU-x", "Tesla T40"),)
+    assert decide(GpuRequest("ann", "", 1, ONE, gpu_type="T4"), t40, []).reason == "options"
+
+
+def test_typed_quota_sentence_names_the_request():
+    outcome = decide(GpuRequest("ann", "", 2, ONE, gpu_type="A100"), MIXED, [])
+    assert outcome.message == (
+        "You asked for 2 GPUs (2 A100 GPUs), but your limit is 1 GPU at once (the default for"
+        " every user). Ask for at most 1."
+    )
+
+
+@pytest.mark.parametrize(
+    "request_, text",
+    [
+        (GpuRequest("a", "", 1, ONE), "1 GPU"),
+        (GpuRequest("a", "", 2, ONE), "2 GPUs"),
+        (GpuRequest("a", "", 1, ONE, gpu_type="A100"), "an A100"),
+        (GpuRequest("a", "", 1, ONE, gpu_type="T4"), "a T4"),
+        (GpuRequest("a", "", 1, ONE, gpu_type="H100"), "an H100"),
+        (GpuRequest("a", "", 1, ONE, gpu_type="RTX 4090"), "an RTX 4090"),
+        (GpuRequest("a", "", 1, ONE, gpu_type="Tesla"), "a Tesla"),
+        (GpuRequest("a", "", 3, ONE, gpu_type="A100"), "3 A100 GPUs"),
+        (GpuRequest("a", "", 1, ONE, shared=True), "a shared GPU slot"),
+        (GpuRequest("a", "", 1, ONE, gpu_type="T4", shared=True), "a shared T4 slot"),
+    ],
+)
+def test_describe_request(request_, text):
+    assert describe_request(request_) == text
+
+
+def test_article_reads_model_codes_letter_by_letter():
+    assert [article(w) for w in ("A100", "L4", "V100", "Ampere", "Hopper", "U2")] == [
+        "an", "an", "a", "an", "a", "a",
+    ]  # fmt: skip
+
+
+def test_amounts_and_slot_notes():
+    assert fraction_text(Fraction(1, 4)) == "1/4" and fraction_text(Fraction(5, 4)) == "1 1/4"
+    assert fraction_text(Fraction(2)) == "2"
+    assert amount_text(A100S) == "2 GPUs"
+    assert amount_text((T4S[0],)) == "1/3 GPU (a shared slot)"
+    assert gpu_share(A100S + T4S) == Fraction(8, 3)
+    assert slot_note(4) == "shared with up to 3 others; memory is not isolated and compute is"\
+        " time-sliced"
+    assert slot_note(2, "mps") == (
+        "shared with up to 1 other; each server gets at most 1/2 of its memory and compute"
+        " (CUDA MPS)"
+    )
+
+
+def test_a_slot_sees_its_gpu_and_says_it_is_shared():
+    env = gpu_env((T4S[0],), "")
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "GPU-t0" == env["GPUSPAWNER_GPU_UUIDS"]
+    assert env["GPU_LIMIT"] == "1" and env["GPUSPAWNER_GPU_SHARED_BY"] == "3"
+    assert env["GPUSPAWNER_GPU_SHARE_MODE"] == "time-sliced"
+    assert not any(key.startswith("CUDA_MPS") for key in env)
+    mps = gpu_env((T4S[0],), "", share_mode="mps")
+    assert mps["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "33"
+    assert mps["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=5120MB"
+    unknown_memory = gpu_env((Gpu("GPU-m", "T4", shared_by=4),), "", share_mode="mps")
+    assert "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT" not in unknown_memory
+    assert unknown_memory["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"
+    whole = gpu_env(A100S, "", share_mode="mps")
+    assert not {k for k in whole if "SHARE" in k or k.startswith("CUDA_MPS")}
+
+
+def test_a_slot_survives_a_rebuild_and_its_share_comes_from_the_holding():
+    pool = GpuPool(MIXED)
+    assert pool.allocate(GpuRequest("ann", "", 1, ONE, shared=True)).gpus == (T4S[0],)
+    pool.confirm("ann", "")
+    fresh = GpuPool(MIXED)
+    fresh.rebuild(pool.holdings, set())
+    assert fresh.holding("ann", "").share == Fraction(1, 3)
+    assert [n for _, n in free_slots(MIXED, fresh.holdings)] == [2, 3]
+
+
+# --- any sequence of spawns of whole GPUs and slots keeps the rules ---
+
+USERS = ["ann", "ben", "cat"]
+SERVERS = ["", "a", "b", "c"]
+LIMITS = {"ann": GpuLimit(1, "d"), "ben": GpuLimit(2, "g"), "cat": GpuLimit(0, "g")}
+INVENTORY = (
+    Gpu("GPU-w0", "NVIDIA A100"),
+    Gpu("GPU-w1", "NVIDIA A100"),
+    Gpu("GPU-w2", "Tesla T4"),
+    Gpu("GPU-s0", "Tesla T4", shared_by=2),
+    Gpu("GPU-s1", "NVIDIA A100", shared_by=3),
+)
+BY_UUID = {gpu.uuid: gpu for gpu in INVENTORY}
+
+
+class SharingMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.pool = GpuPool(INVENTORY)
+        self.running: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    @rule(
+        user=st.sampled_from(USERS),
+        server=st.sampled_from(SERVERS),
+        count=st.integers(0, 3),
+        shared=st.booleans(),
+        gpu_type=st.sampled_from(["", "A100", "T4"]),
+    )
+    def spawn(self, user, server, count, shared, gpu_type):
+        request = GpuRequest(user, server, count, LIMITS[user], gpu_type=gpu_type, shared=shared)
+        outcome = self.pool.allocate(request)
+        if isinstance(outcome, Grant):
+            assert len(outcome.gpus) == count
+            assert all(g.is_shared == shared for g in outcome.gpus)
+            assert all(gpu_type.lower() in g.name.lower() for g in outcome.gpus)
+            self.pool.confirm(user, server)
+            if count:
+                self.running[(user, server)] = outcome.uuids
+            else:
+                self.pool.release(user, server)
+        else:
+            assert outcome.reason in ("quota", "capacity", "options")
+            self.running.pop((user, server), None)
+            self.pool.release(user, server)  # a refused restart holds nothing
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.running)
+    def stop(self, data):
+        key = data.draw(st.sampled_from(sorted(self.running)))
+        del self.running[key]
+        self.pool.release(*key)
+
+    @rule()
+    def hub_restart(self):
+        fresh = GpuPool(INVENTORY)
+        fresh.rebuild(
+            [
+                Holding(u, s, tuple(BY_UUID[uuid] for uuid in uuids))
+                for (u, s), uuids in self.running.items()
+            ],
+            set(),
+        )
+        self.pool = fresh
+
+    @invariant()
+    def never_more_holders_than_slots(self):
+        holders = Counter(uuid for h in self.pool.holdings for uuid in h.uuids)
+        for uuid, n in holders.items():
+            assert n <= BY_UUID[uuid].shared_by, (uuid, n)
+
+    @invariant()
+    def nobody_over_quota(self):
+        for user in USERS:
+            assert sum(h.share for h in self.pool.held_by(user)) <= LIMITS[user].count
+
+
+SharingMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+test_sharing_state_machine = SharingMachine.TestCase
