@@ -190,13 +190,14 @@ def test_a_schema_1_ledger_is_upgraded_and_keeps_its_rows(db_url):
     engine.dispose()
     ledger = Ledger(db_url)
     try:
-        assert ledger.schema_version() == SCHEMA_VERSION == 3
+        assert ledger.schema_version() == SCHEMA_VERSION == 4
         (row,) = ledger.rows()
         assert (row.user, row.end_reason) == ("ann", "stopped")
         assert (row.device_uuid, row.device_type) == (None, None)  # the columns schema 3 added
+        assert row.shared_by is None and ledger.intervals()[0].shared_by == 1  # schema 4's
         assert ledger.intervals()[0].gpu_uuid == "GPU-a"
         ledger.add_notice("ann", "", "budget-warning", "spent", T0)  # the table schema 2 added
-        assert Ledger(db_url).schema_version() == 3  # opening again is a no-op
+        assert Ledger(db_url).schema_version() == 4  # opening again is a no-op
     finally:
         ledger.dispose()
 
@@ -207,7 +208,7 @@ def test_a_newer_schema_is_refused(db_url):
     with engine.begin() as connection:
         connection.execute(text("UPDATE gpuspawner_schema SET version = 99"))
     engine.dispose()
-    with pytest.raises(RuntimeError, match="schema 99, newer than this gpuspawner's 3"):
+    with pytest.raises(RuntimeError, match="schema 99, newer than this gpuspawner's 4"):
         Ledger(db_url)
 
 

@@ -300,3 +300,43 @@ SharingMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
 test_sharing_state_machine = SharingMachine.TestCase
+
+
+# --- budgets charge a slot 1/N of the GPU's weight ---
+
+
+def test_a_slot_is_charged_one_nth_of_its_weight_in_the_ledger(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from gpuspawner.policy.budget import gpu_rate, usage_hours
+    from gpuspawner.usage.ledger import Ledger
+
+    t0 = datetime(2026, 11, 24, 9, tzinfo=timezone.utc)
+    hour = timedelta(hours=1)
+    weights = {"T4": 3.0, "A100": 4.0}
+    ledger = Ledger("sqlite:///%s" % (tmp_path / "usage.sqlite"))
+    try:
+        assert ledger.open("ann", "a", [T4S[0]], t0) == 1  # a third of a T4
+        assert ledger.open("ann", "b", [A100S[0]], t0) == 1
+        # a slot the hub did not see open (restart): reconcile opens it with its share
+        late = Holding("ben", "", (T4S[1],))
+        assert ledger.reconcile([Holding("ann", "a", (T4S[0],)), Holding("ann", "b", (A100S[0],)),
+                                 late], t0) == (0, 1)  # fmt: skip
+        shares = sorted((i.user, i.gpu_uuid, i.shared_by) for i in ledger.open_intervals())
+        assert shares == [("ann", "GPU-a0", 1), ("ann", "GPU-t0", 3), ("ben", "GPU-t1", 3)]
+        ann = ledger.intervals(t0, t0 + hour, "ann")
+        assert usage_hours(ann, t0, t0 + hour, t0 + hour, weights) == 3.0 / 3 + 4.0
+        ben = ledger.intervals(t0, t0 + hour, "ben")
+        assert usage_hours(ben, t0, t0 + hour, t0 + hour, weights) == 1.0
+        assert gpu_rate((T4S[0],), weights) == 1.0 and gpu_rate(A100S, weights) == 8.0
+    finally:
+        ledger.dispose()
+
+
+def test_a_shared_gpu_held_by_several_servers_is_one_gpu_allocated():
+    from gpuspawner.usage.hub_metrics import gpu_counts
+
+    held = [slot("ann", "", T4S[0]), slot("ben", "", T4S[0]), Holding("cat", "", (A100S[0],))]
+    counts = gpu_counts({"Tesla T4": 2, "NVIDIA A100-SXM4-80GB": 2}, held)
+    assert counts[("Tesla T4", "allocated")] == 1 and counts[("Tesla T4", "free")] == 1
+    assert counts[("NVIDIA A100-SXM4-80GB", "free")] == 1

@@ -56,6 +56,7 @@ class Interval:
     gpu_name: str
     start: datetime
     end: datetime | None = None
+    shared_by: int = 1  # a slot of a GPU shared by N servers is charged 1/N of its weight
 
 
 def parse_reset_time(text: str) -> time:
@@ -168,6 +169,12 @@ def gpu_weight(gpu_name: str, weights: Mapping[str, float]) -> float:
     return float(weights[max(matches, key=lambda key: (len(key), key))])
 
 
+def gpu_rate(gpus: Iterable, weights: Mapping[str, float]) -> float:
+    """Weighted GPU-hours per hour of holding ``gpus`` (inventory Gpus): a slot of a GPU
+    shared by N costs 1/N of the GPU's weight."""
+    return sum(gpu_weight(gpu.name, weights) / max(gpu.shared_by, 1) for gpu in gpus)
+
+
 def check_weights(weights: Mapping) -> None:
     for key, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
@@ -211,7 +218,7 @@ def usage_hours(
             continue  # a clock step backwards: count nothing rather than a negative
         total += overlap_hours(interval.start, end, window_start, window_end) * gpu_weight(
             interval.gpu_name, weights
-        )
+        ) / max(interval.shared_by, 1)
     return total
 
 

@@ -50,8 +50,10 @@ def gpu_counts(
     ``lost``: GPUs NVML reports lost and no server holds: counted as "lost", never as free.
     """
     holdings = list(holdings)
-    allocated = Tally(gpu.name for holding in holdings for gpu in holding.gpus)
-    held = {gpu.uuid for holding in holdings for gpu in holding.gpus}
+    # a shared GPU held by several servers (each a slot) is one GPU allocated
+    distinct = {gpu.uuid: gpu for holding in holdings for gpu in holding.gpus}
+    allocated = Tally(gpu.name for gpu in distinct.values())
+    held = set(distinct)
     lost_by_type = Tally(gpu.name for gpu in lost if gpu.uuid not in held)
     counts: dict[tuple[str, str], int] = {}
     for gpu_type in sorted(set(totals or {}) | set(allocated)):

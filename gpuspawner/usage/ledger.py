@@ -58,7 +58,7 @@ from ..policy.inventory import Gpu
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RECONCILE_GRACE = timedelta(seconds=10)  # an interval this young may not be in a listing yet
 
 
@@ -83,6 +83,8 @@ class GpuInterval(Base):
     # the device the engine assigned, learned after the interval opened (schema 3)
     device_uuid = Column(String(255), nullable=True)
     device_type = Column(String(255), nullable=True)
+    # a slot of a GPU shared by this many servers, charged 1/N (schema 4; NULL: whole)
+    shared_by = Column(Integer, nullable=True)
 
     @property
     def device(self) -> str:
@@ -146,7 +148,12 @@ def _serial(connection) -> str:
     return "INTEGER NOT NULL PRIMARY KEY"
 
 
-MIGRATIONS = [(1, _v1), (2, _v2), (3, _v3)]
+def _v4(connection) -> None:
+    """Schema 4: the share of a slot of a shared GPU (NULL for a whole GPU)."""
+    connection.execute(text("ALTER TABLE gpu_intervals ADD COLUMN shared_by INTEGER"))
+
+
+MIGRATIONS = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -172,8 +179,9 @@ def now_utc() -> datetime:
 def as_interval(row: GpuInterval) -> Interval:
     """The interval as budgets and reports read it: of the device assigned, where known."""
     return Interval(
-        row.user, row.server, row.device, row.device_name, _utc(row.started), _utc(row.ended)
-    )
+        row.user, row.server, row.device, row.device_name, _utc(row.started), _utc(row.ended),
+        row.shared_by or 1,
+    )  # fmt: skip
 
 
 class _QueuedWrite:
@@ -217,6 +225,7 @@ def _open(session: Session, user: str, server: str, gpus: tuple[Gpu, ...], at: d
                     "gpu_name": gpu.name,
                     "started": _naive(at),
                     "last_seen": _naive(at),
+                    "shared_by": gpu.shared_by if gpu.shared_by > 1 else None,
                 }
             )
     if rows:
@@ -446,6 +455,7 @@ class Ledger:
         """
         holdings = list(holdings)
         names = {gpu.uuid: gpu.name for h in holdings for gpu in h.gpus}
+        shares = {gpu.uuid: gpu.shared_by for h in holdings for gpu in h.gpus if gpu.is_shared}
         held = {(h.user, h.server, uuid) for h in holdings for uuid in h.uuids}
         closed = opened = 0
         with self._write_lock, Session(self.engine) as session, session.begin():
@@ -481,6 +491,7 @@ class Ledger:
                         gpu_name=names.get(uuid, "GPU"),
                         started=_naive(at),
                         last_seen=_naive(at),
+                        shared_by=shares.get(uuid),
                     )
                 )
                 opened += 1
