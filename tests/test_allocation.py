@@ -260,7 +260,7 @@ def test_distance_levels():
     assert distance(a, b) == NVLINK and distance(b, c) == SWITCH
     assert distance(c, d) == NUMA and distance(a, d) == SYSTEM
     assert distance(Gpu("GPU-x"), Gpu("GPU-y")) == SYSTEM  # unknown is not close
-    assert link_of([a, b]) == "one NVLink island" and link_of([a, b, c]) == "the system only"
+    assert link_of([a, b]) == "in one NVLink island" and link_of([a, b, c]) == "across NUMA nodes"
 
 
 def test_pairs_and_quads_stay_in_one_island():

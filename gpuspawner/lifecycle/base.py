@@ -44,6 +44,7 @@ from ..policy.inventory import Gpu
 from ..policy.names import unservable_reason
 from ..policy.options import SpawnChoice, options_from_form, parse_user_options
 from ..policy.quota import GpuLimit, amount_text, check_limits, gpu_limit
+from ..policy.topology import link_of
 from ..policy.wording import plural
 from ..usage import hub_metrics
 from ..usage.accounting import Accounting
@@ -303,7 +304,10 @@ class GPUSpawnerMixin(UsageSettings):
 
     def reserved_message(self, gpus: tuple[Gpu, ...]) -> str:
         """The progress line once ``gpus`` are reserved for this server."""
-        return "Allocated %s: %s" % (amount_text(gpus), ", ".join(g.describe() for g in gpus))
+        link = " (%s)" % link_of(gpus) if len(gpus) > 1 and gpus[0].topology.known else ""
+        return "Allocated %s%s: %s" % (
+            amount_text(gpus), link, ", ".join(g.describe() for g in gpus),
+        )  # fmt: skip
 
     def explain_start_error(self, error: Exception) -> SpawnRefused | None:
         """A sentence for an engine error a user or admin can act on, or None."""

@@ -20,11 +20,11 @@ from .inventory import Gpu
 
 NVLINK, SWITCH, BRIDGE, NUMA, SYSTEM = range(5)
 LINK_WORDS = {
-    NVLINK: "one NVLink island",
-    SWITCH: "one PCIe switch",
-    BRIDGE: "one PCIe host bridge",
-    NUMA: "one NUMA node",
-    SYSTEM: "the system only",
+    NVLINK: "in one NVLink island",
+    SWITCH: "behind one PCIe switch",
+    BRIDGE: "behind one PCIe host bridge",
+    NUMA: "on one NUMA node",
+    SYSTEM: "across NUMA nodes",
 }
 EXHAUSTIVE_LIMIT = 20000
 
@@ -51,7 +51,7 @@ def spread(gpus: Sequence[Gpu]) -> tuple[int, int]:
 
 
 def link_of(gpus: Sequence[Gpu]) -> str:
-    """'one NVLink island', for the progress line of a multi-GPU grant."""
+    """'in one NVLink island', for the progress line of a multi-GPU grant."""
     return LINK_WORDS[spread(gpus)[0]]
 
 
