@@ -340,3 +340,60 @@ def test_a_shared_gpu_held_by_several_servers_is_one_gpu_allocated():
     counts = gpu_counts({"Tesla T4": 2, "NVIDIA A100-SXM4-80GB": 2}, held)
     assert counts[("Tesla T4", "allocated")] == 1 and counts[("Tesla T4", "free")] == 1
     assert counts[("NVIDIA A100-SXM4-80GB", "free")] == 1
+
+
+# --- the Docker spawner's settings, checked when the hub makes a spawner ---
+
+
+def docker_spawner(**settings):
+    import types
+
+    from traitlets.config import Config
+
+    from gpuspawner.docker import GPUDockerSpawner
+    from gpuspawner.lifecycle.shared import reset_shared_state
+
+    config = Config()
+    config.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1"}}
+    config.GPUDockerSpawner.inventory = [
+        {"uuid": "GPU-a0", "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920},
+        {"uuid": "GPU-t0", "name": "Tesla T4", "memory_mib": 15360, "switch": 0},
+    ]
+    for key, value in settings.items():
+        setattr(config.GPUDockerSpawner, key, value)
+    reset_shared_state()
+    return GPUDockerSpawner(
+        user=types.SimpleNamespace(name="ann", id=1, groups=[], url="/user/ann/"),
+        orm_spawner=types.SimpleNamespace(name="", user_options={}, server=None),
+        hub=types.SimpleNamespace(public_host="", api_url="http://h/hub/api", base_url="/hub/"),
+        config=config,
+    )
+
+
+def test_shared_gpus_are_checked_when_the_spawner_is_made():
+    from traitlets import TraitError
+
+    spawner = docker_spawner(shared_gpus={"T4": 3}, shared_gpu_mode="mps")
+    inventory = spawner.gpu_inventory()
+    assert [g.shared_by for g in inventory] == [1, 3]
+    assert inventory[1].topology.switch == "0"
+    with pytest.raises(TraitError, match="no GPU of this hub is of the type 'V100'"):
+        docker_spawner(shared_gpus={"V100": 2})
+    with pytest.raises(TraitError, match=r"shared_gpus\['T4'\] must be a whole number"):
+        docker_spawner(shared_gpus={"T4": 1})
+    with pytest.raises(TraitError):
+        docker_spawner(shared_gpu_mode="spatial")
+
+
+def test_a_slots_container_records_its_share_and_gets_the_mps_limits():
+    spawner = docker_spawner(shared_gpus={"T4": 3}, shared_gpu_mode="mps")
+    spawner.choice = spawner.choose({"gpus": 1})
+    spawner.held_gpus = (spawner.gpu_inventory()[1],)
+    request = spawner.container_request()
+    assert request.labels["gpuspawner.gpu-shared-by"] == "3"
+    assert request.gpu_env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=5120MB"
+    assert request.gpu_env["GPUSPAWNER_GPU_SHARED_BY"] == "3"
+    spawner.held_gpus = (spawner.gpu_inventory()[0],)
+    whole = spawner.container_request()
+    assert "gpuspawner.gpu-shared-by" not in whole.labels
+    assert "GPUSPAWNER_GPU_SHARED_BY" not in whole.gpu_env

@@ -193,7 +193,10 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
         allow_none=True,
         help="""The GPUs this hub hands out, when it cannot discover them with NVML
         (hub in a container, tests): a list of {"uuid": "GPU-…", "name": "…",
-        "memory_mib": 81920}. MIG instances are listed by their "MIG-…" UUIDs.
+        "memory_mib": 81920}. MIG instances are listed by their "MIG-…" UUIDs. Optional
+        "nvlink", "switch", "bridge", "numa" labels say where a GPU sits (GPUs with equal
+        labels share an NVLink island, PCIe switch, host bridge, NUMA node): servers of 2 or
+        more GPUs get the closest free ones. NVML reports this itself when it discovers them.
 
         Default (None): discover the host's GPUs with NVML at start; with no NVML,
         the hub hands out no GPU.
