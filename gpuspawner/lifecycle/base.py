@@ -21,8 +21,10 @@ probed or required (docs/backends.md walks through a new backend).
 """
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from traitlets import (
     Bool,
@@ -38,7 +40,9 @@ from traitlets import (
 )
 
 from ..errors import ConfigError, OptionsError
-from ..policy.allocation import GpuPool, GpuRequest, Grant, Holding, describe_holdings
+from ..policy.allocation import (
+    GpuPool, GpuRequest, Grant, Holding, describe_holdings, free_slots,
+)  # fmt: skip
 from ..policy.catalog import CatalogImage, images_for, parse_catalog
 from ..policy.inventory import Gpu
 from ..policy.names import unservable_reason
@@ -61,12 +65,19 @@ MIN_RECONCILE_SECONDS = 10.0  # the ledger is matched with the engine at most th
 
 @dataclass(frozen=True)
 class Availability:
-    """What the spawn form shows: free GPUs and what the user already holds."""
+    """What the spawn form shows: free GPUs and what the user already holds.
+
+    ``free``/``total`` count whole GPUs (shared GPUs are not among them); ``held`` is the
+    user's holdings in whole GPUs, a slot's 1/N rounded up (what is left for whole GPUs is
+    the quota less ``held``); ``slots_free``/``slots_total``: slots of the shared GPUs."""
 
     free: int
     total: int
     held: int
     held_text: str
+    slots_free: int = 0
+    slots_total: int = 0
+    held_share: Fraction = Fraction(0)  # exactly, slots as 1/N
 
 
 def config_error_to_trait(check, *args, **kwargs):
@@ -598,12 +609,18 @@ class GPUSpawnerMixin(UsageSettings):
             allocated = sum(1 for h in self.pool.holdings for gpu in h.gpus if gpu.name in totals)
             free = max(total - allocated, 0)
         else:
-            total, free = len(self.pool.inventory), len(self.pool.free())
+            total = sum(1 for gpu in self.pool.inventory if not gpu.is_shared)
+            free = len(self.pool.free())
+        slots = free_slots(self.pool.usable() or (), self.pool.holdings)
+        share = sum((h.share for h in mine), Fraction(0))
         return Availability(
             free=free,
             total=total,
-            held=sum(len(h.gpus) for h in mine),
+            held=math.ceil(share),
             held_text=describe_holdings(mine),
+            slots_free=sum(n for _, n in slots),
+            slots_total=sum(gpu.shared_by for gpu, _ in slots),
+            held_share=share,
         )
 
     async def stop(self, now=False):
