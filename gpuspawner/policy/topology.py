@@ -7,9 +7,10 @@ as the sum over its pairs; :func:`closest` picks the tightest set of the free GP
 earliest in inventory order among equally tight ones, so a host without topology gets the
 first free GPUs as before.
 
-Every set is compared while there are at most :data:`EXHAUSTIVE_LIMIT` of them (8 GPUs
-choose 4 is 70); beyond that a greedy search from each GPU in turn picks the set (exact on
-hosts whose islands and switches nest, the usual case).
+Every set is compared while there are at most :data:`EXHAUSTIVE_LIMIT` of them; beyond
+that a greedy search from each GPU in turn picks the set (exact on hosts whose islands and
+switches nest, the usual case). Both run inside the allocation decision, with no await:
+benchmarks/bench_topology.py times them.
 """
 
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ LINK_WORDS = {
     NUMA: "on one NUMA node",
     SYSTEM: "across NUMA nodes",
 }
-EXHAUSTIVE_LIMIT = 20000
+EXHAUSTIVE_LIMIT = 500  # 8 GPUs choose 4 is 70, 10 choose 5 is 252
 
 
 def distance(a: Gpu, b: Gpu) -> int:
@@ -59,29 +60,41 @@ def closest(free: Sequence[Gpu], count: int) -> tuple[Gpu, ...]:
     """The tightest ``count`` of ``free`` (in inventory order), in inventory order."""
     if count <= 1 or count >= len(free) or not any(gpu.topology.known for gpu in free):
         return tuple(free[:count])
+    far = [[distance(a, b) for b in free] for a in free]
     if comb(len(free), count) <= EXHAUSTIVE_LIMIT:
-        best = min(
-            combinations(range(len(free)), count), key=lambda s: spread([free[i] for i in s])
-        )
-        return tuple(free[i] for i in best)
-    return tuple(free[i] for i in _greedy(free, count))
+        best = min(combinations(range(len(free)), count), key=lambda s: _spread(far, s))
+    else:
+        best = _greedy(far, count)
+    return tuple(free[i] for i in best)
 
 
-def _greedy(free: Sequence[Gpu], count: int) -> tuple[int, ...]:
+def _spread(far: list[list[int]], chosen: Sequence[int]) -> tuple[int, int]:
+    pairs = [far[a][b] for a, b in combinations(chosen, 2)]
+    return (max(pairs, default=NVLINK), sum(pairs))
+
+
+def _greedy(far: list[list[int]], count: int) -> tuple[int, ...]:
+    """From each GPU in turn, add the GPU closest to those chosen (its loosest link to them,
+    then the sum, then inventory order); the tightest of these sets, the earliest on ties."""
+    n = len(far)
     best: tuple | None = None
-    for seed in range(len(free)):
+    for seed in range(n):
         chosen = [seed]
+        loosest = list(far[seed])  # per candidate: its loosest link to the chosen ones
+        total = list(far[seed])  # and the sum of its links to them
+        taken = [False] * n
+        taken[seed] = True
         while len(chosen) < count:
-            rest = [i for i in range(len(free)) if i not in chosen]
-            chosen.append(
-                min(rest, key=lambda i: (
-                    max(distance(free[i], free[j]) for j in chosen),
-                    sum(distance(free[i], free[j]) for j in chosen),
-                    i,
-                ))
-            )  # fmt: skip
+            pick = min(
+                (i for i in range(n) if not taken[i]), key=lambda i: (loosest[i], total[i], i)
+            )
+            chosen.append(pick)
+            taken[pick] = True
+            for i in range(n):
+                loosest[i] = max(loosest[i], far[pick][i])
+                total[i] += far[pick][i]
         picked = tuple(sorted(chosen))
-        key = (spread([free[i] for i in picked]), picked)
+        key = (_spread(far, picked), picked)
         if best is None or key < best:
             best = key
     return best[1]
