@@ -9,7 +9,8 @@ file with::
 
 and a bad setting stops the hub at start with the reason. The hub's log then says what
 the host offers (the GPUs found or declared, whether the engine can attach them, which
-catalog images are here).
+catalog images are here). With ``secrets_keys`` set it also checks that they decrypt the
+users' stored secrets (and re-encrypts those stored under an older key with the first).
 """
 
 from traitlets import TraitError
@@ -24,5 +25,11 @@ def check_config(config, spawner_class=None) -> None:
     try:
         spawner = spawner_class(config=config)
     except (TraitError, ConfigError) as e:
+        raise ConfigError("gpuspawner configuration: %s" % e) from None
+    from .usage.secrets import check_secrets
+
+    try:
+        check_secrets(spawner)  # the keys decrypt users' stored secrets (re-encrypted if old)
+    except ConfigError as e:
         raise ConfigError("gpuspawner configuration: %s" % e) from None
     spawner.report_host()  # the hub's log says what it found: GPUs, engine, images

@@ -42,6 +42,7 @@ c.GPUDockerSpawner.gpu_hour_budget = settings.get("gpu_hour_budget")
 c.GPUDockerSpawner.gpu_hour_budget_groups = settings.get("gpu_hour_budget_groups", {})
 c.GPUDockerSpawner.budget_grace_period = settings.get("budget_grace_period", 600)
 c.GPUDockerSpawner.gpu_max_age = settings.get("gpu_max_age", 0)
+c.GPUDockerSpawner.gpu_queue_timeout = settings.get("gpu_queue_timeout", 0)  # the fair queue
 c.GPUDockerSpawner.gpu_idle_timeout = settings.get("gpu_idle_timeout", 0)
 c.GPUDockerSpawner.gpu_utilisation_source = settings.get("gpu_utilisation_source", "nvml")
 if settings.get("gpu_resync_interval"):

@@ -27,6 +27,7 @@ from ..policy.inventory import Gpu
 from ..policy.locks import init_container_violations, pod_violations, refusal
 from ..policy.names import KUBE_NAME_MAX, fit_name
 from ..policy.wording import plural
+from ..usage.secrets import sync_kube_secret
 from .holdings import (
     ANNOTATION_IMAGE,
     ANNOTATION_PRODUCT,
@@ -298,6 +299,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     # --- the backend contract (gpuspawner.lifecycle.base) ---
 
     shared_state_class = KubeState
+    secrets_by_reference = True  # users' secrets: a Secret per user, secretKeyRef in the pod
 
     def gpu_inventory(self) -> None:
         return None  # the scheduler and the device plugin pick the devices
@@ -344,6 +346,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         self.emit_progress(
             30, "Creating pod %s from %s" % (self.pod_name, self.choice.image.display_name)
         )
+        await sync_kube_secret(self)  # the user's Secret, before the pod naming it
         url = await self._start_and_watch()
         pod = self.pod_reflector.pods.get("%s/%s" % (self.namespace, self.pod_name)) or {}
         self.emit_progress(

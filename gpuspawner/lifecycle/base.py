@@ -53,6 +53,7 @@ from ..policy.wording import plural
 from ..usage import hub_metrics
 from ..usage.accounting import Accounting
 from ..usage.settings import UsageSettings
+from . import queue
 from .env import gpu_env
 from .form import remember_form, render_options_form, spawn_failed
 from .refusal import SpawnRefused, install_on
@@ -97,7 +98,7 @@ def gpu_to_state(gpu: Gpu) -> dict:
     return entry
 
 
-class GPUSpawnerMixin(UsageSettings):
+class GPUSpawnerMixin(UsageSettings, queue.QueueSettings):
     """Catalog, quota, user options, progress, environment and the spawn lifecycle."""
 
     images = Dict(
@@ -522,12 +523,12 @@ class GPUSpawnerMixin(UsageSettings):
             self.holder, self.server_name, count, self.user_quota, devices,
             gpu_type=gpu_type, shared=shared,
         )  # fmt: skip
-        outcome = self.pool.allocate(request)
-        if not isinstance(outcome, Grant):
-            # refuse on the engine's word, not on a view that may be a minute old (a server
-            # killed from outside, OOM or docker kill, holds nothing any more)
-            await self.sync_holdings(max_age=REFUSAL_RESYNC_SECONDS)
-            outcome = self.pool.allocate(request)
+        # at once, or after waiting in line (gpu_queue_timeout); a capacity refusal is made on
+        # the engine's word, not on a view that may be a minute old (a server killed from
+        # outside, OOM or docker kill, holds nothing any more)
+        outcome = await queue.reserve(
+            self, request, lambda: self.sync_holdings(max_age=REFUSAL_RESYNC_SECONDS)
+        )
         if not isinstance(outcome, Grant):
             raise SpawnRefused(
                 outcome.message,
@@ -551,6 +552,7 @@ class GPUSpawnerMixin(UsageSettings):
         """The server stopped, failed to start or died: its GPUs are free again."""
         released = self.pool.release(self.holder, self.server_name) or self.held_gpus
         self.held_gpus = ()
+        queue.notify(self)  # the head of the line takes them
         if released:
             self.log.info(
                 "Released %s (%s) from %s",
@@ -583,6 +585,7 @@ class GPUSpawnerMixin(UsageSettings):
         holdings = self.by_holder(await self.engine_holdings())
         pool.rebuild(holdings, in_flight)
         shared.rebuilt_at = time.monotonic()
+        queue.notify(self)
         self.log.debug("GPU holdings rebuilt from the engine: %d servers", len(holdings))
         every = max(self.holdings_max_age, MIN_RECONCILE_SECONDS)
         if shared.reconciled_at is None or shared.rebuilt_at - shared.reconciled_at >= every:
@@ -623,11 +626,17 @@ class GPUSpawnerMixin(UsageSettings):
             held_share=share,
         )
 
+    def run_pre_spawn_hook(self):
+        queue.extend_start_timeout(self)  # JupyterHub reads start_timeout next
+        return super().run_pre_spawn_hook()
+
     async def stop(self, now=False):
         await super().stop(now=now)
         await self.release_gpus()
 
     async def poll(self):
+        if queue.interrupted(self):  # waiting in line when the hub stopped: ended, with why
+            return 0
         await self.sync_holdings()
         status = await self.poll_engine()
         if status is not None:
@@ -640,10 +649,12 @@ class GPUSpawnerMixin(UsageSettings):
         state = super().get_state()
         if self.held_gpus:
             state["held_gpus"] = [gpu_to_state(gpu) for gpu in self.held_gpus]
+        state.update(queue.waiting_state(self))
         return state
 
     def load_state(self, state):
         super().load_state(state)
+        self.restored_queue_entry = state.get(queue.STATE_KEY)
         if "held_gpus" in state:
             self.held_gpus = tuple(Gpu(**entry) for entry in state["held_gpus"])
         elif state.get("gpu_uuids"):  # written by the Docker backend before 0.x

@@ -10,6 +10,7 @@ restart does, and what a test calls to start from a fresh hub process.
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from ..policy.allocation import GpuPool
 from ..usage.ledger import Ledger
@@ -23,6 +24,7 @@ class SharedState:
     rebuilt_at: float = 0.0  # time.monotonic() of the last rebuild from the engine
     rebuilding: asyncio.Future | None = None  # the engine listing in progress, shared
     reconciled_at: float | None = None  # when the ledger was last matched with the engine
+    queue: Any = None  # the line of spawns waiting for a GPU (lifecycle.queue.GpuQueue)
 
 
 _states: dict[type, SharedState] = {}

@@ -24,6 +24,7 @@ from traitlets.config import LazyConfigValue
 from traitlets.utils.importstring import import_item
 
 from ..errors import ConfigError
+from ..usage.secrets import KEYS_ENV
 from ..usage.settings import UsageSettings
 
 SETTINGS_ENV = "GPUSPAWNER_ADMIN_SETTINGS"
@@ -220,6 +221,8 @@ def add_admin_service(
     spawner = backend_from_config(config, spawner_class)
     settings = settings_of(spawner, config, check_interval)
     environment = {**spawner.engine_environment(), SETTINGS_ENV: settings.to_json()}
+    if spawner.secrets_keys:  # users' secrets: the page stores them with the hub's keys
+        environment[KEYS_ENV] = ",".join(spawner.secrets_keys)
     if log_file:
         environment[LOG_ENV] = os.path.abspath(log_file)
     config.JupyterHub.services.append(

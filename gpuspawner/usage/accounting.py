@@ -17,7 +17,7 @@ from ..policy.budget import (
     Budget,
     exhausted,
     gpu_deadline,
-    gpu_weight,
+    gpu_rate,
     left_text,
     period_bounds,
     refusal,
@@ -108,7 +108,7 @@ class Accounting:
             started=now,
             used=used or 0.0,
             budget=budget,
-            rate=sum(gpu_weight(gpu.name, settings.gpu_hour_weights) for gpu in gpus),
+            rate=gpu_rate(gpus, settings.gpu_hour_weights),  # a slot: 1/N of the weight
             schedule=settings.reset_schedule,
             grace_seconds=settings.budget_grace_period,
             max_age_seconds=settings.gpu_max_age,
