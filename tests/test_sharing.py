@@ -2,6 +2,7 @@
 environment of a slot, and a state machine over spawns of whole GPUs and slots."""
 
 from collections import Counter
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -397,3 +398,30 @@ def test_a_slots_container_records_its_share_and_gets_the_mps_limits():
     whole = spawner.container_request()
     assert "gpuspawner.gpu-shared-by" not in whole.labels
     assert "GPUSPAWNER_GPU_SHARED_BY" not in whole.gpu_env
+
+
+def test_a_slots_deadline_spends_the_budget_at_one_nth_of_the_weight(tmp_path):
+    import logging
+    from datetime import datetime, timezone
+
+    from gpuspawner.usage.accounting import Accounting
+    from gpuspawner.usage.ledger import Ledger
+
+    spawner = docker_spawner(
+        shared_gpus={"T4": 3},
+        gpu_hour_budget=1.0,
+        gpu_hour_weights={"T4": 3.0},
+        budget_grace_period=0,
+    )
+    t4 = spawner.gpu_inventory()[1]
+    ledger = Ledger("sqlite:///%s" % (tmp_path / "usage.sqlite"))
+    try:
+        accounting = Accounting(spawner, ledger, "ann", "", [], logging.getLogger("test"))
+        accounting.used_at_spawn = 0.0
+        for gpu, hours in ((t4, 1.0), (replace(t4, shared_by=1), 1 / 3)):
+            env = accounting.deadline_env((gpu,))
+            at = datetime.fromisoformat(env["GPUSPAWNER_GPU_DEADLINE"])
+            left = (at - datetime.now(timezone.utc)).total_seconds() / 3600
+            assert abs(left - hours) < 0.01, (gpu, left)
+    finally:
+        ledger.dispose()
