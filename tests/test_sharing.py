@@ -425,3 +425,12 @@ def test_a_slots_deadline_spends_the_budget_at_one_nth_of_the_weight(tmp_path):
             assert abs(left - hours) < 0.01, (gpu, left)
     finally:
         ledger.dispose()
+
+
+def test_a_slot_keeps_its_share_in_the_saved_state():
+    from gpuspawner.lifecycle.base import gpu_to_state
+
+    entry = gpu_to_state(T4S[0])
+    assert entry == {"uuid": "GPU-t0", "name": "Tesla T4", "shared_by": 3}
+    assert Gpu(**entry).shared_by == 3
+    assert "shared_by" not in gpu_to_state(A100S[0])
