@@ -167,7 +167,11 @@ def test_the_pod_names_secrets_by_reference_and_the_secret_holds_them():
     assert secret_refs("gpuspawner-secrets-ann", ["WANDB_API_KEY", "HF_TOKEN"]) == {
         "HF_TOKEN": {
             "valueFrom": {
-                "secretKeyRef": {"name": "gpuspawner-secrets-ann", "key": "HF_TOKEN", "optional": True}
+                "secretKeyRef": {
+                    "name": "gpuspawner-secrets-ann",
+                    "key": "HF_TOKEN",
+                    "optional": True,
+                }
             }
         },
         "WANDB_API_KEY": {
@@ -244,7 +248,10 @@ def test_store_sets_replaces_lists_and_deletes_per_user(stores, db_url):
         ("HF_TOKEN", "…9X"),
         ("WANDB_API_KEY", "…42"),
     ]
-    assert store.values("ann") == {"HF_TOKEN": TOKEN + "X", "WANDB_API_KEY": "wandb-secret-value-42"}
+    assert store.values("ann") == {
+        "HF_TOKEN": TOKEN + "X",
+        "WANDB_API_KEY": "wandb-secret-value-42",
+    }
     assert store.values("bob") == {"HF_TOKEN": "bobs-own-token-value"}
     assert store.values("carl") == {}
     # at rest: Fernet tokens, never the values

@@ -296,11 +296,12 @@ class SecretStore:
                 ).all())  # fmt: skip
                 if count >= MAX_SECRETS:
                     raise SecretError(
-                        "You have %d secrets, the most this hub keeps: delete one first."
-                        % count
+                        "You have %d secrets, the most this hub keeps: delete one first." % count
                     )
                 session.add(
-                    StoredSecret(user=user, name=name, token=token, hint=hint(value), updated=_now())
+                    StoredSecret(
+                        user=user, name=name, token=token, hint=hint(value), updated=_now()
+                    )
                 )
                 try:
                     session.flush()
@@ -478,7 +479,11 @@ def kube_secret(name: str, labels: Mapping[str, str], values: Mapping[str, str])
         "type": "Opaque",
         "metadata": {
             "name": name,
-            "labels": {**labels, "app.kubernetes.io/managed-by": "gpuspawner", SECRET_LABEL: "user"},
+            "labels": {
+                **labels,
+                "app.kubernetes.io/managed-by": "gpuspawner",
+                SECRET_LABEL: "user",
+            },
         },
         "data": {
             key: base64.b64encode(value.encode("utf-8")).decode("ascii")
