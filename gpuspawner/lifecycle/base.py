@@ -52,6 +52,7 @@ from ..policy.topology import link_of
 from ..policy.wording import plural
 from ..usage import hub_metrics
 from ..usage.accounting import Accounting
+from ..usage.secrets import SecretSettings, secret_env
 from ..usage.settings import UsageSettings
 from . import queue
 from .env import gpu_env
@@ -98,7 +99,7 @@ def gpu_to_state(gpu: Gpu) -> dict:
     return entry
 
 
-class GPUSpawnerMixin(UsageSettings, queue.QueueSettings):
+class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
     """Catalog, quota, user options, progress, environment and the spawn lifecycle."""
 
     images = Dict(
@@ -708,6 +709,7 @@ class GPUSpawnerMixin(UsageSettings, queue.QueueSettings):
             if group in groups:
                 env.update(group_env)
         env.update(self.user_environment.get(self.user.name, {}))
+        env.update(secret_env(self))  # the user's own secrets (usage/secrets.py)
         env.update(
             gpu_env(
                 self.held_gpus, self.no_gpu_reason(),
