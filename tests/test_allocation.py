@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -317,3 +317,34 @@ def test_closest_without_topology_is_the_first_free():
     plain = tuple(Gpu("GPU-%d" % i) for i in range(6))
     assert closest(plain, 3) == plain[:3]
     assert closest(EIGHT[:2], 2) == EIGHT[:2]
+
+
+labels = st.sampled_from(["", "0", "1", "2"])
+topologies = st.builds(Topology, nvlink=labels, switch=labels, bridge=labels, numa=labels)
+
+
+@given(st.lists(topologies, min_size=2, max_size=9), st.integers(2, 5))
+@settings(max_examples=300, deadline=None)
+def test_any_topology_gets_a_tightest_set(places, count):
+    """Whatever the labels (nested or not), no set of ``count`` free GPUs is tighter than the
+    grant, and none as tight comes earlier in inventory order."""
+    free = tuple(Gpu("GPU-%d" % i, topology=t) for i, t in enumerate(places))
+    count = min(count, len(free))
+    got = closest(free, count)
+    assert len(set(got)) == count and list(got) == sorted(got, key=free.index)
+    for other in combinations(free, count):
+        assert spread(got) <= spread(other)
+        if spread(other) == spread(got):
+            assert [free.index(g) for g in got] <= [free.index(g) for g in other]
+
+
+@given(st.lists(st.from_regex(r"[A-Za-z0-9]{1,5}", fullmatch=True), min_size=1, max_size=5),
+       st.data())  # fmt: skip
+def test_a_run_of_a_names_words_is_its_type(words, data):
+    from gpuspawner.policy.inventory import matches_type
+
+    name = "-".join(words)
+    start = data.draw(st.integers(0, len(words) - 1))
+    end = data.draw(st.integers(start + 1, len(words)))
+    assert matches_type(name, " ".join(words[start:end]).upper())
+    assert not matches_type(name, words[start] + "x" * 6)  # longer than any word
