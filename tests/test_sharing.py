@@ -203,7 +203,7 @@ def test_a_slot_sees_its_gpu_and_says_it_is_shared():
     assert not any(key.startswith("CUDA_MPS") for key in env)
     mps = gpu_env((T4S[0],), "", share_mode="mps")
     assert mps["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "33"
-    assert mps["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=5120MB"
+    assert mps["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=5120M"
     unknown_memory = gpu_env((Gpu("GPU-m", "T4", shared_by=4),), "", share_mode="mps")
     assert "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT" not in unknown_memory
     assert unknown_memory["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"
@@ -392,7 +392,7 @@ def test_a_slots_container_records_its_share_and_gets_the_mps_limits():
     spawner.held_gpus = (spawner.gpu_inventory()[1],)
     request = spawner.container_request()
     assert request.labels["gpuspawner.gpu-shared-by"] == "3"
-    assert request.gpu_env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=5120MB"
+    assert request.gpu_env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=5120M"
     assert request.gpu_env["GPUSPAWNER_GPU_SHARED_BY"] == "3"
     spawner.held_gpus = (spawner.gpu_inventory()[0],)
     whole = spawner.container_request()

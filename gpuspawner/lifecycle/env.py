@@ -18,7 +18,7 @@ object's final environment, so no admin extra or image default can widen it.
 ``GPUSPAWNER_GPU_SHARE_MODE`` for a slot: ``time-sliced`` or ``mps``
 ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` ``mps`` mode: the slot's share of the GPU's SMs
                            (100/N, rounded down), as NVIDIA's MPS client reads it
-``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` ``mps`` mode: ``0=<MiB/N>MB``, the memory the slot's
+``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` ``mps`` mode: ``0=<MiB/N>M``, the memory the slot's
                            server may allocate on its device (ordinal 0: it sees one GPU);
                            left out where the GPU's memory is not known
 ========================== ===================================================
@@ -69,7 +69,7 @@ def slot_env(gpus: Sequence[Gpu], share_mode: str) -> dict:
     if share_mode == "mps":
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(100 // gpu.shared_by)
         if gpu.memory_mib:
-            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = "0=%dMB" % (gpu.memory_mib // gpu.shared_by)
+            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = "0=%dM" % (gpu.memory_mib // gpu.shared_by)
     return env
 
 
