@@ -170,6 +170,17 @@ def test_nvml_topology_of_the_simulated_host(sim_host, run_nvml):
     assert [placed[u]["bridge"] for u in uuids] == ["gpu%d" % (4 * (i // 4)) for i in range(8)]
     assert {placed[u]["nvlink"] for u in uuids} == {"gpu0"}  # one NVLink group on this host
 
+    # two NVLink islands of four; GPU 1 cannot say its PCIe ancestor: it is close to none
+    state = sim_host.read()
+    for gpu in state.gpus:
+        gpu.nvlink = 1 + gpu.index // 4
+    sim_host.write(state)
+    sim_host.fail(uuids[1], "nvmlDeviceGetTopologyCommonAncestor", simstate.NOT_SUPPORTED)
+    placed = json.loads(run_nvml(TOPOLOGY_PROBE).strip().splitlines()[-1])
+    assert [placed[u]["nvlink"] for u in uuids] == ["gpu0"] * 4 + ["gpu4"] * 4
+    assert [placed[u]["switch"] for u in uuids[:4]] == ["gpu0", "gpu1", "gpu2", "gpu2"]
+    assert placed[uuids[1]]["numa"] == "gpu1" and placed[uuids[2]]["numa"] == "gpu0"
+
 
 @pytest.fixture
 def gpu_hub(hub_factory, sim_host, monkeypatch):
