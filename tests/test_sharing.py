@@ -434,3 +434,28 @@ def test_a_slot_keeps_its_share_in_the_saved_state():
     assert entry == {"uuid": "GPU-t0", "name": "Tesla T4", "shared_by": 3}
     assert Gpu(**entry).shared_by == 3
     assert "shared_by" not in gpu_to_state(A100S[0])
+
+
+@pytest.mark.parametrize(
+    "shared, words",
+    [
+        ({"V100": 2}, "no GPU of this hub is of the type 'V100' (its GPUs: Tesla T4)."),
+        ({"GPU-9": 2}, "shared_gpus: the GPU GPU-9 is not among this hub's GPUs (GPU-1)."),
+        ({"T4": 1}, "shared_gpus['T4'] must be a whole number of servers, 2 or more, not 1"),
+    ],
+)
+def test_check_config_stops_a_hub_with_bad_shared_gpus(shared, words):
+    from traitlets.config import Config
+
+    from gpuspawner.config import check_config
+    from gpuspawner.errors import ConfigError
+
+    c = Config()
+    c.GPUDockerSpawner.images = {"demo": {"image": "org/demo:1.0"}}
+    c.GPUDockerSpawner.inventory = [{"uuid": "GPU-1", "name": "Tesla T4"}]
+    c.GPUDockerSpawner.shared_gpus = shared
+    with pytest.raises(ConfigError) as error:
+        check_config(c)
+    assert words in str(error.value)
+    c.GPUDockerSpawner.shared_gpus = {"T4": 2}
+    check_config(c)
