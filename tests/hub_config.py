@@ -44,6 +44,8 @@ c.GPUDockerSpawner.gpu_hour_budget_groups = settings.get("gpu_hour_budget_groups
 c.GPUDockerSpawner.budget_grace_period = settings.get("budget_grace_period", 600)
 c.GPUDockerSpawner.gpu_max_age = settings.get("gpu_max_age", 0)
 c.GPUDockerSpawner.gpu_queue_timeout = settings.get("gpu_queue_timeout", 0)  # the fair queue
+c.GPUDockerSpawner.shared_gpus = settings.get("shared_gpus", {})  # GPU UUID or type -> servers
+c.GPUDockerSpawner.shared_gpu_mode = settings.get("shared_gpu_mode", "time-sliced")
 c.GPUDockerSpawner.gpu_idle_timeout = settings.get("gpu_idle_timeout", 0)
 c.GPUDockerSpawner.gpu_utilisation_source = settings.get("gpu_utilisation_source", "nvml")
 if settings.get("gpu_resync_interval"):
