@@ -303,3 +303,42 @@ def test_wrong_key_raises_and_changes_nothing_then_rotation_re_encrypts(stores, 
     assert stores([KEY_B]).values("ann") == {"HF_TOKEN": TOKEN}  # the old key may go now
     with pytest.raises(UndecryptableSecrets):
         stores([KEY_A]).values("ann")
+
+
+def test_a_spawn_gets_its_users_secrets_and_a_wrong_key_refuses_it(tmp_path):
+    from types import SimpleNamespace
+
+    from gpuspawner.lifecycle.refusal import SpawnRefused
+    from gpuspawner.usage.secrets import reset_stores, secret_env
+
+    url = "sqlite:///%s" % (tmp_path / "usage.sqlite")
+    store = SecretStore(url, [KEY_A])
+    store.set("ann", "HF_TOKEN", TOKEN)
+    store.dispose()
+
+    def spawner(user, keys, by_reference=False):
+        return SimpleNamespace(
+            user=SimpleNamespace(name=user), usage_db_url=url, secrets_keys=keys,
+            secrets_by_reference=by_reference, secrets_object="", secrets_object_keys=(),
+            log=SimpleNamespace(error=lambda *a: None), _log_name="%s's server" % user,
+        )  # fmt: skip
+
+    try:
+        assert secret_env(spawner("ann", [KEY_A])) == {"HF_TOKEN": TOKEN}
+        assert secret_env(spawner("bob", [KEY_A])) == {}
+        assert secret_env(spawner("ann", [])) == {}  # off: no secrets, the spawn goes on
+        with pytest.raises(SpawnRefused) as refused:
+            secret_env(spawner("ann", [KEY_B]))
+        assert refused.value.status_code == 503
+        assert str(refused.value.jupyterhub_message) == (
+            "Your stored secrets cannot be decrypted with this hub's key: ask an admin"
+            " (or delete them on the secrets page and store them again)."
+        )
+        # by reference (Kubernetes): the names synced last, never the values
+        kube = spawner("ann", [KEY_A], by_reference=True)
+        assert secret_env(kube) == {}
+        kube.secrets_object, kube.secrets_object_keys = "gpuspawner-secrets-ann", ("HF_TOKEN",)
+        assert TOKEN not in str(secret_env(kube))
+        assert list(secret_env(kube)) == ["HF_TOKEN"]
+    finally:
+        reset_stores()
