@@ -139,7 +139,7 @@ def _json_value(value):
 
 
 # what servers get (secrets among them), never what the service asks the backend
-SERVER_ONLY_SETTINGS = {"environment", "user_environment", "group_environment"}
+SERVER_ONLY_SETTINGS = {"environment", "user_environment", "group_environment", "secrets_keys"}
 
 
 def backend_config(config, spawner) -> dict:
