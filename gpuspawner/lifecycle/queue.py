@@ -166,9 +166,9 @@ class GpuQueue:
     async def situation(self, spawner, request: GpuRequest, position: int, wanted: str) -> str:
         """'2nd in line for an A100; 8 servers hold them; one stops at the latest at 14:32
         (maximum age)'."""
-        own = (request.user, request.server)
-        holders = [h for h in spawner.pool.holdings if h.key != own and any(
-            _of_kind(g, request) for g in h.gpus)]  # fmt: skip
+        own, pool = (request.user, request.server), spawner.pool
+        holders = [h for h in pool.holdings if h.key != own and any(
+            _of_kind(g, request, pool) for g in h.gpus)]  # fmt: skip
         next_stop = None
         if spawner.gpu_max_age and holders:
             starts = await self._start_times(spawner)
@@ -198,11 +198,17 @@ class GpuQueue:
         return self._starts[1]
 
 
-def _of_kind(gpu, request: GpuRequest) -> bool:
-    """Whether a held GPU is one ``request`` waits for."""
+def _of_kind(gpu, request: GpuRequest, pool) -> bool:
+    """Whether a held GPU is one ``request`` waits for (another hub's GPUs on a shared engine
+    are not)."""
     if request.devices:  # the engine picks: GPUs of the same type name
         return gpu.name in {d.name for d in request.devices}
-    return matches_type(gpu.name, request.gpu_type.strip()) and gpu.is_shared == request.shared
+    ours = next((g for g in pool.usable() or () if g.uuid == gpu.uuid), None)
+    return (
+        ours is not None
+        and matches_type(ours.name, request.gpu_type.strip())
+        and ours.is_shared == request.shared
+    )
 
 
 def clock_text(at: datetime, zone: str) -> str:
