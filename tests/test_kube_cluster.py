@@ -314,6 +314,51 @@ async def test_quota_across_named_servers_and_after_a_hub_restart(cluster, make_
     assert (await staff.gpu_availability()).held == 3
 
 
+async def test_form_counts_the_gpus_the_server_would_ask_for(cluster, make_spawner):
+    """On a mixed cluster the form's free count is of this server's placement: the A100
+    nodes' 16 whole GPUs for the default resource, not the MIG node's 7 slices as well; an
+    image placed on the slices counts the slices; a GPU type no node has, none."""
+    running = make_spawner(user="ada", gpu_quota=2)
+    await spawn(running, image="demo", gpus=2)
+
+    whole = await make_spawner(user="ben").gpu_availability()
+    assert (whole.free, whole.total) == (14, 16)
+    on_slices = make_spawner(user="cy")
+    apply_gpu_options(on_slices, {"image": "demo-mig"})
+    slices = await on_slices.gpu_availability()
+    assert (slices.free, slices.total) == (7, 7)
+    h100 = make_spawner(user="dee", gpu_product="NVIDIA-H100-80GB-HBM3")
+    elsewhere = await h100.gpu_availability()
+    assert (elsewhere.free, elsewhere.total) == (0, 0)
+
+
+async def test_the_capacity_check_judges_the_pod_its_profile_makes(cluster, make_spawner):
+    """The pod the capacity check judges is the one that is created: a kubespawner profile's
+    overrides apply before the check (a CPU guarantee no node has is refused at once, no pod
+    made), and they are applied once per start (a callable override is called once)."""
+    calls, wanted = [], [512.0]
+
+    def cores(spawner):
+        calls.append(spawner.pod_name)
+        return wanted[0]
+
+    profile = {"display_name": "Cores", "default": True, "kubespawner_override": {
+        "cpu_guarantee": cores}}  # fmt: skip
+    spawner = make_spawner(user="ivy", gpu_quota=1, profile_list=[profile])
+    with pytest.raises(SpawnRefused, match="No node of this cluster has 512 CPU cores"):
+        await spawn(spawner, image="demo", gpus=1)
+    assert calls == [spawner.pod_name]
+    pods = cluster.kubectl("get", "pods", "-n", spawner.namespace, "-o", "name").stdout
+    assert "pod/%s" % spawner.pod_name not in pods.split()
+    calls.clear()
+    wanted[0] = 2.0
+    await spawn(spawner, image="demo", gpus=1)
+    assert calls == [spawner.pod_name]
+    resources = pod_of(cluster, spawner)["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == "2"
+    await spawner.stop(now=True)
+
+
 async def test_unsatisfiable_requests_are_refused_at_once(cluster, make_spawner):
     spawner = make_spawner(user="uma", gpu_quota=16, max_gpus_per_server=16)
     began = time.monotonic()

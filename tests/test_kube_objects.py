@@ -574,7 +574,8 @@ def test_the_typed_needs_are_what_the_pod_asks_for():
         {"matchExpressions": [PURPOSE]}]).products == ()  # fmt: skip
 
 
-def test_patch_model_changes_only_what_differs():
+@pytest.mark.parametrize("told", [False, True], ids=["looked-at", "current-given"])
+def test_patch_model_changes_only_what_differs(told):
     from kubernetes_asyncio.client import V1Container, V1PodSpec, V1Toleration
 
     made = []
@@ -590,14 +591,31 @@ def test_patch_model_changes_only_what_differs():
         node_selector={"zone": "a"},
     )
     same = api_dict(spec)
-    assert patch_model(spec, same, "V1PodSpec", deserialize) is spec and made == []
+    extra = {"current": copy.deepcopy(same)} if told else {}
+    assert patch_model(spec, same, "V1PodSpec", deserialize, **extra) is spec and made == []
     wanted = copy.deepcopy(same)
     wanted["tolerations"].append({"key": "nvidia.com/gpu", "operator": "Exists"})
     wanted["containers"][0]["image"] = "j"
-    patched = patch_model(spec, wanted, "V1PodSpec", deserialize)
+    patched = patch_model(spec, wanted, "V1PodSpec", deserialize, **extra)
     assert patched is spec and patched.tolerations[0] is toleration
     assert patched.tolerations[1] == ("made", "V1Toleration", wanted["tolerations"][1])
     assert patched.containers[0].image == "j"  # a value as it is
     assert patched.node_selector == {"zone": "a"}
     wanted["nodeSelector"] = None
-    assert patch_model(spec, wanted, "V1PodSpec", deserialize).node_selector is None
+    extra = {"current": api_dict(spec)} if told else {}
+    assert patch_model(spec, wanted, "V1PodSpec", deserialize, **extra).node_selector is None
+
+
+def test_patch_model_keeps_parts_the_caller_says_are_as_wanted():
+    """With ``current`` (the model's api_dict, which the spawner has at hand), a part that
+    reads there as wanted is kept without walking into it."""
+    from kubernetes_asyncio.client import V1Container, V1PodSpec
+
+    container = V1Container(name="notebook", image="i")
+    spec = V1PodSpec(containers=[container], node_selector={"zone": "a"})
+    wanted = {"containers": [{"name": "notebook", "image": "j"}], "nodeSelector": {"zone": "b"}}
+    # the caller's view: the container already reads as wanted, the selector does not
+    current = {"containers": [{"name": "notebook", "image": "j"}], "nodeSelector": {"zone": "a"}}
+    patched = patch_model(spec, wanted, "V1PodSpec", lambda data, kind: None, current)
+    assert patched.containers[0] is container and container.image == "i"
+    assert patched.node_selector == {"zone": "b"}

@@ -5,6 +5,8 @@
 - :mod:`.nodes`: what nodes offer: GPU resources, CUDA driver labels, capacity (pure)
 - :mod:`.messages`: the scheduler's and API server's messages in plain words (pure)
 - :mod:`.holdings`: the GPUs each server's pod asked for, and the quota across them (pure)
+- :mod:`.namespace`: a user namespace's GPU ResourceQuota and service account
+- :mod:`.workspace`: a deleted user's workspace claim
 
 ``KubeGPUSpawner`` is importable from here (``gpuspawner.kube:KubeGPUSpawner``, the entry
 point); it is loaded on first use, so the pure modules need no kubespawner.

@@ -60,16 +60,26 @@ def node_products(nodes: Iterable[Mapping]) -> dict[str, str]:
 def gpu_totals(nodes: Iterable[Mapping]) -> dict[str, int]:
     """GPUs per type (:func:`gpu_type`) on schedulable nodes."""
     totals: dict[str, int] = {}
+    for kind, _, count in _node_gpus(nodes):
+        totals[kind] = totals.get(kind, 0) + count
+    return totals
+
+
+def gpu_kinds(nodes: Iterable[Mapping]) -> dict[str, tuple[str, str]]:
+    """GPU type (:func:`gpu_type`) -> (its resource, its product or "") on schedulable nodes:
+    which types of :func:`gpu_totals` a server asking for a resource and product may get."""
+    return {kind: resource_product for kind, resource_product, _ in _node_gpus(nodes)}
+
+
+def _node_gpus(nodes: Iterable[Mapping]):
     for node in nodes:
         if (node.get("spec") or {}).get("unschedulable"):
             continue
-        labels = (node.get("metadata") or {}).get("labels") or {}
+        product = ((node.get("metadata") or {}).get("labels") or {}).get(PRODUCT_LABEL) or ""
         for resource, value in ((node.get("status") or {}).get("allocatable") or {}).items():
             count = int(parse_quantity(value)) if is_gpu_resource(resource) else 0
             if count > 0:
-                kind = gpu_type(labels.get(PRODUCT_LABEL), resource)
-                totals[kind] = totals.get(kind, 0) + count
-    return totals
+                yield gpu_type(product, resource), (resource, product), count
 
 
 def holdings_from_pods(

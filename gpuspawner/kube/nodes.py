@@ -218,12 +218,52 @@ class PodNeeds:
     tolerations: Sequence[Mapping] = ()
 
 
-def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | None:
+@dataclass(frozen=True)
+class NodeFacts:
+    """What :func:`unsatisfiable_reason` reads of one node, parsed once per node listing
+    (:func:`node_facts`) rather than once per spawn."""
+
+    name: str
+    schedulable: bool
+    labels: Mapping[str, str]
+    allocatable: Mapping[str, float]
+    hard_taints: tuple[Mapping, ...]  # NoSchedule/NoExecute, not Kubernetes' transient ones
+
+
+def node_facts(nodes: Iterable[Mapping]) -> tuple[NodeFacts, ...]:
+    """The nodes of a node list (the API's dicts), their quantities parsed."""
+    facts = []
+    for node in nodes:
+        allocatable = {}
+        for name, value in (node.get("status", {}).get("allocatable") or {}).items():
+            try:
+                allocatable[name] = parse_quantity(value)
+            except ValueError:
+                continue
+        taints = tuple(
+            t
+            for t in node.get("spec", {}).get("taints") or []
+            if t.get("effect") in ("NoSchedule", "NoExecute")
+            and not t.get("key", "").startswith(TRANSIENT_TAINTS)
+        )
+        labels = node.get("metadata", {}).get("labels") or {}
+        schedulable = not node.get("spec", {}).get("unschedulable")
+        facts.append(NodeFacts(_node_name(node), schedulable, labels, allocatable, taints))
+    return tuple(facts)
+
+
+def unsatisfiable_reason(
+    needs: PodNeeds, nodes: Sequence[Mapping] | Sequence[NodeFacts]
+) -> str | None:
     """Why no node of the cluster could run a pod with ``needs`` even when empty, or None.
 
     Checks what never changes while a spawn waits: the node's allocatable GPUs, CPU and
-    memory, its labels (node selector, GPU product) and its NoSchedule taints.
+    memory, its labels (node selector, GPU product) and its NoSchedule taints. ``nodes``:
+    the API's node list, or its :func:`node_facts` (parsed once for many spawns).
     """
+    if not nodes:
+        return "This cluster has no node to run servers on. Ask an admin."
+    facts = nodes if isinstance(nodes[0], NodeFacts) else node_facts(nodes)
     requests = dict(needs.requests)
     gpu = next(
         ((name, int(count)) for name, count in requests.items() if is_gpu_resource(name)), None
@@ -232,32 +272,18 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
     products = needs.products
     tolerations = needs.tolerations
 
-    if not nodes:
-        return "This cluster has no node to run servers on. Ask an admin."
-
-    def allocatable(node, name) -> float:
-        value = (node.get("status", {}).get("allocatable") or {}).get(name)
-        return parse_quantity(value) if value is not None else 0.0
-
-    def fits_labels(node) -> bool:
-        labels = node.get("metadata", {}).get("labels") or {}
-        return all(labels.get(key) == value for key, value in selector.items()) and (
-            not products or labels.get(PRODUCT_LABEL) in products
+    def fits_labels(node: NodeFacts) -> bool:
+        return all(node.labels.get(key) == value for key, value in selector.items()) and (
+            not products or node.labels.get(PRODUCT_LABEL) in products
         )
 
-    def fits_taints(node) -> bool:
-        taints = [
-            t
-            for t in node.get("spec", {}).get("taints") or []
-            if t.get("effect") in ("NoSchedule", "NoExecute")
-            and not t.get("key", "").startswith(TRANSIENT_TAINTS)
-        ]
-        return all(_tolerates(tolerations, taint) for taint in taints)
+    def fits_taints(node: NodeFacts) -> bool:
+        return all(_tolerates(tolerations, taint) for taint in node.hard_taints)
 
-    candidates = [n for n in nodes if not n.get("spec", {}).get("unschedulable")]
+    candidates = [n for n in facts if n.schedulable]
     if gpu is not None:
         name, count = gpu
-        candidates = [n for n in candidates if allocatable(n, name) > 0]
+        candidates = [n for n in candidates if n.allocatable.get(name, 0.0) > 0]
         if not candidates:
             return (
                 "No node of this cluster offers %s, so a server asking for %s can never start."
@@ -267,10 +293,7 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
     suitable = [n for n in candidates if fits_labels(n) and fits_taints(n)]
     if not suitable:
         if products and not any(fits_labels(n) for n in candidates):
-            offered = sorted(
-                {(n.get("metadata", {}).get("labels") or {}).get(PRODUCT_LABEL) for n in candidates}
-                - {None}
-            )
+            offered = sorted({n.labels.get(PRODUCT_LABEL) for n in candidates} - {None})
             return (
                 "No node of this cluster has the GPU type %s (label %s);"
                 " the GPU types here are: %s."
@@ -287,16 +310,18 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
         )
     if gpu is not None:
         name, count = gpu
-        best = max(suitable, key=lambda n: allocatable(n, name))
-        most = int(allocatable(best, name))
+        best = max(suitable, key=lambda n: n.allocatable.get(name, 0.0))
+        most = int(best.allocatable.get(name, 0.0))
         if most < count:
             return (
                 "No node of this cluster has %d %s: the most one node has is %d (%s)."
-                " Ask for at most %d." % (count, name, most, _node_name(best), most)
+                " Ask for at most %d." % (count, name, most, best.name, most)
             )
     for name, label in (("cpu", "CPU cores"), ("memory", "bytes of memory")):
-        if name in requests and not any(allocatable(n, name) >= requests[name] for n in suitable):
-            most = max(allocatable(n, name) for n in suitable)
+        if name in requests and not any(
+            n.allocatable.get(name, 0.0) >= requests[name] for n in suitable
+        ):
+            most = max(n.allocatable.get(name, 0.0) for n in suitable)
             return (
                 "No node of this cluster has %g %s for this server (the most is %g). Ask an admin."
                 % (
@@ -306,3 +331,13 @@ def unsatisfiable_reason(needs: PodNeeds, nodes: Sequence[Mapping]) -> str | Non
                 )
             )
     return None
+
+
+def needs_key(needs: PodNeeds) -> tuple:
+    """A hashable key of ``needs``, under which a verdict on one node listing is kept."""
+    return (
+        tuple(sorted(needs.requests.items())),
+        tuple(sorted(needs.node_selector.items())),
+        tuple(needs.products),
+        tuple(repr(sorted(t.items())) for t in needs.tolerations),
+    )

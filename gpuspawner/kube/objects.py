@@ -112,7 +112,10 @@ def api_dict(value):
     return value
 
 
-def patch_model(model, wanted, kind: str, deserialize):
+_UNKNOWN = object()
+
+
+def patch_model(model, wanted, kind: str, deserialize, current=_UNKNOWN):
     """``model`` (a client model, or what kubespawner put where one goes) changed to read
     as ``wanted`` (its :func:`api_dict` after :func:`pod_spec`), in place where it can be.
 
@@ -120,28 +123,39 @@ def patch_model(model, wanted, kind: str, deserialize):
     the dicts it leaves in them, such as an affinity term's ``preference``) reach the pod
     and ``modify_pod_hook`` unchanged; a changed or new part is ``deserialize(data, kind)``
     of its kind ("V1Container", "list[V1Toleration]", "dict(str, str)", ...).
+    ``current``: ``api_dict(model)`` where the caller has it; a part equal there to its
+    wanted part is kept without being looked into again.
     """
+    if current is not _UNKNOWN and current == wanted:
+        return model
     kinds = getattr(model, "openapi_types", None)
     if isinstance(kinds, dict) and isinstance(wanted, dict):
         names = model.attribute_map
         if not set(wanted) <= {names[attribute] for attribute in kinds}:
             return deserialize(wanted, kind)
+        known = current if isinstance(current, dict) else None
         for attribute, attribute_kind in kinds.items():
-            current, value = getattr(model, attribute), wanted.get(names[attribute])
-            if current is not None or value is not None:
-                setattr(model, attribute, patch_model(current, value, attribute_kind, deserialize))
+            name = names[attribute]
+            value, part = wanted.get(name), getattr(model, attribute)
+            if part is not None or value is not None:
+                was = known.get(name) if known is not None else _UNKNOWN
+                patched = patch_model(part, value, attribute_kind, deserialize, was)
+                setattr(model, attribute, patched)
         return model
     if isinstance(model, list) and isinstance(wanted, list) and kind.startswith("list["):
         item_kind = kind[len("list[") : -1]
+        known = current if isinstance(current, list) and len(current) == len(model) else None
         return [
-            patch_model(model[i], item, item_kind, deserialize)
+            patch_model(
+                model[i], item, item_kind, deserialize, known[i] if known is not None else _UNKNOWN
+            )
             if i < len(model)
             else deserialize(item, item_kind)
             for i, item in enumerate(wanted)
         ]
     if wanted is None:
         return None
-    if api_dict(model) == wanted:
+    if (api_dict(model) if current is _UNKNOWN else current) == wanted:
         return model  # a value, or a dict kubespawner left where a model goes
     if kind in PLAIN_KINDS or kind.startswith("dict(str, str"):
         return copy.deepcopy(wanted)  # already what the client would make of it

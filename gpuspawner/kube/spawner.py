@@ -34,6 +34,7 @@ from .holdings import (
     ANNOTATION_RESOURCE,
     LABEL_GPUS,
     LABEL_USER_ID,
+    gpu_kinds,
     gpu_totals,
     gpu_type,
     holdings_from_pods,
@@ -47,8 +48,11 @@ from .nodes import (
     cuda_refusal,
     cuda_verdicts,
     is_gpu_resource,
+    needs_key,
+    node_facts,
     unsatisfiable_reason,
 )
+from .namespace import KubeNamespace
 from .workspace import KubeWorkspace
 from .objects import (
     DEFAULT_GPU_TOLERATIONS,
@@ -63,8 +67,29 @@ from .objects import (
     pvc_spec,
 )
 
-RESOURCE_QUOTA_NAME = "gpuspawner-gpus"
 PROFILE_FIELDS = {"resource", "product", "node_selector", "tolerations"}
+
+
+@dataclass
+class NodeSummary:
+    """What was read from one node listing, once for every spawn until the next listing."""
+
+    nodes: list[dict] | None
+    products: dict[str, str]  # node name -> GPU product (holdings.node_products)
+    totals: dict[str, int] | None  # GPUs per type (holdings.gpu_totals)
+    kinds: dict[str, tuple[str, str]]  # GPU type -> (resource, product) (holdings.gpu_kinds)
+    facts: tuple = ()  # nodes.node_facts: what the capacity check reads
+    verdicts: dict = field(default_factory=dict)  # nodes.needs_key -> unsatisfiable_reason
+
+
+@dataclass
+class BuiltPod:
+    """A server's pod, built once for the capacity check and the creation."""
+
+    model: object  # kubespawner's V1Pod
+    base: dict  # its api_dict
+    wanted: dict  # objects.pod_spec of it: what is sent
+    key: tuple  # what it was built for (namespace, pod, claim, image)
 
 
 @dataclass
@@ -75,8 +100,7 @@ class KubeState(SharedState):
     nodes_listed_at: float = 0.0
     nodes_forbidden: bool = False
     nodes_listing: asyncio.Future | None = None
-    # what was read from the node list above: (that list, node products, GPU totals)
-    node_summary: tuple | None = None
+    node_summary: NodeSummary | None = None  # what was read from the node list above
     # (pod uid, resourceVersion, node product) -> the pod's Holding (holdings_from_pods)
     pod_holdings: dict = field(default_factory=dict)
 
@@ -88,7 +112,7 @@ class _Json:
         self.data = json.dumps(data)
 
 
-class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
+class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner):
     """One pod per server with GPUs as extended resources, a quota and a persistent workspace."""
 
     gpu_resource = Unicode(
@@ -160,13 +184,6 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     node_cache_seconds = Float(
         30,
         help="How long the node list used by ``check_node_capacity`` is reused.",
-    ).tag(config=True)
-
-    user_namespace_gpu_quota = Bool(
-        False,
-        help="""With ``enable_user_namespaces``: keep a ResourceQuota named
-        "gpuspawner-gpus" in each user's namespace capping ``requests.<GPU resource>`` at
-        the user's GPU quota, so the cluster enforces the limit too.""",
     ).tag(config=True)
 
     def __init__(self, **kwargs):
@@ -312,22 +329,41 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     async def engine_holdings(self) -> list[Holding]:
         await self._start_watching_pods()
         pods = self.pod_reflector.pods.values()
-        products, _ = self._node_summary(self.shared.nodes)
+        products = self._node_summary(self.shared.nodes).products
         held = holdings_from_pods(pods, products, memo=self.shared.pod_holdings)
         return [h for h in held if h.gpus]
 
     async def gpu_totals(self) -> dict[str, int] | None:
         nodes = await self.list_nodes() if self.check_node_capacity else None
-        return self._node_summary(nodes)[1] if nodes else None
+        return self._node_summary(nodes).totals if nodes else None
 
-    def _node_summary(self, nodes: list[dict] | None) -> tuple[dict[str, str], dict | None]:
-        """Node products and GPU totals of a node list, read once per listing (every spawn
-        and every published gauge asks; the list changes only when nodes are listed again)."""
+    def _node_summary(self, nodes: list[dict] | None) -> NodeSummary:
+        """What a node list says, read once per listing (every spawn and every published
+        gauge asks; the list changes only when nodes are listed again)."""
         summary = self.shared.node_summary
-        if summary is None or summary[0] is not nodes:
-            summary = (nodes, node_products(nodes or ()), gpu_totals(nodes) if nodes else None)
+        if summary is None or summary.nodes is not nodes:
+            summary = NodeSummary(
+                nodes,
+                node_products(nodes or ()),
+                gpu_totals(nodes) if nodes else None,
+                gpu_kinds(nodes or ()),
+                node_facts(nodes or ()),
+            )
             self.shared.node_summary = summary
-        return summary[1], summary[2]
+        return summary
+
+    def offered_gpu_types(self, totals: dict[str, int]) -> set[str]:
+        """The GPU types of this server's placement: its resource, of its product if it asks
+        for one (a mixed cluster's MIG slices and other GPU types are not counted)."""
+        placement = self.placement()
+        kinds = self._node_summary(self.shared.nodes).kinds
+        return {
+            kind
+            for kind, (resource, product) in kinds.items()
+            if kind in totals
+            and resource == placement.resource
+            and (not placement.product or product == placement.product)
+        }
 
     def engine_environment(self) -> dict[str, str]:
         # what kubespawner's load_config reads: in-cluster, or a kubeconfig file
@@ -338,6 +374,8 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         return "" if self.enable_user_namespaces else self.namespace
 
     async def check_startable(self) -> None:
+        self._checked_pod = None
+        self._options_loaded = False
         await self._refuse_if_unsatisfiable()
 
     async def start_engine(self) -> str:
@@ -361,7 +399,7 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         if pod is None:
             return None
         nodes = await self.list_nodes() if self.check_node_capacity else None
-        placed = holdings_from_pods([pod], self._node_summary(nodes)[0])
+        placed = holdings_from_pods([pod], self._node_summary(nodes).products)
         return placed[0] if placed else None
 
     async def poll_engine(self) -> int | None:
@@ -398,7 +436,15 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         if state.nodes_listing is None or state.nodes_listing.done():
             # concurrent spawns share one listing
             state.nodes_listing = asyncio.ensure_future(self._list_nodes_now())
-        return await asyncio.shield(state.nodes_listing)
+        try:
+            return await asyncio.shield(state.nodes_listing)
+        except (ApiException, asyncio.TimeoutError, OSError) as error:
+            if state.nodes is None:
+                raise
+            # a slow or failing API server: the last list rather than a failed spawn or gauge
+            self.log.warning("Listing nodes failed (%r); using the list of %.0f s ago",
+                             error, time.monotonic() - state.nodes_listed_at)  # fmt: skip
+            return state.nodes
 
     def forget_nodes(self) -> None:
         """List the nodes again at the next question (they may have changed)."""
@@ -474,7 +520,15 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
     async def pod_manifest(self) -> dict:
         """This server's pod as the API's dict: kubespawner's, with the GPU server's parts
         and locks."""
-        return pod_spec(await self.kubespawner_pod(), await self.pod_request())
+        return (await self._build_pod()).wanted
+
+    def _pod_key(self) -> tuple:
+        return (self.namespace, self.pod_name, self.pvc_name, self.image)
+
+    async def _build_pod(self) -> BuiltPod:
+        pod = await self.kubespawner_pod()
+        base = api_dict(pod)
+        return BuiltPod(pod, base, pod_spec(base, await self.pod_request()), self._pod_key())
 
     async def cuda_verdicts(self, nodes: list[dict] | None = None):
         """Which GPU nodes this GPU server may use by its image's CUDA; None when unknown."""
@@ -508,16 +562,28 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
                 reason="config",
                 status_code=503,
             )
-        pod = await self.kubespawner_pod()
-        wanted = pod_spec(pod, await self.pod_request())
+        # the pod the capacity check judged, unless what it was built for has changed since
+        built, self._checked_pod = self._checked_pod, None
+        if built is None or built.key != self._pod_key():
+            built = await self._build_pod()
         # kubespawner's V1Pod, changed only where the GPU parts change it
-        return patch_model(pod, wanted, "V1Pod", self._model)
+        return patch_model(built.model, built.wanted, "V1Pod", self._model, built.base)
+
+    _checked_pod: BuiltPod | None = None
+    _options_loaded = False
 
     async def load_user_options(self):
         """kubespawner's profiles apply (a profile_list default profile too), but the image
-        stays the catalog image the user picked: a profile's image never replaces it."""
+        stays the catalog image the user picked: a profile's image never replaces it.
+
+        Once per start: the capacity check loads them before it builds the pod, so the pod
+        it judges is the one kubespawner's start creates (a profile's overrides may be
+        callables, which are not called twice)."""
+        if self._options_loaded:
+            return
         await super().load_user_options()
         self.image = self.spawn_choice().image.image
+        self._options_loaded = True
 
     def pvc_request(self) -> PvcRequest:
         labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
@@ -552,12 +618,14 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
         nodes = await self.list_nodes()
         if nodes is None:
             return
-        needs = pod_needs(await self.pod_manifest())
-        reason = unsatisfiable_reason(needs, nodes)
+        await self.load_user_options()  # a profile's overrides are part of the pod judged
+        self._checked_pod = await self._build_pod()
+        needs = pod_needs(self._checked_pod.wanted)
+        reason = self._unsatisfiable(needs, nodes)
         if reason is not None:
             # the node list may be old: look again before refusing
             self.forget_nodes()
-            reason = unsatisfiable_reason(needs, await self.list_nodes() or nodes)
+            reason = self._unsatisfiable(needs, await self.list_nodes() or nodes)
         if reason is not None:
             raise SpawnRefused(reason, reason="gpu-unsatisfiable", status_code=400)
         refusal = self._cuda_refusal(await self.cuda_verdicts(nodes))
@@ -566,6 +634,14 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
             refusal = self._cuda_refusal(await self.cuda_verdicts(await self.list_nodes() or nodes))
         if refusal is not None:
             raise SpawnRefused(refusal, reason="image", status_code=400)
+
+    def _unsatisfiable(self, needs, nodes: list[dict]) -> str | None:
+        """unsatisfiable_reason on the listing's parsed nodes, once per kind of pod."""
+        summary = self._node_summary(nodes)
+        key = needs_key(needs)
+        if key not in summary.verdicts:
+            summary.verdicts[key] = unsatisfiable_reason(needs, summary.facts)
+        return summary.verdicts[key]
 
     def _cuda_refusal(self, verdicts) -> str | None:
         if verdicts is None:
@@ -663,57 +739,3 @@ class KubeGPUSpawner(KubeWorkspace, GPUSpawnerMixin, KubeSpawner):
                 status_code=403,
             )
         return None
-
-    async def _ensure_namespace(self):
-        await super()._ensure_namespace()
-        if self.user_namespace_gpu_quota:
-            await self._ensure_gpu_resource_quota()
-        await self._wait_for_service_account()
-
-    async def _wait_for_service_account(self, timeout: float = 10) -> None:
-        """Admission refuses pods in a new namespace until its "default" service account exists."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.api.read_namespaced_service_account("default", self.namespace)
-                return
-            except ApiException as e:
-                if e.status != 404 or time.monotonic() > deadline:
-                    return  # not allowed to look (403), or let the pod's creation say why
-            await asyncio.sleep(0.2)
-
-    async def _ensure_gpu_resource_quota(self) -> None:
-        """A ResourceQuota capping the user's namespace at their GPU quota, computed by the
-        cluster."""
-        resources = {self.gpu_resource} | {
-            p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()
-        }
-        hard = {"requests.%s" % name: str(self.user_quota.count) for name in sorted(resources)}
-        body = {
-            "apiVersion": "v1",
-            "kind": "ResourceQuota",
-            "metadata": {
-                "name": RESOURCE_QUOTA_NAME,
-                "labels": {"app.kubernetes.io/managed-by": "gpuspawner"},
-            },
-            "spec": {"hard": hard},
-        }
-        try:
-            await self.api.create_namespaced_resource_quota(self.namespace, body)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            await self.api.patch_namespaced_resource_quota(
-                RESOURCE_QUOTA_NAME, self.namespace, {"spec": {"hard": hard}}
-            )
-        # admission refuses pods until the quota controller has filled in the status
-        for _ in range(100):
-            quota = await self.api.read_namespaced_resource_quota(
-                RESOURCE_QUOTA_NAME, self.namespace
-            )
-            if (quota.status and quota.status.hard or {}) == hard:
-                return
-            await asyncio.sleep(0.1)
-        self.log.warning(
-            "ResourceQuota %s/%s has no status yet", self.namespace, RESOURCE_QUOTA_NAME
-        )

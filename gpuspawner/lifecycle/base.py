@@ -601,6 +601,12 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
         lost = [gpu for gpu in pool.inventory or () if gpu.uuid in pool.lost]
         hub_metrics.set_gpu_counts(await self.gpu_totals(), pool.holdings, lost)
 
+    def offered_gpu_types(self, totals: dict[str, int]) -> set[str]:
+        """Of the GPU types in ``totals`` (:meth:`gpu_totals`), those this server would ask
+        for, which the form counts (Kubernetes: its placement's resource and product).
+        Default: all of them."""
+        return set(totals)
+
     async def gpu_availability(self) -> Availability | None:
         """Free/total GPUs and the user's holdings, for the form; None when unknown."""
         await self.sync_holdings()
@@ -609,8 +615,9 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
             totals = await self.gpu_totals()
             if not totals:
                 return None
-            total = sum(totals.values())
-            allocated = sum(1 for h in self.pool.holdings for gpu in h.gpus if gpu.name in totals)
+            kinds = self.offered_gpu_types(totals)
+            total = sum(n for kind, n in totals.items() if kind in kinds)
+            allocated = sum(1 for h in self.pool.holdings for gpu in h.gpus if gpu.name in kinds)
             free = max(total - allocated, 0)
         else:
             total = sum(1 for gpu in self.pool.inventory if not gpu.is_shared)
