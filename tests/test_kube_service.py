@@ -391,7 +391,10 @@ def test_dashboard_json_csv_and_metrics_of_a_kubernetes_hub(kwok_cluster, make_h
     assert "<td>%s</td><td>ann</td><td>default</td>" % A100 in page.text
     # ann is no admin (her login would follow her pending server: a token says the same)
     ann = {"Authorization": "token " + hub.user_token("ann")}
-    assert requests.get(hub.url + SERVICE, headers=ann, timeout=30).status_code == 403
+    assert requests.get(hub.url + SERVICE + "api/usage", headers=ann, timeout=30).status_code == 403
+    own = requests.get(hub.url + SERVICE, headers=ann, timeout=30)  # her own usage page
+    assert own.status_code == 200 and "GPU inventory" not in own.text
+    assert "<td>default</td><td>%s</td>" % A100 in own.text
 
     screenshot_dashboard(hub, "gpu-admin-dashboard-kubernetes.png")
     usage = {u["user"]: u for u in service_get(hub, "api/usage").json()["users"]}

@@ -66,16 +66,19 @@ def test_admin_service_auth_api_csv_metrics_and_page(hub_factory, docker_client,
     hub.wait_ready("sam")
     ann_gpu = held_gpu(docker_client, "ann", "train")
 
-    # anonymous: sent to the hub's login; a normal user: 403; an admin (or an admin token): 200
+    # anonymous: sent to the hub's login; a normal user: 403 (the home page is their own
+    # usage); an admin (or an admin token): 200
     anonymous = requests.get(hub.url + SERVICE, allow_redirects=False, timeout=30)
     assert anonymous.status_code == 302 and "/hub/" in anonymous.headers["Location"]
     ann_token = hub.user_token("ann")
-    for path in ("", "api/usage", "api/ledger.csv", "metrics"):
+    for path in ("api/usage", "api/ledger.csv", "metrics", "api/inventory", "api/adjustments"):
         forbidden = requests.get(
             hub.url + SERVICE + path, headers={"Authorization": "token " + ann_token}, timeout=30
         )
         assert forbidden.status_code == 403, (path, forbidden.status_code)
-    assert hub.login("ann").get(hub.url + SERVICE, timeout=30).status_code == 403
+    own = hub.login("ann").get(hub.url + SERVICE, timeout=30)
+    assert own.status_code == 200 and "<h1>My GPU usage</h1>" in own.text
+    assert "GPU inventory" not in own.text
     admin_page = hub.login("boss").get(hub.url + SERVICE, timeout=30)
     # other test hubs may share this engine: count only this test's holdings
     assert admin_page.status_code == 200 and re.search(
@@ -308,3 +311,113 @@ def test_the_admin_service_stops_cleanly_with_its_hub(hub_factory, tmp_path, sig
         assert "stopping: the hub process (pid %d) ended" % hub.process.pid in text
     else:
         assert "stopping: signal SIGINT" in text  # the hub interrupts its services first
+
+
+def test_each_user_sees_only_their_own_usage_and_admins_adjust_limits(
+    hub_factory, docker_client, tmp_path
+):
+    """The usage page behind the real hub: listed on the hub's home page for every user, a
+    user's own data only (403 for another's), the user's CSV; an admin's adjustments from
+    the dashboard's form (refused without the XSRF token) and the JSON API, shown on the
+    user's page and used by the next spawn."""
+    hub = service_hub(hub_factory, tmp_path, gpu_quota=1)
+    for name, groups in (("ann", ("students",)), ("bob", ("students",)), ("boss", ())):
+        hub.create_user(name, groups=groups)
+    assert hub.spawn("ann", options={"gpus": 1}).status_code in (201, 202)
+    assert hub.spawn("bob", options={"gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("ann")
+    hub.wait_ready("bob")
+
+    ann = hub.login("ann")
+    home = ann.get(hub.url + "/hub/home", timeout=30).text
+    assert 'href="%s"' % SERVICE in home  # the hub's Services menu lists it for every user
+    page = ann.get(hub.url + SERVICE + "users/ann", timeout=30)
+    assert page.status_code == 200
+    assert re.search(r"GPU-hours left this week: [0-9.]+ of 10 GPU-hours \(group &#x27;students",
+                     page.text), page.text  # fmt: skip
+    assert "<td>default</td><td>NVIDIA A100-SXM4-80GB</td>" in page.text
+    assert 'aria-label="My GPU-hours per day"' in page.text
+    for other in ("users/bob", "users/bob/ledger.csv", "api/users/bob"):
+        refused = ann.get(hub.url + SERVICE + other, timeout=30)
+        assert refused.status_code == 403, (other, refused.status_code)
+        assert "You may see only your own GPU usage." in refused.text
+    csv_rows = ann.get(hub.url + SERVICE + "users/ann/ledger.csv", timeout=30).text.splitlines()
+    assert csv_rows[0].startswith("user,server,gpu_uuid") and len(csv_rows) == 2
+    assert csv_rows[1].startswith("ann,,")
+    ann_token = hub.user_token("ann")
+    mine = requests.get(hub.url + SERVICE + "api/users/ann", timeout=30,
+                        headers={"Authorization": "token " + ann_token}).json()  # fmt: skip
+    assert mine["budget_hours"] == 10 and [s["server"] for s in mine["servers"]] == [""]
+    assert mine["servers"][0]["deadline"] is not None  # the budget, spent at this rate
+    assert requests.post(
+        hub.url + SERVICE + "api/adjustments", timeout=30,
+        headers={"Authorization": "token " + ann_token},
+        json={"user": "ann", "kind": "top-up", "value": 100, "reason": "mine"},
+    ).status_code == 403  # fmt: skip
+    # an admin may view anyone's page
+    boss = hub.login("boss")
+    assert "<h1>GPU usage of ann</h1>" in boss.get(hub.url + SERVICE + "users/ann").text
+
+    # a second GPU is over ann's quota of 1
+    refused = hub.spawn("ann", "second", {"gpus": 1})
+    assert refused.status_code == 403
+    assert "your limit is 1 GPU at once (the default for every user)" in refused.json()["message"]
+
+    # the dashboard's form: refused without the XSRF token, accepted with it
+    fields = {"user": "ann", "kind": "quota", "value": "2", "reason": "thesis runs"}
+    no_token = boss.post(hub.url + SERVICE + "adjustments", data=fields, allow_redirects=False)
+    assert no_token.status_code == 403
+    assert hub.session.get(hub.url + SERVICE + "api/adjustments").json() == []
+    dashboard = boss.get(hub.url + SERVICE, timeout=30).text
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', dashboard).group(1)
+    done = boss.post(hub.url + SERVICE + "adjustments", data=dict(fields, _xsrf=xsrf),
+                     allow_redirects=False)  # fmt: skip
+    assert done.status_code == 303, done.text
+    # the JSON API (an admin token): a top-up, and bad input answered with a sentence
+    api = hub.url + SERVICE + "api/adjustments"
+    topped = hub.session.post(api, json={"user": "ann", "kind": "top-up", "value": 5,
+                                         "reason": "deadline"})  # fmt: skip
+    assert topped.status_code == 201 and topped.json()["by"] == "tests"
+    bad = hub.session.post(api, json={"user": "ann", "kind": "top-up", "value": "lots",
+                                      "reason": "x"})  # fmt: skip
+    assert bad.status_code == 400 and "The value must be a number, not 'lots'." in bad.text
+    assert hub.session.post(api, data="{").status_code == 400
+    assert hub.session.post(api, json={"user": "nobody", "kind": "quota", "value": 1,
+                                       "reason": "x"}).status_code == 400  # fmt: skip
+    made = hub.session.get(api, params={"user": "ann"}).json()
+    assert [(a["kind"], a["value"], a["by"], a["reason"]) for a in made] == [
+        ("quota", 2, "boss", "thesis runs"), ("top-up", 5, "tests", "deadline"),
+    ]  # fmt: skip
+
+    # at once: the next spawn gets the quota of 2, the page and the API the budget of 15
+    assert hub.spawn("ann", "second", {"gpus": 1}).status_code in (201, 202)
+    hub.wait_ready("ann", "second")
+    page = ann.get(hub.url + SERVICE, timeout=30).text
+    assert "of 15 GPU-hours (group &#x27;students&#x27; + 5 GPU-hours top-up)" in page
+    assert "<td>quota 2 GPUs at once</td><td>thesis runs</td><td>boss</td>" in page
+    users = {u["user"]: u for u in hub.session.get(hub.url + SERVICE + "api/usage").json()["users"]}
+    assert users["ann"]["budget_hours"] == 15 and users["bob"]["budget_hours"] == 10
+    # the server's environment carries the budget at start and the page's path
+    (container,) = [
+        c for c in docker_client.containers.list(filters={"label": "gpuspawner.user=ann"})
+        if c.labels.get("gpuspawner.server") == "second"
+    ]  # fmt: skip
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    assert env["GPUSPAWNER_USAGE_URL"] == SERVICE + "users/ann"
+    assert float(env["GPUSPAWNER_BUDGET_HOURS"]) == 15
+    assert env["GPUSPAWNER_BUDGET_PERIOD"] == "week"
+    screenshot_user_page(hub)
+
+
+def screenshot_user_page(hub):
+    """ann's page in Chromium, found from the hub's Services menu."""
+    with chromium() as browser:
+        _, page = hub_page(browser, hub, "ann", "/hub/home")
+        page.get_by_role("button", name="Services").click()
+        page.get_by_role("link", name="gpu-admin").click()
+        page.wait_for_url("**" + SERVICE + "**")
+        assert page.get_by_role("heading", name="My GPU usage").is_visible()
+        assert page.get_by_role("img", name="My GPU-hours per day").is_visible()
+        assert page.get_by_role("link", name="Download my ledger (CSV)").is_visible()
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "gpu-my-usage.png"), full_page=True)

@@ -347,8 +347,10 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
 
     @property
     def user_quota(self) -> GpuLimit:
-        """The user's GPU quota across all of their servers (GPU_LIMIT is this server's count)."""
-        return gpu_limit(self.user_groups, self.gpu_quota, self.gpu_quota_groups)
+        """The user's GPU quota across all of their servers (GPU_LIMIT is this server's count):
+        their groups', or the one an admin set for them (gpuspawner.usage.adjustments)."""
+        limit = gpu_limit(self.user_groups, self.gpu_quota, self.gpu_quota_groups)
+        return self.accounting.quota(limit)
 
     @property
     def server_name(self) -> str:

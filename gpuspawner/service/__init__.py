@@ -26,6 +26,7 @@ from traitlets.utils.importstring import import_item
 from ..errors import ConfigError
 from ..usage.secrets import KEYS_ENV
 from ..usage.settings import UsageSettings
+from .handler import ADMIN_SCOPE
 
 SETTINGS_ENV = "GPUSPAWNER_ADMIN_SETTINGS"
 LOG_ENV = "GPUSPAWNER_ADMIN_LOG"
@@ -213,11 +214,14 @@ def add_admin_service(
     ``http://hub:10101`` on zero-to-jupyterhub where the proxy runs in a pod of its own, the
     service listens on every interface of the hub's pod.
 
-    Users reach the service at /services/<name>/ once the hub lets them (the
-    ``access:services`` scope: the admin role has it; grant ``access:services!service=<name>``
-    to a role to delegate). The service's own token may list users and stop servers, nothing
-    more.
+    Every user may reach the service at /services/<name>/ (it is added to the hub's
+    ``extra_user_scopes``, so the hub's Services menu lists it): a user sees their own GPU
+    usage there; the dashboard, the JSON API about everyone and the adjustments answer only
+    the hub's admins and roles granted the scope ``custom:gpuspawner:admin`` (to delegate).
+    Servers get the path of their user's page (GPUSPAWNER_USAGE_URL) for the JupyterLab GPU
+    panel. The service's own token may list users and stop servers, nothing more.
     """
+    config.UsageSettings.usage_service = name  # before the spawner is built: it is passed on
     spawner = backend_from_config(config, spawner_class)
     settings = settings_of(spawner, config, check_interval)
     environment = {**spawner.engine_environment(), SETTINGS_ENV: settings.to_json()}
@@ -239,4 +243,8 @@ def add_admin_service(
     )
     config.JupyterHub.load_roles.append(
         {"name": name + "-service", "services": [name], "scopes": SERVICE_SCOPES}
+    )
+    config.JupyterHub.extra_user_scopes.add("access:services!service=" + name)
+    config.JupyterHub.custom_scopes.update(
+        {ADMIN_SCOPE: {"description": "Admin of the GPU service (dashboard, adjustments)."}}
     )

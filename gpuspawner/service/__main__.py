@@ -13,6 +13,7 @@ import signal
 from urllib.parse import urlparse
 
 from ..policy.budget import period_bounds
+from ..usage.adjustments import adjustments_of
 from ..usage.ledger import Ledger
 from . import LOG_ENV, AdminSettings
 from .app import make_app
@@ -30,6 +31,7 @@ class ServiceState:
     def __init__(self, settings: AdminSettings):
         self.settings = settings
         self.ledger = Ledger(settings.usage_db_url)
+        self.adjustments = adjustments_of(self.ledger)  # its table created or upgraded now
         self.metrics = ServiceMetrics()
         self.engine = EngineView.from_settings(settings)
         hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])

@@ -131,6 +131,12 @@ def page_context(data, notices, settings, viewer: str, prefix: str, now: datetim
         "weights": ("Weights: " + weights + ".")
         if weights
         else "All GPU types cost 1 GPU-hour per hour.",
+        "adjustments": [
+            {"at": a.at.strftime("%d %b %Y %H:%M"), "user": a.user, "what": a.text,
+             "reason": a.reason, "by": a.by}
+            for a in reversed(data.get("adjustments", [])[-30:])
+        ],  # fmt: skip
+        "xsrf": data.get("xsrf", ""),
         "api": prefix,
         "today": now.date().isoformat(),
         "month_ago": (now.date() - timedelta(days=30)).isoformat(),

@@ -7,6 +7,7 @@ Inputs are plain data: intervals, the hub's users and their groups, the settings
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
+from ..usage.adjustments import InForce, adjusted_budget
 from ..policy.budget import (
     Interval,
     period_bounds,
@@ -59,9 +60,15 @@ def _picked_report(open_intervals: Sequence[Interval], totals: Mapping[str, int]
 
 
 def usage_report(
-    settings, intervals: Sequence[Interval], user_groups: Mapping[str, list[str]], now: datetime
+    settings,
+    intervals: Sequence[Interval],
+    user_groups: Mapping[str, list[str]],
+    now: datetime,
+    in_force: Mapping[str, InForce] | None = None,
 ) -> dict:
-    """Per-user and per-group usage against budgets for the current period."""
+    """Per-user and per-group usage against budgets for the current period; ``in_force``:
+    the admins' adjustments per user (budget overrides and this period's top-ups)."""
+    in_force = in_force or {}
     start, end = period_bounds(now, settings.reset_schedule)
     by_user: dict[str, list[Interval]] = {}
     for interval in intervals:
@@ -69,7 +76,7 @@ def usage_report(
     users = []
     for name in sorted(set(by_user) | set(user_groups)):
         groups = user_groups.get(name, [])
-        budget = settings.budget_of(groups)
+        budget = adjusted_budget(settings.budget_of(groups), in_force.get(name, InForce()))
         used = usage_hours(by_user.get(name, []), start, end, now, settings.gpu_hour_weights)
         running = sorted({i.server for i in by_user.get(name, []) if i.end is None})
         users.append(

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from ..policy.budget import exhausted, hours_text, period_bounds, usage_hours, when_text
+from ..usage.adjustments import InForce, adjusted_budget, adjustments_of
 from ..usage.culler import IdleTracker, utilisation_source
 from ..usage.ledger import Ledger, now_utc
 from ..usage.prometheus import PrometheusUtilisation
@@ -151,10 +152,20 @@ class Watcher:
             await self._stop(user, server, reason, message, now)
         await self._publish(now)
 
+    async def in_force(self, now: datetime) -> dict[str, InForce]:
+        """The admins' adjustments in force now, per user (read at every pass: at once)."""
+        start, _ = period_bounds(now, self.settings.reset_schedule)
+        store = await asyncio.to_thread(adjustments_of, self.ledger)
+        return await asyncio.to_thread(store.in_force_by_user, None, start)
+
     async def _check_budgets(self, servers, now, stopping) -> None:
         start, end = period_bounds(now, self.settings.reset_schedule)
+        adjusted = await self.in_force(now) if servers else {}
         for user in sorted({user for user, _ in servers}):
-            budget = self.settings.budget_of(self.user_groups.get(user, []))
+            budget = adjusted_budget(
+                self.settings.budget_of(self.user_groups.get(user, [])),
+                adjusted.get(user, InForce()),
+            )
             if not budget.limited:
                 continue
             intervals = await asyncio.to_thread(self.ledger.intervals, start, end, user)
@@ -162,7 +173,11 @@ class Watcher:
             if not exhausted(used, budget):
                 continue
             warnings = await asyncio.to_thread(self.ledger.notices, start, "budget-warning")
-            warned = [n for n in warnings if n["user"] == user]
+            # a warning before the admin's latest top-up or override was about the old budget
+            force = adjusted.get(user, InForce())
+            changed = [a.at for a in (force.budget, *force.top_ups) if a is not None]
+            since = max(changed, default=start)
+            warned = [n for n in warnings if n["user"] == user and n["at"] >= since]
             if not warned:
                 deadline = now + timedelta(seconds=self.settings.budget_grace_period)
                 message = (
@@ -282,7 +297,9 @@ class Watcher:
         intervals = await asyncio.to_thread(
             self.ledger.intervals, *period_bounds(now, self.settings.reset_schedule)
         )
-        report = usage_report(self.settings, intervals, self.user_groups, now)
+        report = usage_report(
+            self.settings, intervals, self.user_groups, now, await self.in_force(now)
+        )
         for group in report["groups"]:
             self.metrics.budget_used.labels(group=group["group"]).set(group["used_hours"])
             self.metrics.budget_limit.labels(group=group["group"]).set(group["budget_hours"])

@@ -9,6 +9,7 @@ ledger and the hub's allocation counter, and tells the container its deadline
 """
 
 import asyncio
+from urllib.parse import quote
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -24,7 +25,9 @@ from ..policy.budget import (
     usage_hours,
 )
 from ..policy.inventory import Gpu
+from ..policy.quota import GpuLimit
 from . import hub_metrics
+from .adjustments import InForce, adjusted_budget, adjusted_quota, adjustments_of
 from .ledger import Ledger, now_utc
 from .settings import UsageSettings
 
@@ -48,10 +51,27 @@ class Accounting:
         self.user_groups = tuple(user_groups)
         self.log = log
         self.used_at_spawn: float | None = None  # what refusal() found, for the deadline
+        self.in_force: InForce | None = None  # the admin's adjustments, read at each spawn
+        self.period_end: datetime | None = None  # when the budget resets, found by refusal()
+
+    async def load_adjustments(self, now: datetime | None = None) -> InForce:
+        """Read the admin's adjustments of this user (quota, budget, this period's top-ups)."""
+        start, _ = period_bounds(now or now_utc(), self.settings.reset_schedule)
+        store = await asyncio.to_thread(adjustments_of, self.ledger)
+        self.in_force = await asyncio.to_thread(store.in_force, self.user, start)
+        return self.in_force
+
+    def quota(self, limit: GpuLimit) -> GpuLimit:
+        """The groups' ``limit``, or the quota an admin set for this user."""
+        if self.in_force is None:  # read by refusal() at each spawn asking for GPUs
+            return limit
+        return adjusted_quota(limit, self.in_force)
 
     @property
     def budget(self) -> Budget:
-        return self.settings.budget_of(self.user_groups)
+        """The groups' budget, with the admin's override and top-ups once read."""
+        groups_budget = self.settings.budget_of(self.user_groups)
+        return adjusted_budget(groups_budget, self.in_force or InForce())
 
     @property
     def group(self) -> str:
@@ -68,6 +88,7 @@ class Accounting:
         """The spawn form's budget sentence and whether the budget is spent (None: no budgets)."""
         if not self.settings.any_budget:
             return None, False
+        await self.load_adjustments()
         budget = self.budget
         used, resets_at = await self.hours_used()
         return left_text(used, budget, self.settings.budget_period, resets_at), exhausted(
@@ -77,11 +98,15 @@ class Accounting:
     async def refusal(self, gpus: int) -> str | None:
         """The sentence refusing a spawn of ``gpus`` GPUs on a spent budget, or None."""
         self.used_at_spawn = None
+        if gpus == 0:
+            return None
+        await self.load_adjustments()  # the quota and budget an admin set count at once
         budget = self.budget
-        if gpus == 0 or not budget.limited:
+        if not budget.limited:
             return None
         used, resets_at = await self.hours_used()
         self.used_at_spawn = used
+        self.period_end = resets_at
         sentence = refusal(used, budget, gpus, self.settings.budget_period, resets_at)
         if sentence is not None:
             self.log.info(
@@ -96,7 +121,7 @@ class Accounting:
     def deadline_env(self, gpus: Sequence[Gpu]) -> dict[str, str]:
         """GPUSPAWNER_GPU_DEADLINE(_REASON) for a server starting with ``gpus`` (empty: none)."""
         if not gpus:
-            return {}
+            return self.usage_env(gpus, now_utc())
         settings = self.settings
         budget = self.budget
         used = self.used_at_spawn
@@ -113,14 +138,45 @@ class Accounting:
             grace_seconds=settings.budget_grace_period,
             max_age_seconds=settings.gpu_max_age,
         )
+        env = self.usage_env(gpus, now)
         if deadline is None:
-            return {}
+            return env
         return {
+            **env,
             "GPUSPAWNER_GPU_DEADLINE": deadline.at.astimezone(timezone.utc).isoformat(
                 timespec="seconds"
             ),
             "GPUSPAWNER_GPU_DEADLINE_REASON": deadline.reason,
         }
+
+    def usage_env(self, gpus: Sequence[Gpu], now: datetime) -> dict[str, str]:
+        """What JupyterLab shows of the user's budget (as found at this spawn), where their
+        usage page is, and the GPU-idle culling it warns about (GPUSPAWNER_GPU_IDLE_*)."""
+        settings, env = self.settings, {}
+        hub = getattr(settings, "hub", None)  # the spawner's: the hub's base URL
+        if settings.usage_service and hub is not None:
+            base = hub.base_url[: -len("hub/")] if hub.base_url.endswith("hub/") else "/"
+            env["GPUSPAWNER_USAGE_URL"] = "%sservices/%s/users/%s" % (
+                base, quote(settings.usage_service, safe=""), quote(self.user, safe=""),
+            )  # fmt: skip
+        budget = self.budget
+        if budget.limited and self.used_at_spawn is not None and self.period_end is not None:
+            env.update({
+                "GPUSPAWNER_BUDGET_HOURS": "%.4f" % budget.hours,
+                "GPUSPAWNER_BUDGET_USED_HOURS": "%.4f" % self.used_at_spawn,
+                "GPUSPAWNER_BUDGET_PERIOD": settings.budget_period,
+                "GPUSPAWNER_BUDGET_RESETS_AT": self.period_end.astimezone(timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
+                "GPUSPAWNER_BUDGET_READ_AT": now.isoformat(timespec="seconds"),
+            })  # fmt: skip
+        if gpus and settings.gpu_idle_timeout:
+            env.update({
+                "GPUSPAWNER_GPU_IDLE_TIMEOUT": "%.0f" % settings.gpu_idle_timeout,
+                "GPUSPAWNER_GPU_IDLE_THRESHOLD": "%g" % settings.gpu_idle_threshold,
+                "GPUSPAWNER_GPU_IDLE_WARNING": "%.0f" % settings.gpu_idle_warning,
+            })  # fmt: skip
+        return env
 
     async def opened(self, gpus: Sequence[Gpu]) -> None:
         """The server started holding ``gpus``: open an interval per GPU."""

@@ -599,8 +599,9 @@ class Ledger:
             ).all()
             return [as_interval(row) for row in rows]
 
-    def csv(self, start: datetime, end: datetime, now: datetime) -> str:
-        """The ledger's intervals overlapping [start, end) as CSV, times in UTC (ISO 8601)."""
+    def csv(self, start: datetime, end: datetime, now: datetime, user: str | None = None) -> str:
+        """The ledger's intervals overlapping [start, end) (of ``user``) as CSV, times in UTC
+        (ISO 8601)."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(
@@ -615,7 +616,7 @@ class Ledger:
                 "end_reason",
             ]
         )
-        for row in self.rows(start, end):
+        for row in self.rows(start, end, user):
             started, ended = _utc(row.started), _utc(row.ended)
             clipped = (min(ended or now, end) - max(started, start)).total_seconds() / 3600
             writer.writerow(

@@ -124,6 +124,21 @@ class UsageSettings(LoggingConfigurable):
         help="GPU utilisation (percent) below which a GPU counts as idle.",
     ).tag(config=True)
 
+    gpu_idle_warning = Float(
+        300,
+        help="""Seconds before a GPU-idle cull (gpu_idle_timeout) at which JupyterLab warns
+        the user that the server will stop unless the GPU is used (e.g. 300: 5 minutes).
+        0: no warning. Servers learn it, with the timeout and threshold, from their
+        environment (GPUSPAWNER_GPU_IDLE_*).""",
+    ).tag(config=True)
+
+    usage_service = Unicode(
+        "",
+        help="""Name of the hub service with each user's usage page (set by
+        ``add_admin_service``). Servers then get GPUSPAWNER_USAGE_URL, the path of their
+        user's page, which the JupyterLab GPU panel links to. Empty: no usage page.""",
+    ).tag(config=True)
+
     gpu_utilisation_source = Unicode(
         "nvml",
         help="""Where the admin service reads GPU utilisation for culling:
