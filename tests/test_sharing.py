@@ -459,3 +459,14 @@ def test_check_config_stops_a_hub_with_bad_shared_gpus(shared, words):
     assert words in str(error.value)
     c.GPUDockerSpawner.shared_gpus = {"T4": 2}
     check_config(c)
+
+
+def test_the_hub_logs_which_gpus_are_shared(caplog):
+    import logging
+
+    spawner = docker_spawner(shared_gpus={"T4": 3})
+    spawner.log = logging.getLogger("test-sharing")
+    spawner.shared.inventory_note = None
+    with caplog.at_level(logging.INFO, logger="test-sharing"):
+        spawner.gpu_inventory()
+    assert "GPUs of this hub: 2 GPUs declared (inventory); shared: GPU-t0 by 3" in caplog.text

@@ -70,6 +70,14 @@ def holder_of(labels, hub_id: str | None = None) -> str:
     return labels[LABEL_USER]
 
 
+def sharing_note(gpus: Sequence[Gpu]) -> str:
+    """'; shared: GPU-aa by 4, GPU-bb by 2' for the inventory's log line ('' when none is)."""
+    shared = [gpu for gpu in gpus if gpu.is_shared]
+    if not shared:
+        return ""
+    return "; shared: %s" % ", ".join("%s by %d" % (g.uuid, g.shared_by) for g in shared)
+
+
 def slot_label(gpus: Sequence[Gpu]) -> dict[str, str]:
     """The label recording a slot's share, so a hub restart counts it 1/N again."""
     if len(gpus) == 1 and gpus[0].is_shared:
@@ -415,17 +423,18 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     def gpu_inventory(self) -> tuple[Gpu, ...]:
         """The allocatable GPUs: declared, or discovered with NVML; shared as ``shared_gpus``
         says."""
-        gpus = self.found_gpus()
-        if not gpus:
-            return gpus
-        return apply_sharing(gpus, self.shared_gpus)
+        gpus, note = self.found_gpus()
+        if gpus:
+            gpus = apply_sharing(gpus, self.shared_gpus)
+        if note:
+            self.note_inventory(note + sharing_note(gpus))
+        return gpus
 
-    def found_gpus(self) -> tuple[Gpu, ...]:
-        """The GPUs declared, or discovered with NVML (with where each sits)."""
+    def found_gpus(self) -> tuple[tuple[Gpu, ...], str]:
+        """The GPUs declared, or discovered with NVML (with where each sits), and how."""
         if self.inventory is not None:
             gpus = parse_inventory(self.inventory)
-            self.note_inventory("%s declared (inventory)" % plural(len(gpus)))
-            return gpus
+            return gpus, "%s declared (inventory)" % plural(len(gpus))
         from .. import nvml
 
         try:
@@ -442,9 +451,8 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
                 " when the hub cannot see the GPUs its engine attaches" % e,
                 warn=True,
             )
-            return ()
-        self.note_inventory("%s found with NVML" % plural(len(gpus)))
-        return gpus
+            return (), ""
+        return gpus, "%s found with NVML" % plural(len(gpus))
 
     def note_inventory(self, note: str, warn: bool = False) -> None:
         """Log how the inventory was found, once per hub process (and when it changes)."""
