@@ -20,6 +20,7 @@ from ..usage.ledger import now_utc
 from .adjust import AdjustmentForm, AdjustmentsAPI
 from .handler import BaseHandler, admin_only, is_admin, parse_day
 from .page import render_page
+from .secrets import SECRET_ROUTES
 from .user import UserAPI, UserCSV, UserHandler, UserPage
 
 
@@ -129,6 +130,7 @@ ROUTES = [
     ("api/notices", NoticesAPI),
     ("api/ledger.csv", LedgerCSV),
     ("metrics", Metrics),
+    *SECRET_ROUTES,
     ("oauth_callback", HubOAuthCallbackHandler),
 ]
 
