@@ -342,3 +342,34 @@ def test_a_spawn_gets_its_users_secrets_and_a_wrong_key_refuses_it(tmp_path):
         assert list(secret_env(kube)) == ["HF_TOKEN"]
     finally:
         reset_stores()
+
+
+def test_the_start_up_check_names_whose_secrets_fail_and_rotates_old_ones(tmp_path):
+    from types import SimpleNamespace
+
+    from gpuspawner.usage.secrets import check_secrets, reset_stores
+
+    url = "sqlite:///%s" % (tmp_path / "usage.sqlite")
+    store = SecretStore(url, [KEY_A])
+    store.set("ann", "HF_TOKEN", TOKEN)
+    store.dispose()
+    said = []
+    log = SimpleNamespace(info=lambda *args: said.append(args[0] % args[1:]))
+
+    def hub(keys):
+        return SimpleNamespace(usage_db_url=url, secrets_keys=keys, log=log)
+
+    try:
+        assert check_secrets(hub([])) == 0  # off: the database is not even opened
+        with pytest.raises(ConfigError) as error:
+            check_secrets(hub([KEY_B]))
+        assert str(error.value) == (
+            "secrets_keys cannot decrypt 1 stored secret(s) (of ann) in %s. Put back the key"
+            " they were stored with (new keys go first, old ones after them); nothing was"
+            " changed." % url
+        )
+        assert check_secrets(hub([KEY_B, KEY_A])) == 1
+        assert said == ["Users' secrets: 1 re-encrypted with the first of secrets_keys"]
+        assert check_secrets(hub([KEY_B])) == 0  # the old key may go
+    finally:
+        reset_stores()
