@@ -136,16 +136,17 @@ def test_refusal_sentences():
     assert restart_message("x", None).startswith("The hub restarted while server 'x' was")
 
 
-def test_engine_capacity_of_the_requested_type():
-    a100 = [Gpu("pod-a/nvidia.com/gpu#0", "A100")]
-    held = [Gpu("p1", "A100"), Gpu("p2", "A100"), Gpu("p3", "T4")]
-    assert engine_capacity_left(a100, {"A100": 3, "T4": 1}, held) == (1, 3)
-    assert engine_capacity_left(a100, {"A100": 2}, held) == (0, 2)
-    assert engine_capacity_left(a100, {"A100": 1}, held) == (0, 1)  # never below 0
-    assert engine_capacity_left(a100, {"T4": 1}, held) is None  # unknown type: the scheduler
-    assert engine_capacity_left(a100, None, held) is None
-    assert engine_capacity_left(a100, {}, held) is None
-    assert engine_capacity_left((), {"A100": 1}, held) is None
+def test_engine_capacity_of_the_types_a_server_would_ask_for():
+    held = [Gpu("p1", "A100"), Gpu("p2", "A100"), Gpu("p3", "T4"), Gpu("p4", "nvidia.com/gpu")]
+    totals = {"A100": 3, "T4": 1, "A100 MIG 1g.10gb": 7}
+    assert engine_capacity_left({"A100"}, totals, held) == (1, 3)
+    # a GPU reserved before a node typed it (named by its resource) counts as taken too
+    assert engine_capacity_left({"A100"}, totals, held, {"nvidia.com/gpu"}) == (0, 3)
+    assert engine_capacity_left({"A100", "T4"}, totals, held) == (1, 4)
+    assert engine_capacity_left({"A100"}, {"A100": 1}, held) == (0, 1)  # never below 0
+    assert engine_capacity_left({"H100"}, totals, held) is None  # no total: the scheduler
+    assert engine_capacity_left({"A100"}, None, held) is None
+    assert engine_capacity_left(set(), totals, held) is None
 
 
 # --- properties: whatever joins and leaves, the line stays first come, first served ---

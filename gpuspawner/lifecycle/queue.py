@@ -105,7 +105,9 @@ class GpuQueue:
             )
         if totals is not None:
             held = [g for h in pool.holdings if h.key != place.key for g in h.gpus]
-            left = engine_capacity_left(request.devices or (), totals, held)
+            kinds = spawner.offered_gpu_types(totals)
+            unplaced = {gpu.name for gpu in request.devices or ()}
+            left = engine_capacity_left(kinds, totals, held, unplaced)
             if left is not None and left[0] < request.count:
                 return Refusal(
                     "capacity",
@@ -167,8 +169,11 @@ class GpuQueue:
         """'2nd in line for an A100; 8 servers hold them; one stops at the latest at 14:32
         (maximum age)'."""
         own, pool = (request.user, request.server), spawner.pool
+        kinds = set()
+        if request.devices:
+            kinds = spawner.offered_gpu_types(await spawner.gpu_totals() or {})
         holders = [h for h in pool.holdings if h.key != own and any(
-            _of_kind(g, request, pool) for g in h.gpus)]  # fmt: skip
+            _of_kind(g, request, pool, kinds) for g in h.gpus)]  # fmt: skip
         next_stop = None
         if spawner.gpu_max_age and holders:
             starts = await self._start_times(spawner)
@@ -198,11 +203,11 @@ class GpuQueue:
         return self._starts[1]
 
 
-def _of_kind(gpu, request: GpuRequest, pool) -> bool:
+def _of_kind(gpu, request: GpuRequest, pool, kinds=frozenset()) -> bool:
     """Whether a held GPU is one ``request`` waits for (another hub's GPUs on a shared engine
     are not)."""
-    if request.devices:  # the engine picks: GPUs of the same type name
-        return gpu.name in {d.name for d in request.devices}
+    if request.devices:  # the engine picks: GPUs of the types this server would get
+        return gpu.name in kinds or gpu.name in {d.name for d in request.devices}
     ours = next((g for g in pool.usable() or () if g.uuid == gpu.uuid), None)
     return (
         ours is not None

@@ -14,7 +14,7 @@ Rules:
 - A spawn's position is 1 + the competing places ahead of it.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .inventory import Gpu
@@ -182,17 +182,19 @@ def restart_message(server: str, position: int | None) -> str:
 
 
 def engine_capacity_left(
-    devices: Sequence[Gpu], totals: Mapping[str, int] | None, held: Iterable[Gpu]
+    kinds: Iterable[str],
+    totals: Mapping[str, int] | None,
+    held: Iterable[Gpu],
+    unplaced: Iterable[str] = (),
 ) -> tuple[int, int] | None:
-    """Where the engine picks the devices: (free, total) GPUs of the requested devices' type
-    (their ``name``), its totals minus the GPUs ``held``; None when the engine's totals do
-    not name that type (the scheduler decides)."""
-    names = {gpu.name for gpu in devices}
-    if not totals or len(names) != 1:
+    """Where the engine picks the devices: (free, total) GPUs of the types a server would
+    ask for (``kinds``, keys of the engine's ``totals``): their totals minus the GPUs
+    ``held`` of those types or named ``unplaced`` (the name of a GPU reserved before a node
+    typed it). None when no total is known for them (the scheduler decides)."""
+    kinds = set(kinds) & set(totals or ())
+    if not kinds:
         return None
-    (name,) = names
-    if name not in totals:
-        return None
-    total = totals[name]
-    taken = sum(1 for gpu in held if gpu.name == name)
+    total = sum(totals[kind] for kind in kinds)
+    counted = kinds | set(unplaced)
+    taken = sum(1 for gpu in held if gpu.name in counted)
     return max(total - taken, 0), total
