@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 import zlib
+from fractions import Fraction
 from types import SimpleNamespace
 
 import pytest
@@ -357,6 +358,46 @@ async def test_the_capacity_check_judges_the_pod_its_profile_makes(cluster, make
     resources = pod_of(cluster, spawner)["spec"]["containers"][0]["resources"]
     assert resources["requests"]["cpu"] == "2"
     await spawner.stop(now=True)
+
+
+async def test_a_time_sliced_gpu_is_a_slot_the_quota_counts_as_one_nth(cluster, make_spawner):
+    """A server asking for nvidia.com/gpu.shared (NVIDIA's time-sliced replicas) gets a pod
+    with that resource and holds a slot of a GPU shared by the node's nvidia.com/gpu.replicas
+    (4, over the setting's 2): the quota counts it as 1/4, so two fit a quota of 1 GPU and a
+    whole GPU more does not."""
+    cluster.add_node("shared-0", gpus=8, resource="nvidia.com/gpu.shared",
+                     product=kube_cluster.A100, taints=[kube_cluster.GPU_TAINT],
+                     labels={"nvidia.com/gpu.replicas": "4"})  # fmt: skip
+    try:
+        cluster.wait_for(lambda: kube_cluster.nodes_ready(cluster) == 5, "shared-0 Ready", 60)
+        settings = {
+            "gpu_quota": 1,
+            "gpu_profiles": dict(PROFILES, demo={"resource": "nvidia.com/gpu.shared"}),
+            "shared_gpu_resources": {"nvidia.com/gpu.shared": 2},
+        }
+        first = make_spawner(user="sam", server="a", **settings)
+        await spawn(first, image="demo", gpus=1)
+        pod = pod_of(cluster, first)
+        assert pod["spec"]["nodeName"] == "shared-0"
+        resources = pod["spec"]["containers"][0]["resources"]
+        assert resources["limits"] == {"nvidia.com/gpu.shared": "1"}
+        assert pod["metadata"]["annotations"]["gpuspawner.io/gpu-shared-by"] == "4"
+        (gpu,) = first.held_gpus
+        assert (gpu.resource, gpu.shared_by) == ("nvidia.com/gpu.shared", 4)
+        assert first.pool.holding(first.holder, "a").share == Fraction(1, 4)
+
+        second = make_spawner(user="sam", server="b", **settings)
+        await spawn(second, image="demo", gpus=1)  # 2/4 of a GPU: within the quota of 1
+        # a new hub process reads the slots back from the pods
+        await reset_hub_process()
+        whole = make_spawner(user="sam", server="c", **settings)
+        with pytest.raises(SpawnRefused) as refused:
+            await spawn(whole, image="demo-h100", gpus=1)
+        assert refused.value.reason == "gpu-quota"
+        shares = sorted(h.share for h in whole.pool.held_by(whole.holder))
+        assert shares == [Fraction(1, 4), Fraction(1, 4)]
+    finally:
+        cluster.kubectl("delete", "node", "shared-0", "--wait=false")
 
 
 async def test_unsatisfiable_requests_are_refused_at_once(cluster, make_spawner):

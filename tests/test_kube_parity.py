@@ -426,3 +426,30 @@ async def test_the_claim_is_kubespawners_but_its_deprecated_class_annotation(off
     assert (
         "storageClassName" not in api_dict(make(KubeGPUSpawner, config).get_pvc_manifest())["spec"]
     )
+
+
+async def test_shared_gpu_resources_are_checked(offline_kubeconfig):
+    """shared_gpu_resources names extended resources shared by at least 2 servers; a
+    gpu_resource or gpu_profiles resource is a GPU resource or one of them."""
+    from gpuspawner.kube import KubeGPUSpawner
+
+    def spawner(**settings):
+        config = z2jh_config()
+        for name, value in settings.items():
+            setattr(config.KubeGPUSpawner, name, value)
+        return make(KubeGPUSpawner, config)
+
+    assert spawner().shared_gpu_resources == {"nvidia.com/gpu.shared": 4}
+    with pytest.raises(TraitError, match="'sliced' is not an extended resource name"):
+        spawner(shared_gpu_resources={"sliced": 4})
+    with pytest.raises(TraitError, match="is 1: a shared GPU is shared by at least 2 servers"):
+        spawner(shared_gpu_resources={"nvidia.com/gpu.shared": 1})
+    with pytest.raises(TraitError, match="'example.com/sliced' is not a GPU resource name"):
+        spawner(gpu_resource="example.com/sliced")
+    sliced = spawner(
+        gpu_resource="example.com/sliced", shared_gpu_resources={"example.com/sliced": 3}
+    )
+    assert sliced.gpu_replicas("example.com/sliced") == 3
+    assert sliced.gpu_replicas("nvidia.com/gpu") == 1
+    with pytest.raises(TraitError, match=r"gpu_profiles\['pytorch-2.9'\]: 'example.com/other'"):
+        spawner(gpu_profiles={"pytorch-2.9": {"resource": "example.com/other"}})

@@ -203,3 +203,52 @@ def test_holdings_memo_reads_a_pod_again_only_when_it_or_its_nodes_product_chang
     # pods without a resourceVersion (not from the API) are always read
     done = pod("jupyter-carol", "carol", phase="Succeeded")
     assert holdings_from_pods([done], {}, memo=memo) == []
+
+
+def test_a_shared_resources_pod_holds_slots_counted_one_nth():
+    """A pod asking for a shared resource (time-sliced replicas) holds slots of a GPU shared
+    by the number on its pod; the quota counts each as 1/N, so a quota of 1 takes 4 of them
+    and no whole GPU more; a pod without the annotation (or with a bad one) holds whole GPUs."""
+    from fractions import Fraction
+
+    shared = pod("jupyter-sam", "sam", resource="nvidia.com/gpu.shared")
+    shared["metadata"]["annotations"]["gpuspawner.io/gpu-shared-by"] = "4"
+    (holding,) = holdings_from_pods([shared])
+    (gpu,) = holding.gpus
+    assert (gpu.resource, gpu.shared_by, holding.share) == (
+        "nvidia.com/gpu.shared",
+        4,
+        Fraction(1, 4),
+    )
+    slots = [
+        Holding("sam", s, pod_gpus("p-" + s, "nvidia.com/gpu.shared", 1, "T4", 4)) for s in "abc"
+    ]
+    assert quota_refusal("sam", "d", 0, DEFAULT, slots) is None
+    fourth = pod_gpus("p-d", "nvidia.com/gpu.shared", 1, "T4", 4)
+    outcome = decide(GpuRequest("sam", "d", 1, DEFAULT, fourth), None, slots)
+    assert isinstance(outcome, Grant)
+    assert quota_refusal("sam", "e", 1, DEFAULT, slots) is not None  # 3/4 + a whole GPU
+    bad = pod("jupyter-tom", "tom", resource="nvidia.com/gpu.shared")
+    bad["metadata"]["annotations"]["gpuspawner.io/gpu-shared-by"] = "four"
+    assert holdings_from_pods([bad])[0].gpus[0].shared_by == 1
+
+
+def test_shared_resources_are_gpu_resources_and_their_replicas_come_from_the_label():
+    from gpuspawner.kube.nodes import is_gpu_resource, resource_replicas
+
+    assert is_gpu_resource("nvidia.com/gpu.shared")
+    assert not is_gpu_resource("example.com/sliced-gpu")
+    assert is_gpu_resource("example.com/sliced-gpu", {"example.com/sliced-gpu": 3})
+    nodes = [
+        {"metadata": {"labels": {"nvidia.com/gpu.replicas": "4"}},
+         "status": {"allocatable": {"nvidia.com/gpu.shared": "8"}}},
+        {"metadata": {"labels": {"nvidia.com/gpu.replicas": "2"}},
+         "status": {"allocatable": {"nvidia.com/gpu.shared": "4"}}},
+        {"metadata": {"labels": {"nvidia.com/gpu.replicas": "x"}},
+         "status": {"allocatable": {"example.com/sliced-gpu": "4"}}},
+        {"metadata": {"labels": {}}, "status": {"allocatable": {"nvidia.com/gpu": "8"}}},
+    ]  # fmt: skip
+    wanted = ["nvidia.com/gpu.shared", "example.com/sliced-gpu"]
+    assert resource_replicas(nodes, wanted) == {"nvidia.com/gpu.shared": 2}
+    assert gpu_totals(nodes, ["example.com/sliced-gpu"]) == {
+        "nvidia.com/gpu.shared": 12, "example.com/sliced-gpu": 4, "nvidia.com/gpu": 8}  # fmt: skip

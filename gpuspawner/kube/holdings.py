@@ -19,15 +19,25 @@ LABEL_USER_ID = "gpuspawner.io/user-id"  # the hub's user id: survives a rename
 ANNOTATION_RESOURCE = "gpuspawner.io/gpu-resource"
 ANNOTATION_PRODUCT = "gpuspawner.io/gpu-product"
 ANNOTATION_IMAGE = "gpuspawner.io/image"
+ANNOTATION_SHARED_BY = "gpuspawner.io/gpu-shared-by"  # servers per GPU of a shared resource
 ANNOTATION_USER = "hub.jupyter.org/username"  # set by kubespawner, unescaped
 ANNOTATION_SERVER = "hub.jupyter.org/servername"
 DONE_PHASES = {"Succeeded", "Failed"}
 
 
-def pod_gpus(pod: str, resource: str, count: int, gpu_type: str) -> tuple[Gpu, ...]:
-    """The ``count`` GPUs of a pod, named '<pod>/<resource>#<i>' and typed ``gpu_type``."""
+def pod_gpus(
+    pod: str, resource: str, count: int, gpu_type: str, shared_by: int = 1
+) -> tuple[Gpu, ...]:
+    """The ``count`` GPUs of a pod, named '<pod>/<resource>#<i>' and typed ``gpu_type``;
+    of a shared resource (time-sliced replicas), each a slot of a GPU ``shared_by`` servers
+    share, which the quota counts as 1/``shared_by``."""
     return tuple(
-        Gpu(uuid="%s/%s#%d" % (pod, resource, i), name=gpu_type, resource=resource)
+        Gpu(
+            uuid="%s/%s#%d" % (pod, resource, i),
+            name=gpu_type,
+            resource=resource,
+            shared_by=max(shared_by, 1),
+        )  # fmt: skip
         for i in range(count)
     )
 
@@ -57,27 +67,28 @@ def node_products(nodes: Iterable[Mapping]) -> dict[str, str]:
     return products
 
 
-def gpu_totals(nodes: Iterable[Mapping]) -> dict[str, int]:
-    """GPUs per type (:func:`gpu_type`) on schedulable nodes."""
+def gpu_totals(nodes: Iterable[Mapping], shared: Iterable[str] = ()) -> dict[str, int]:
+    """GPUs per type (:func:`gpu_type`) on schedulable nodes (of a shared resource: its
+    replicas, the slots servers may hold); ``shared``: the admin's shared GPU resources."""
     totals: dict[str, int] = {}
-    for kind, _, count in _node_gpus(nodes):
+    for kind, _, count in _node_gpus(nodes, tuple(shared)):
         totals[kind] = totals.get(kind, 0) + count
     return totals
 
 
-def gpu_kinds(nodes: Iterable[Mapping]) -> dict[str, tuple[str, str]]:
+def gpu_kinds(nodes: Iterable[Mapping], shared: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
     """GPU type (:func:`gpu_type`) -> (its resource, its product or "") on schedulable nodes:
     which types of :func:`gpu_totals` a server asking for a resource and product may get."""
-    return {kind: resource_product for kind, resource_product, _ in _node_gpus(nodes)}
+    return {kind: where for kind, where, _ in _node_gpus(nodes, tuple(shared))}
 
 
-def _node_gpus(nodes: Iterable[Mapping]):
+def _node_gpus(nodes: Iterable[Mapping], shared: tuple[str, ...]):
     for node in nodes:
         if (node.get("spec") or {}).get("unschedulable"):
             continue
         product = ((node.get("metadata") or {}).get("labels") or {}).get(PRODUCT_LABEL) or ""
         for resource, value in ((node.get("status") or {}).get("allocatable") or {}).items():
-            count = int(parse_quantity(value)) if is_gpu_resource(resource) else 0
+            count = int(parse_quantity(value)) if is_gpu_resource(resource, shared) else 0
             if count > 0:
                 yield gpu_type(product, resource), (resource, product), count
 
@@ -134,10 +145,17 @@ def holding_from_pod(pod: Mapping, products: Mapping[str, str]) -> Holding | Non
     product = products.get(node) or annotations.get(ANNOTATION_PRODUCT)
     where = "on node %s" % node if node else "waiting for a node"
     user_id = labels.get(LABEL_USER_ID)
+    shared_by = str(annotations.get(ANNOTATION_SHARED_BY, "1"))
     return Holding(
         user="#" + user_id if user_id else annotations[ANNOTATION_USER],
         owner=annotations[ANNOTATION_USER] if user_id else "",
         server=annotations.get(ANNOTATION_SERVER, ""),
-        gpus=pod_gpus(name, resource, count, gpu_type(product, resource)),
+        gpus=pod_gpus(
+            name,
+            resource,
+            count,
+            gpu_type(product, resource),
+            int(shared_by) if shared_by.isdigit() else 1,
+        ),  # fmt: skip
         detail="pod %s, %s" % (name, where),
     )

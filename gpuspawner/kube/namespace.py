@@ -49,7 +49,11 @@ class KubeNamespace(LoggingConfigurable):
         resources = {self.gpu_resource} | {
             p.get("resource", self.gpu_resource) for p in self.gpu_profiles.values()
         }
-        hard = {"requests.%s" % name: str(self.user_quota.count) for name in sorted(resources)}
+        # a shared resource's units are slots: the quota's GPUs times the servers per GPU
+        hard = {
+            "requests.%s" % name: str(self.user_quota.count * self.gpu_replicas(name))
+            for name in sorted(resources)
+        }
         body = {
             "apiVersion": "v1",
             "kind": "ResourceQuota",

@@ -19,9 +19,34 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 TRANSIENT_TAINTS = "node.kubernetes.io/"
 
 
-def is_gpu_resource(name: str) -> bool:
-    """``nvidia.com/gpu`` or a MIG slice such as ``nvidia.com/mig-1g.10gb``."""
-    return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)
+SHARED_RESOURCE = "nvidia.com/gpu.shared"  # NVIDIA's time-sliced/MPS replicas (renameByDefault)
+REPLICAS_LABEL = "nvidia.com/gpu.replicas"  # GPU feature discovery: servers per shared GPU
+
+
+def is_gpu_resource(name: str, shared: Iterable[str] = ()) -> bool:
+    """``nvidia.com/gpu``, a MIG slice such as ``nvidia.com/mig-1g.10gb``, the time-sliced
+    ``nvidia.com/gpu.shared``, or one of ``shared`` (the admin's shared GPU resources)."""
+    return (
+        name in (GPU_RESOURCE, SHARED_RESOURCE)
+        or name.startswith(MIG_RESOURCE_PREFIX)
+        or name in shared
+    )
+
+
+def resource_replicas(nodes: Iterable[Mapping], resources: Iterable[str]) -> dict[str, int]:
+    """Shared resource -> servers per GPU, from the label GPU feature discovery puts on the
+    nodes offering it (``nvidia.com/gpu.replicas``); the smallest where nodes differ.
+    Resources no labelled node offers are left out."""
+    wanted = set(resources)
+    found: dict[str, int] = {}
+    for node in nodes:
+        label = str((node.get("metadata", {}).get("labels") or {}).get(REPLICAS_LABEL, ""))
+        if not label.isdigit() or int(label) < 1:
+            continue
+        offered = node.get("status", {}).get("allocatable") or {}
+        for resource in wanted & set(offered):
+            found[resource] = min(found.get(resource, int(label)), int(label))
+    return found
 
 
 # --- the driver's CUDA version from GPU feature discovery's node labels ---
@@ -253,20 +278,24 @@ def node_facts(nodes: Iterable[Mapping]) -> tuple[NodeFacts, ...]:
 
 
 def unsatisfiable_reason(
-    needs: PodNeeds, nodes: Sequence[Mapping] | Sequence[NodeFacts]
+    needs: PodNeeds,
+    nodes: Sequence[Mapping] | Sequence[NodeFacts],
+    shared: Iterable[str] = (),
 ) -> str | None:
     """Why no node of the cluster could run a pod with ``needs`` even when empty, or None.
 
     Checks what never changes while a spawn waits: the node's allocatable GPUs, CPU and
     memory, its labels (node selector, GPU product) and its NoSchedule taints. ``nodes``:
-    the API's node list, or its :func:`node_facts` (parsed once for many spawns).
+    the API's node list, or its :func:`node_facts` (parsed once for many spawns);
+    ``shared``: the admin's shared GPU resources (GPU resources too).
     """
     if not nodes:
         return "This cluster has no node to run servers on. Ask an admin."
     facts = nodes if isinstance(nodes[0], NodeFacts) else node_facts(nodes)
     requests = dict(needs.requests)
     gpu = next(
-        ((name, int(count)) for name, count in requests.items() if is_gpu_resource(name)), None
+        ((name, int(count)) for name, count in requests.items() if is_gpu_resource(name, shared)),
+        None,
     )
     selector = needs.node_selector
     products = needs.products

@@ -8,6 +8,7 @@ restarted hub knows the counts as soon as the reflector has loaded.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado.gen import maybe_future
-from traitlets import Bool, Dict, Enum, Float, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 from ..lifecycle.base import GPUSpawnerMixin
 from ..lifecycle.refusal import SpawnRefused
@@ -32,6 +33,7 @@ from .holdings import (
     ANNOTATION_IMAGE,
     ANNOTATION_PRODUCT,
     ANNOTATION_RESOURCE,
+    ANNOTATION_SHARED_BY,
     LABEL_GPUS,
     LABEL_USER_ID,
     gpu_kinds,
@@ -44,12 +46,14 @@ from .holdings import (
 from .messages import explain_quota_rejection, explain_unschedulable, unschedulable_message
 from .nodes import (
     GPU_RESOURCE,
+    SHARED_RESOURCE,
     cuda_affinity_terms,
     cuda_refusal,
     cuda_verdicts,
     is_gpu_resource,
     needs_key,
     node_facts,
+    resource_replicas,
     unsatisfiable_reason,
 )
 from .namespace import KubeNamespace
@@ -78,6 +82,7 @@ class NodeSummary:
     products: dict[str, str]  # node name -> GPU product (holdings.node_products)
     totals: dict[str, int] | None  # GPUs per type (holdings.gpu_totals)
     kinds: dict[str, tuple[str, str]]  # GPU type -> (resource, product) (holdings.gpu_kinds)
+    replicas: dict[str, int]  # shared resource -> servers per GPU (nodes.resource_replicas)
     facts: tuple = ()  # nodes.node_facts: what the capacity check reads
     verdicts: dict = field(default_factory=dict)  # nodes.needs_key -> unsatisfiable_reason
 
@@ -117,9 +122,24 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
 
     gpu_resource = Unicode(
         GPU_RESOURCE,
-        help="""The extended resource a GPU server asks for: "nvidia.com/gpu", or a MIG
-        resource such as "nvidia.com/mig-1g.10gb" (the device plugin's "mixed" strategy).
+        help="""The extended resource a GPU server asks for: "nvidia.com/gpu", a MIG
+        resource such as "nvidia.com/mig-1g.10gb" (the device plugin's "mixed" strategy),
+        or a shared resource of ``shared_gpu_resources`` ("nvidia.com/gpu.shared").
         Per image with ``gpu_profiles``.""",
+    ).tag(config=True)
+
+    shared_gpu_resources = Dict(
+        default_value={SHARED_RESOURCE: 4},
+        key_trait=Unicode(),
+        value_trait=Int(),
+        help="""Extended resources whose units are slots of a shared GPU (time-slicing or
+        MPS in NVIDIA's device plugin), with how many servers share one GPU: resource ->
+        replicas, e.g. {"nvidia.com/gpu.shared": 4} (the plugin's name for time-sliced
+        replicas with renameByDefault). A server asking for one (``gpu_resource`` or a
+        ``gpu_profiles`` resource) holds slots, which the quota counts as 1/replicas GPU
+        each. The node label ``nvidia.com/gpu.replicas`` (GPU feature discovery), where
+        the nodes offering the resource have it, overrides the number given here. Memory
+        is not isolated between the servers sharing a GPU.""",
     ).tag(config=True)
 
     gpu_product = Unicode(
@@ -248,6 +268,21 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
             raise TraitError("uid must not be 0: servers run as a non-root user.")
         return proposal.value
 
+    @validate("shared_gpu_resources")
+    def _validate_shared_gpu_resources(self, proposal):
+        for resource, replicas in proposal.value.items():
+            if "/" not in resource:
+                raise TraitError(
+                    "shared_gpu_resources: %r is not an extended resource name such as %r."
+                    % (resource, SHARED_RESOURCE)
+                )
+            if replicas < 2:
+                raise TraitError(
+                    "shared_gpu_resources[%r] is %d: a shared GPU is shared by at least 2"
+                    " servers." % (resource, replicas)
+                )
+        return proposal.value
+
     @validate("gpu_profiles")
     def _validate_gpu_profiles(self, proposal):
         for key, profile in proposal.value.items():
@@ -258,7 +293,8 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
                     % (key, ", ".join(map(repr, unknown)), ", ".join(sorted(PROFILE_FIELDS)))
                 )
             resource = profile.get("resource", GPU_RESOURCE)
-            if not isinstance(resource, str) or not is_gpu_resource(resource):
+            # an admin's shared resource (shared_gpu_resources, maybe set later): check_config
+            if not isinstance(resource, str) or "/" not in resource:
                 raise TraitError(
                     "gpu_profiles[%r]: %r is not a GPU resource name." % (key, resource)
                 )
@@ -304,7 +340,13 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
             raise TraitError(
                 "gpu_profiles has key(s) %s that are not catalog images." % ", ".join(unknown)
             )
-        if not is_gpu_resource(self.gpu_resource):
+        for key, profile in self.gpu_profiles.items():  # shared_gpu_resources may come later
+            resource = profile.get("resource", GPU_RESOURCE)
+            if not is_gpu_resource(resource, self.shared_gpu_resources):
+                raise TraitError(
+                    "gpu_profiles[%r]: %r is not a GPU resource name." % (key, resource)
+                )
+        if not is_gpu_resource(self.gpu_resource, self.shared_gpu_resources):
             raise TraitError("gpu_resource %r is not a GPU resource name." % self.gpu_resource)
         if self.gpu_wait_timeout >= self.start_timeout:
             self.log.warning(
@@ -324,9 +366,22 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
     def requested_gpus(self, count: int) -> tuple[Gpu, ...]:
         placement = self.placement()
         kind = gpu_type(placement.product, placement.resource)
-        return pod_gpus(self.pod_name, placement.resource, count, kind)
+        shared_by = self.gpu_replicas(placement.resource)
+        return pod_gpus(self.pod_name, placement.resource, count, kind, shared_by)
+
+    def gpu_replicas(self, resource: str) -> int:
+        """How many servers share one GPU of ``resource``: 1 (whole GPUs, MIG slices); of a
+        shared resource the nodes' ``nvidia.com/gpu.replicas`` label, else the number in
+        ``shared_gpu_resources``."""
+        configured = self.shared_gpu_resources.get(resource)
+        if configured is None:
+            return 1
+        return self._node_summary(self.shared.nodes).replicas.get(resource, configured)
 
     async def engine_holdings(self) -> list[Holding]:
+        if self.check_node_capacity:  # node products and replicas (cached; a failure: none)
+            with contextlib.suppress(ApiException, asyncio.TimeoutError, OSError):
+                await self.list_nodes()
         await self._start_watching_pods()
         pods = self.pod_reflector.pods.values()
         products = self._node_summary(self.shared.nodes).products
@@ -345,8 +400,9 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
             summary = NodeSummary(
                 nodes,
                 node_products(nodes or ()),
-                gpu_totals(nodes) if nodes else None,
-                gpu_kinds(nodes or ()),
+                gpu_totals(nodes, self.shared_gpu_resources) if nodes else None,
+                gpu_kinds(nodes or (), self.shared_gpu_resources),
+                resource_replicas(nodes or (), self.shared_gpu_resources),
                 node_facts(nodes or ()),
             )
             self.shared.node_summary = summary
@@ -487,6 +543,9 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
         if placement.product:
             annotations[ANNOTATION_PRODUCT] = placement.product
         annotations[ANNOTATION_IMAGE] = self.choice.image.key if self.choice else ""
+        shared_by = self.gpu_replicas(placement.resource)
+        if self.gpu_count and shared_by > 1:
+            annotations[ANNOTATION_SHARED_BY] = str(shared_by)
         return PodRequest(
             gpu_count=self.gpu_count,
             placement=placement,
@@ -640,7 +699,8 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
         summary = self._node_summary(nodes)
         key = needs_key(needs)
         if key not in summary.verdicts:
-            summary.verdicts[key] = unsatisfiable_reason(needs, summary.facts)
+            shared = self.shared_gpu_resources
+            summary.verdicts[key] = unsatisfiable_reason(needs, summary.facts, shared)
         return summary.verdicts[key]
 
     def _cuda_refusal(self, verdicts) -> str | None:
