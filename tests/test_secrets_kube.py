@@ -160,3 +160,51 @@ async def test_the_pod_names_the_users_secret_and_never_holds_the_value(
     names = [s["metadata"]["name"] for s in cluster.get_json("secrets", "-n", namespace)["items"]]
     assert "gpuspawner-secrets-ann" not in names
     store.dispose()
+
+
+async def test_a_hub_that_may_not_update_secrets_replaces_the_users_secret(
+    cluster, make_spawner, namespace, tmp_path
+):
+    """z2jh's hub Role lets it create and delete Secrets, not update them: a changed secret
+    still reaches the next spawn (the Secret is deleted and made again)."""
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
+
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "persistentvolumeclaims", "events", "secrets"],
+                    "verbs": ["get", "list", "watch", "create", "delete"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hub"}],
+        },
+    )
+    store = SecretStore("sqlite:///%s" % (tmp_path / "usage.sqlite"), [KEY])
+    store.set("cleo", "HF_TOKEN", HF_TOKEN)
+    make_spawner("cleo")  # kubespawner loads its configuration once: before the switch
+    await kube_config.load_kube_config(config_file=str(cluster.hub_kubeconfig))
+    clients._client_cache.clear()
+    try:
+        cleo = make_spawner("cleo")
+        await spawn(cleo)
+        await cleo.stop(now=True)
+        store.set("cleo", "HF_TOKEN", HF_TOKEN + "-rotated")
+        await spawn(cleo)
+    finally:
+        await kube_config.load_kube_config(config_file=str(cluster.kubeconfig))
+        clients._client_cache.clear()
+    secret = cluster.get_json("secret", "gpuspawner-secrets-cleo", "-n", namespace)
+    assert base64.b64decode(secret["data"]["HF_TOKEN"]).decode() == HF_TOKEN + "-rotated"
+    store.dispose()
