@@ -317,7 +317,10 @@ BAD_OPTIONS = [
         " demo-second.",
     ),
     ({"image": {"$ne": 1}}, "The image must be given by its catalog name, such as 'demo'."),
-    ({"privileged": True}, "Unknown spawn option(s) 'privileged'; the options are: gpus, image."),
+    (
+        {"privileged": True},
+        "Unknown spawn option(s) 'privileged'; the options are: gpus, image, shared.",
+    ),
     # the hub itself refuses options that are not an object, before the spawner sees them
     ([1, 2], "user_options must be an object or null"),
     ("gpus=8", "user_options must be an object or null"),

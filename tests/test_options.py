@@ -55,7 +55,7 @@ def test_valid_choice():
         ({"image": 3}, "catalog name"),
         (
             {"image": "pytorch-2.9", "cmd": "bash"},
-            "Unknown spawn option(s) 'cmd'; the options are: gpus, image",
+            "Unknown spawn option(s) 'cmd'; the options are: gpus, image, shared.",
         ),
         ({"privileged": True, "mem_limit": "1T"}, "'mem_limit', 'privileged'"),
         ([1, 2], "JSON object"),
@@ -101,3 +101,28 @@ def test_options_from_form():
 def test_form_gpu_count_must_be_digits(text):
     with pytest.raises(OptionsError, match="whole number"):
         options_from_form({"gpus": [text]})
+
+
+def test_shared_slot_without_profiles():
+    assert parse({"shared": True}) == SpawnChoice(CATALOG[0], 1, shared=True)
+    assert parse({"shared": True, "gpus": 1}) == SpawnChoice(CATALOG[0], 1, shared=True)
+    assert parse({"shared": False, "gpus": 2}) == SpawnChoice(CATALOG[0], 2)
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (
+            {"shared": True, "gpus": 2},
+            'A shared GPU slot is one GPU\'s share: ask for "gpus": 1 with "shared", not 2.',
+        ),
+        ({"shared": True, "gpus": 0}, "not 0."),
+        ({"shared": "yes"}, "must be true (a slot of a shared GPU) or false, not 'yes'."),
+        ({"shared": 1}, '"shared" must be true'),
+        ({"profile": "lab"}, "This hub has no profiles; the options are: gpus, image, shared."),
+    ],
+)
+def test_bad_shared_option(options, words):
+    with pytest.raises(OptionsError) as error:
+        parse(options)
+    assert words in str(error.value)

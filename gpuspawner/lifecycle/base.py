@@ -57,6 +57,7 @@ from ..usage.settings import UsageSettings
 from . import queue
 from .env import gpu_env
 from .form import remember_form, render_options_form, spawn_failed
+from .profiles import ProfileSettings
 from .refusal import SpawnRefused, install_on
 from .shared import SharedState, ledger_for, shared_state
 
@@ -99,7 +100,7 @@ def gpu_to_state(gpu: Gpu) -> dict:
     return entry
 
 
-class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
+class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, ProfileSettings):
     """Catalog, quota, user options, progress, environment and the spawn lifecycle."""
 
     images = Dict(
@@ -199,6 +200,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
                 "default_image %r is not a key of the image catalog." % self.default_image
             )
         self.check_usage_config()
+        self.check_profiles()
 
     @validate("gpu_quota", "max_gpus_per_server")
     def _validate_non_negative(self, proposal):
@@ -391,6 +393,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
                 self.user_groups,
                 max_gpus=self.max_gpus_per_server,
                 default_image=self.default_image,
+                profiles=self.profile_set,
             )
         except OptionsError as e:
             spawn_failed(self)
@@ -717,6 +720,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
         for group, group_env in sorted(self.group_environment.items()):
             if group in groups:
                 env.update(group_env)
+        env.update(self.profile_env())  # the course profile's (lifecycle/profiles.py)
         env.update(self.user_environment.get(self.user.name, {}))
         env.update(secret_env(self))  # the user's own secrets (usage/secrets.py)
         env.update(
@@ -725,7 +729,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings):
                 engine_picks_devices=self.engine_picks_devices, share_mode=self.shared_gpu_mode,
             )  # fmt: skip
         )
-        env.update(self.accounting.deadline_env(self.held_gpus))
+        env.update(self.accounting.deadline_env(self.held_gpus, max_age=self.profile_max_age()))
         return env
 
 
@@ -744,10 +748,16 @@ def apply_gpu_options(spawner, user_options):
     """The ``apply_user_options`` hook: check the options and remember the choice.
 
     The GPU count is dropped from the options the hub stores for the next spawn,
-    so a later spawn without options starts with no GPU instead of inheriting one.
+    so a later spawn without options starts with no GPU instead of inheriting one; so is
+    a profile holding a GPU (a profile without one is kept, and only it).
     """
     spawner.choice = spawner.choose(user_options)
     spawner.image = spawner.choice.image.image
     stored = spawner.orm_spawner.user_options or {}
-    if isinstance(stored, dict) and "gpus" in stored:
-        spawner.orm_spawner.user_options = {k: v for k, v in stored.items() if k != "gpus"}
+    profile = spawner.choice.profile
+    if profile is not None and isinstance(stored, dict):
+        spawner.orm_spawner.user_options = {} if profile.holds_gpu else {"profile": profile.key}
+    elif isinstance(stored, dict) and ("gpus" in stored or "shared" in stored):
+        spawner.orm_spawner.user_options = {
+            k: v for k, v in stored.items() if k not in ("gpus", "shared")
+        }

@@ -118,8 +118,12 @@ class Accounting:
             )
         return sentence
 
-    def deadline_env(self, gpus: Sequence[Gpu]) -> dict[str, str]:
-        """GPUSPAWNER_GPU_DEADLINE(_REASON) for a server starting with ``gpus`` (empty: none)."""
+    def deadline_env(
+        self, gpus: Sequence[Gpu], max_age: float | None = None
+    ) -> dict[str, str]:
+        """GPUSPAWNER_GPU_DEADLINE(_REASON) for a server starting with ``gpus`` (empty: none).
+
+        ``max_age``: the server's own maximum age (a course profile's), over gpu_max_age."""
         if not gpus:
             return self.usage_env(gpus, now_utc())
         settings = self.settings
@@ -136,7 +140,7 @@ class Accounting:
             rate=gpu_rate(gpus, settings.gpu_hour_weights),  # a slot: 1/N of the weight
             schedule=settings.reset_schedule,
             grace_seconds=settings.budget_grace_period,
-            max_age_seconds=settings.gpu_max_age,
+            max_age_seconds=settings.gpu_max_age if max_age is None else max_age,
         )
         env = self.usage_env(gpus, now)
         if deadline is None:
