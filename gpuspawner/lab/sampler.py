@@ -26,6 +26,7 @@ from .processes import attribute, in_container
 from .visible import (
     GpuEnvironment,
     allocated_gpus,
+    idle_state,
     reason_for_none,
     reason_not_visible,
     reason_without_gpu,
@@ -131,6 +132,9 @@ class GpuSampler(LoggingConfigurable):
         self._driver: dict[str, str] | None = None
         self._discovered_at = 0.0
         self._history: dict[str, collections.deque] = {}
+        # when the GPUs were last seen in use (at first: when this server started), for the
+        # GPU-idle warning: idle counts from there, as the hub's cull counts at the latest
+        self._last_busy = time.time()
         self.samples = 0
         self.last_cost = 0.0
         self.total_cost = 0.0
@@ -298,6 +302,9 @@ class GpuSampler(LoggingConfigurable):
             "gpu_limit": env.gpu_limit,
             "allocated_not_visible": None,
             "deadline": env.deadline_json(),
+            "budget": env.budget_json(),
+            "usage_url": env.usage_url,
+            "idle": None,
             "gpus": [],
         }
         reason = reason_without_gpu(env)
@@ -331,7 +338,24 @@ class GpuSampler(LoggingConfigurable):
         for gpu in self._visible:
             snapshot["gpus"].append(self._read(gpu))
         snapshot["available"] = True
+        snapshot["idle"] = self._idle(snapshot)
         return snapshot
+
+    def _idle(self, snapshot: dict[str, Any]) -> dict[str, Any] | None:
+        """The GPU-idle cull ahead, as the hub judges it: every GPU known and below the
+        threshold (a GPU whose utilisation is unknown, such as a MIG instance, is busy)."""
+        env = self.gpu_env
+        if not env.idle_timeout:
+            return None
+        threshold = env.idle_threshold if env.idle_threshold is not None else 5.0
+        now = snapshot["timestamp"]
+        readings = [g["utilization"]["gpu"] if g["utilization"] else None
+                    for g in snapshot["gpus"]]  # fmt: skip
+        idle = bool(readings) and all(r is not None and r < threshold for r in readings)
+        if not idle:
+            self._last_busy = now
+            return None
+        return idle_state(env, self._last_busy, now)
 
     def _read(self, gpu: nvml.NvmlGpu) -> dict[str, Any]:
         try:

@@ -18,6 +18,15 @@ environment, and that is the only contract between hub and container:
     (budget spent plus grace, or maximum age); absent when no limit applies.
 ``GPUSPAWNER_GPU_DEADLINE_REASON``
     the sentence saying which limit that is.
+``GPUSPAWNER_BUDGET_HOURS``, ``GPUSPAWNER_BUDGET_USED_HOURS``, ``GPUSPAWNER_BUDGET_PERIOD``,
+``GPUSPAWNER_BUDGET_RESETS_AT``, ``GPUSPAWNER_BUDGET_READ_AT``
+    the user's GPU-hour budget, what was used of it when the server started (and when that
+    was), the period ("week") and when it resets; absent without a budget.
+``GPUSPAWNER_USAGE_URL``
+    the path of the user's usage page on the hub.
+``GPUSPAWNER_GPU_IDLE_TIMEOUT``, ``GPUSPAWNER_GPU_IDLE_THRESHOLD``, ``GPUSPAWNER_GPU_IDLE_WARNING``
+    GPU-idle culling: seconds of GPU use below the threshold (percent) after which the hub
+    stops this server, and how many seconds before that JupyterLab warns.
 """
 
 from __future__ import annotations
@@ -51,6 +60,16 @@ def _deadline_or_none(value: str | None) -> datetime | None:
     return moment.astimezone(timezone.utc)
 
 
+def _float_or_none(value: str | None) -> float | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
 def _int_or_none(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
@@ -71,6 +90,15 @@ class GpuEnvironment:
     no_gpu_reason: str | None = None
     deadline: datetime | None = None
     deadline_reason: str | None = None
+    budget_hours: float | None = None
+    budget_used_hours: float | None = None
+    budget_period: str | None = None
+    budget_resets_at: datetime | None = None
+    budget_read_at: datetime | None = None
+    usage_url: str | None = None
+    idle_timeout: float | None = None
+    idle_threshold: float | None = None
+    idle_warning: float | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> GpuEnvironment:
@@ -83,7 +111,34 @@ class GpuEnvironment:
             no_gpu_reason=(environ.get("GPUSPAWNER_NO_GPU_REASON") or "").strip() or None,
             deadline=_deadline_or_none(environ.get("GPUSPAWNER_GPU_DEADLINE")),
             deadline_reason=(environ.get("GPUSPAWNER_GPU_DEADLINE_REASON") or "").strip() or None,
+            budget_hours=_float_or_none(environ.get("GPUSPAWNER_BUDGET_HOURS")),
+            budget_used_hours=_float_or_none(environ.get("GPUSPAWNER_BUDGET_USED_HOURS")),
+            budget_period=(environ.get("GPUSPAWNER_BUDGET_PERIOD") or "").strip() or None,
+            budget_resets_at=_deadline_or_none(environ.get("GPUSPAWNER_BUDGET_RESETS_AT")),
+            budget_read_at=_deadline_or_none(environ.get("GPUSPAWNER_BUDGET_READ_AT")),
+            usage_url=(environ.get("GPUSPAWNER_USAGE_URL") or "").strip() or None,
+            idle_timeout=_float_or_none(environ.get("GPUSPAWNER_GPU_IDLE_TIMEOUT")),
+            idle_threshold=_float_or_none(environ.get("GPUSPAWNER_GPU_IDLE_THRESHOLD")),
+            idle_warning=_float_or_none(environ.get("GPUSPAWNER_GPU_IDLE_WARNING")),
         )
+
+    def budget_json(self) -> dict | None:
+        """The budget as the hub found it when this server started; None without one."""
+        if self.budget_hours is None or self.budget_used_hours is None or self.budget_hours < 0:
+            return None
+        left = max(self.budget_hours - self.budget_used_hours, 0.0)
+        period = self.budget_period or "period"
+        return {
+            "hours": self.budget_hours,
+            "used_hours": self.budget_used_hours,
+            "left_hours": round(left, 4),
+            "period": period,
+            "resets_at": self.budget_resets_at.isoformat(timespec="seconds")
+            if self.budget_resets_at else None,
+            "read_at": self.budget_read_at.isoformat(timespec="seconds")
+            if self.budget_read_at else None,
+            "text": budget_text(left, self.budget_hours, period),
+        }  # fmt: skip
 
     def deadline_json(self) -> dict[str, str | None] | None:
         """``{"at": "2026-11-25T14:32:00+00:00", "reason": "..."}``, or None when no deadline."""
@@ -93,6 +148,35 @@ class GpuEnvironment:
             "at": self.deadline.isoformat(timespec="seconds"),
             "reason": self.deadline_reason,
         }
+
+
+def _figure(hours: float) -> str:
+    return ("%.1f" % hours).rstrip("0").rstrip(".")
+
+
+def budget_text(left: float, hours: float, period: str) -> str:
+    """"7.5 of 10 GPU-hours left this week (at start)"."""
+    when = {"day": "today", "week": "this week", "month": "this month"}.get(period, "this period")
+    return "%s of %s GPU-hours left %s (at start)" % (_figure(left), _figure(hours), when)
+
+
+def idle_state(
+    env: GpuEnvironment, idle_since: float | None, now: float
+) -> dict[str, object] | None:
+    """When the hub's GPU-idle cull stops this server, for JupyterLab's warning: None when the
+    hub does not cull idle GPUs or the GPUs are in use; times are seconds since the epoch."""
+    if not env.idle_timeout or env.idle_timeout <= 0 or idle_since is None:
+        return None
+    stops_at = idle_since + env.idle_timeout
+    warning = env.idle_warning if env.idle_warning is not None else 300.0
+    return {
+        "since": round(idle_since, 3),
+        "stops_at": round(stops_at, 3),
+        "timeout_s": env.idle_timeout,
+        "warning_s": max(warning, 0.0),
+        "threshold": env.idle_threshold if env.idle_threshold is not None else 5.0,
+        "near": warning > 0 and stops_at - now <= warning,
+    }
 
 
 def reason_without_gpu(env: GpuEnvironment) -> str | None:

@@ -58,6 +58,18 @@ export interface ISnapshot {
    */
   deadline: IHubDeadline | null;
   /**
+   * The user's GPU-hour budget as the hub found it when this server started; null: no budget.
+   */
+  budget: IHubBudget | null;
+  /**
+   * The path of the user's usage page on the hub (GPUSPAWNER_USAGE_URL); null: none.
+   */
+  usage_url: string | null;
+  /**
+   * The hub's GPU-idle cull ahead while every GPU of this server is idle; null: in use, or no idle culling.
+   */
+  idle: IGpuIdle | null;
+  /**
    * This server's GPUs (or MIG instances), in NVML's order.
    */
   gpus: IGpu[];
@@ -92,6 +104,62 @@ export interface IHubDeadline {
    * The hub's sentence saying why, or null.
    */
   reason: string | null;
+}
+export interface IHubBudget {
+  /**
+   * GPU-hours per period.
+   */
+  hours: number;
+  /**
+   * GPU-hours used this period when the server started.
+   */
+  used_hours: number;
+  /**
+   * GPU-hours left then.
+   */
+  left_hours: number;
+  /**
+   * "day", "week" or "month".
+   */
+  period: string;
+  /**
+   * When the period ends (ISO-8601, UTC), or null.
+   */
+  resets_at: string | null;
+  /**
+   * When the hub read the usage (ISO-8601, UTC), or null.
+   */
+  read_at: string | null;
+  /**
+   * "7.5 of 10 GPU-hours left this week (at start)".
+   */
+  text: string;
+}
+export interface IGpuIdle {
+  /**
+   * Since when the GPUs are idle (seconds since the epoch).
+   */
+  since: number;
+  /**
+   * When the hub's idle cull stops this server (seconds since the epoch).
+   */
+  stops_at: number;
+  /**
+   * Seconds of idle GPUs the hub allows.
+   */
+  timeout_s: number;
+  /**
+   * Seconds before the stop at which to warn (0: never).
+   */
+  warning_s: number;
+  /**
+   * Utilisation (percent) below which a GPU is idle.
+   */
+  threshold: number;
+  /**
+   * Whether the warning time has come.
+   */
+  near: boolean;
 }
 /**
  * One GPU (or MIG instance) in the snapshot. A reading NVML could not give is null.

@@ -1,4 +1,4 @@
-import { IGpu, ISnapshot } from './api';
+import { IGpu, IGpuIdle, ISnapshot } from './api';
 
 const GIB = 1024 ** 3;
 
@@ -170,4 +170,28 @@ export function noGpuText(snapshot: ISnapshot): INoGpuText {
       ' To use a GPU, stop this server from the hub control panel and start it again with a GPU.';
   }
   return { title: 'No GPU', reason: snapshot.reason ?? 'This server has no GPU.', hint };
+}
+
+/** Minutes as words: "25 min", "1 h 5 min" (at least 1 min). */
+export function minutesText(ms: number): string {
+  const minutes = Math.max(Math.round(ms / 60000), 1);
+  if (minutes < 60) {
+    return `${minutes} min`;
+  }
+  const rest = minutes % 60;
+  return `${Math.floor(minutes / 60)} h${rest ? ` ${rest} min` : ''}`;
+}
+
+/**
+ * The warning before the hub's GPU-idle cull: "No GPU use for 25 min: this server stops in
+ * 5 min unless the GPU is used; your workspace is kept."
+ */
+export function idleNotice(idle: IGpuIdle, now: number = Date.now()): string {
+  const idleFor = minutesText(now - idle.since * 1000);
+  const left = idle.stops_at * 1000 - now;
+  const when = left > 0 ? `stops in ${minutesText(left)}` : 'stops now';
+  return (
+    `No GPU use for ${idleFor}: this server ${when} unless the GPU is used; ` +
+    'your workspace is kept.'
+  );
 }

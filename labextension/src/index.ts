@@ -5,7 +5,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { deadlineNotice } from './format';
+import { deadlineNotice, idleNotice } from './format';
 import { verifyIcon } from './icon';
 import { GpuModel } from './model';
 import { insertVerifyCell } from './verify';
@@ -110,6 +110,38 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
         ]
       });
+    });
+
+    // the GPU-idle cull ahead: one notification per idle stretch, gone once the GPU is used
+    let idleWarned: { since: number; id: string } | null = null;
+    model.changed.connect(() => {
+      const idle = model.snapshot?.idle ?? null;
+      if (!idle || !idle.near) {
+        if (idleWarned && (!idle || idle.since !== idleWarned.since)) {
+          Notification.dismiss(idleWarned.id);
+          idleWarned = null;
+        }
+        return;
+      }
+      const actions = [
+        { label: 'Show GPU panel', callback: () => app.shell.activateById(panel.id) }
+      ];
+      if (idleWarned?.since === idle.since) {
+        // the minutes left, kept current
+        Notification.update({
+          id: idleWarned.id,
+          message: idleNotice(idle),
+          type: 'warning',
+          autoClose: false,
+          actions
+        });
+        return;
+      }
+      if (idleWarned) {
+        Notification.dismiss(idleWarned.id);
+      }
+      const id = Notification.warning(idleNotice(idle), { autoClose: false, actions });
+      idleWarned = { since: idle.since, id };
     });
 
     if (settingRegistry) {

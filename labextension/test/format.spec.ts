@@ -1,4 +1,6 @@
 import {
+  idleNotice,
+  minutesText,
   clockText,
   deadlineNotice,
   deadlineOf,
@@ -232,5 +234,29 @@ describe('noGpuText', () => {
     expect(noGpuText(two).title).toBe('2 GPUs allocated, not visible');
     expect(noGpuText(two).reason).toBe('The hub allocated GPUs to this server.');
     expect(noGpuText(two).hint).toContain('counts these GPUs');
+  });
+});
+
+describe('idleNotice', () => {
+  const idle = {
+    since: 1000,
+    stops_at: 1000 + 30 * 60,
+    timeout_s: 1800,
+    warning_s: 300,
+    threshold: 5,
+    near: true
+  };
+  it('says how long the GPU was idle and when the server stops', () => {
+    expect(idleNotice(idle, (1000 + 25 * 60) * 1000)).toBe(
+      'No GPU use for 25 min: this server stops in 5 min unless the GPU is used; ' +
+        'your workspace is kept.'
+    );
+  });
+  it('says "now" once the time is past', () => {
+    expect(idleNotice(idle, (1000 + 31 * 60) * 1000)).toContain('this server stops now unless');
+  });
+  it('writes hours and minutes', () => {
+    expect(minutesText(65 * 60000)).toBe('1 h 5 min');
+    expect(minutesText(1000)).toBe('1 min');
   });
 });

@@ -50,6 +50,9 @@ export function snapshot(overrides: Partial<ISnapshot> = {}): ISnapshot {
     gpu_limit: 1,
     allocated_not_visible: null,
     deadline: null,
+    budget: null,
+    usage_url: null,
+    idle: null,
     gpus: [gpu()],
     sampler: { cost_ms: 1.234, samples: 3, interval: 2 },
     ...overrides

@@ -61,6 +61,9 @@ export class GpuPanel extends Widget {
     if (deadline) {
       this._body.appendChild(this._deadline(deadline));
     }
+    if (snapshot.budget || snapshot.usage_url) {
+      this._body.appendChild(this._usage(snapshot));
+    }
     if (!snapshot.available || snapshot.gpus.length === 0) {
       this._body.appendChild(this._noGpu(snapshot));
       return;
@@ -93,6 +96,23 @@ export class GpuPanel extends Widget {
           'Save your notebooks and checkpoints before then.'
       )
     );
+    return box;
+  }
+
+  private _usage(snapshot: ISnapshot): HTMLElement {
+    const box = h('div', 'jp-gpuspawner-usage');
+    box.setAttribute('role', 'note');
+    box.setAttribute('aria-label', 'GPU-hour budget');
+    if (snapshot.budget) {
+      box.appendChild(h('p', 'jp-gpuspawner-usage-line', snapshot.budget.text));
+    }
+    if (snapshot.usage_url) {
+      const link = h('a', 'jp-gpuspawner-usage-link', 'My GPU usage');
+      link.href = snapshot.usage_url;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      box.appendChild(link);
+    }
     return box;
   }
 
