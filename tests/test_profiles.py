@@ -101,6 +101,7 @@ def test_kind_text():
     assert by_key("cpu").kind_text() == "no GPU"
     assert parse({"two": {"gpus": 2}})[0].kind_text() == "2 GPUs"
     assert parse({"one": {"gpus": 1}})[0].kind_text() == "1 GPU"
+    assert parse({"a": {"gpus": 2, "gpu_type": "A100"}})[0].kind_text() == "2 A100 GPUs"
 
 
 def test_groups_and_scratch_volume_per_group():

@@ -209,3 +209,73 @@ def test_a_refused_post_is_rendered_again_for_its_server_with_its_choices():
     remember_form(named, {"image": ["cpu"], "gpus": ["1"]})
     html = asyncio.run(render_options_form(spawner(user=user)))
     assert "GPUs for the default server" in html
+
+
+def profile_form(groups, availability=None, budget=(None, False), inventory=None):
+    from gpuspawner.policy.profiles import parse_profiles, profiles_for
+
+    profiles = parse_profiles(
+        {
+            "lab": {
+                "display_name": "Lab <session>",
+                "description": "For the weekly labs.",
+                "image": "pt",
+                "shared": True,
+                "gpu_type": "T4",
+                "cpu_limit": 2,
+                "mem_limit": "8G",
+                "groups": ["students"],
+            },
+            "project": {"image": "pt", "gpus": 2, "gpu_type": "A100", "groups": ["projects"]},
+            "cpu": {"image": "cpu", "shm_size": "512M"},
+        },
+        CATALOG,
+    )
+    stub = spawner(availability=availability, budget=budget)
+    stub.user_groups = list(groups)
+    stub.profile_set = profiles
+    stub.offered_profiles = lambda: profiles_for(profiles, groups)
+    if inventory is not None:
+        stub.pool = types.SimpleNamespace(inventory=inventory)
+    return asyncio.run(render_options_form(stub))
+
+
+def test_profiles_are_cards_of_the_users_groups_only():
+    from gpuspawner.policy.inventory import Gpu
+
+    html = profile_form(
+        ["students"],
+        availability=Availability(3, 4, 0, "no GPU", slots_free=5, slots_total=8),
+        inventory=(Gpu("GPU-t4", "Tesla T4", shared_by=4), Gpu("GPU-a", "A100")),
+    )
+    assert '<legend class="form-label fs-6">Profile for the default server</legend>' in html
+    assert (
+        '<input class="form-check-input" type="radio" name="profile" value="lab"'
+        ' id="gpuspawner-profile-lab" checked>' in html
+    )
+    assert '<span class="card-title fw-bold">Lab &lt;session&gt;</span>' in html
+    assert (
+        "<span class=\"card-text d-block small\" data-profile-kind>PyTorch &lt;2.9&gt;"
+        " · a slot of a shared T4 · 2 CPUs, 8 GiB memory</span>" in html
+    )
+    assert "data-profile-free>5 of 8 shared slots free now.</span>" in html
+    assert (
+        "data-profile-note>The GPU is shared with up to 3 others; memory is not isolated"
+        " and compute is time-sliced.</span>" in html
+    )
+    assert 'value="cpu"' in html and "cpu · no GPU · 512 MiB /dev/shm</span>" in html
+    assert 'value="project"' not in html and "A100" not in html  # not the user's group
+    assert 'name="image"' not in html and 'name="gpus"' not in html
+
+
+def test_a_profile_the_user_cannot_take_now_is_disabled():
+    html = profile_form(
+        ["projects"], availability=Availability(1, 4, 0, "no GPU"), budget=("spent", False)
+    )
+    # 2 A100s asked, 1 free: the GPU-less profile is selected, the project one disabled
+    assert 'value="project" id="gpuspawner-profile-project" disabled>' in html
+    assert 'value="cpu" id="gpuspawner-profile-cpu" checked>' in html
+    assert "data-profile-kind>PyTorch &lt;2.9&gt; · 2 A100 GPUs</span>" in html
+    assert "data-profile-free>1 of 4 GPUs free now.</span>" in html
+    assert "Not available to you now" in html
+    assert 'value="lab"' not in html

@@ -1,4 +1,5 @@
-"""The spawn form: a catalog image and a GPU count the user may still take.
+"""The spawn form: a catalog image and a GPU count the user may still take, or, where the
+hub has course profiles, the profiles the user's groups may pick, as cards.
 
 Rendered from the ``spawn_form.html`` template (:mod:`gpuspawner.templating`), which an
 admin may override through the spawner's ``template_paths``.
@@ -11,9 +12,11 @@ choices.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..policy.allocation import slot_note
 from ..policy.catalog import images_for
+from ..policy.profiles import Profile
 from ..policy.wording import plural, server_label
 from ..templating import render
 
@@ -28,6 +31,7 @@ class FormPost:
     image: str
     gpus: str
     failed_at: float | None = None
+    profile: str = ""
 
 
 _posts: dict[tuple[int, str], FormPost] = {}  # (id of the spawner class, user) -> post
@@ -45,7 +49,9 @@ def remember_form(spawner, form_data) -> None:
         values = form_data.get(name) or [""]
         return str(values[0])
 
-    _posts[_user_key(spawner)] = FormPost(spawner.server_name, first("image"), first("gpus"))
+    _posts[_user_key(spawner)] = FormPost(
+        spawner.server_name, first("image"), first("gpus"), profile=first("profile")
+    )
 
 
 def spawn_failed(spawner) -> None:
@@ -77,6 +83,7 @@ async def render_options_form(spawner) -> str:
     if availability is not None:
         may_take = max(0, min(may_take - availability.held, availability.free))
     lines = []
+    gpu_ok = no_gpus is None and limit.count > 0  # whether a profile's GPU may be offered
     if no_gpus is not None or (availability is not None and availability.total == 0):
         may_take = 0
         lines.append(no_gpus or "This hub has no GPUs: servers run on the CPU only.")
@@ -84,6 +91,7 @@ async def render_options_form(spawner) -> str:
         budget_text, budget_spent = await spawner.accounting.budget_status()
         if budget_spent:
             may_take = 0
+            gpu_ok = False
         lines.append("Your limit: %s at once (%s)." % (plural(limit.count), limit.source))
         if availability is not None:
             lines.append(
@@ -101,6 +109,8 @@ async def render_options_form(spawner) -> str:
     ]
     if not images:
         not_offered.insert(0, "No image of this hub's catalog can start on this host.")
+    profiles = getattr(spawner, "profile_set", ())
+    cards = profile_cards(spawner, availability, may_take, gpu_ok, post) if profiles else []
     selected_image = default_image_key(spawner, images)
     selected_gpus = 0
     if post is not None:
@@ -119,7 +129,108 @@ async def render_options_form(spawner) -> str:
         selected_gpus=selected_gpus,
         server_label=server_label(post.server_name if post is not None else spawner.server_name),
         status_lines=lines,
+        profiles=cards,
     )
+
+
+@dataclass(frozen=True)
+class ProfileCard:
+    """What the form shows of one profile."""
+
+    key: str
+    display_name: str
+    description: str
+    image: str  # the image's display name
+    kind: str  # "a slot of a shared T4", "1 A100", "no GPU"
+    size: str  # "2 CPUs, 8 GiB memory" ("" when the profile sets neither)
+    free: str  # what is free now for its kind ("" for no GPU, or unknown)
+    note: str  # a shared slot: shared with up to N-1 others, memory not isolated
+    selected: bool = False
+    available: bool = True  # the user may take it now (quota, budget, free GPUs)
+
+
+def size_text(profile: Profile) -> str:
+    """'2 CPUs, 8 GiB memory, 1 GiB /dev/shm' for a card."""
+    parts = []
+    if profile.cpu_limit is not None:
+        cores = "%g" % profile.cpu_limit
+        parts.append("%s CPU%s" % (cores, "" if profile.cpu_limit == 1 else "s"))
+    for amount, what in ((profile.mem_limit, "memory"), (profile.shm_size, "/dev/shm")):
+        if amount is not None:
+            parts.append("%s %s" % (bytes_text(amount), what))
+    return ", ".join(parts)
+
+
+def bytes_text(amount: int) -> str:
+    """8589934592 -> '8 GiB'; 536870912 -> '512 MiB'."""
+    for unit, power in (("TiB", 4), ("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if amount >= 1024**power:
+            return "%g %s" % (round(amount / 1024**power, 1), unit)
+    return "%d bytes" % amount
+
+
+def shared_by(spawner) -> int:
+    """How many servers share one of this hub's shared GPUs (0: unknown or none)."""
+    try:
+        inventory = spawner.pool.inventory or ()
+    except AttributeError:
+        return 0
+    return max((gpu.shared_by for gpu in inventory if gpu.shared_by > 1), default=0)
+
+
+def profile_cards(
+    spawner, availability, may_take: int, gpu_ok: bool, post
+) -> list[ProfileCard]:
+    """The cards of the profiles this user may pick; the refused post's profile selected,
+    else the first the user may take now, else the first.
+
+    ``may_take``: whole GPUs the user may take now; ``gpu_ok``: whether any GPU may be
+    (no quota of 0, no spent budget, a hub that can attach GPUs)."""
+    offered = spawner.offered_profiles()
+    keys = [p.key for p in offered]
+    selected = post.profile if post is not None and post.profile in keys else ""
+    images = {image.key: image for image in spawner.catalog}
+    default = images.get(default_image_key(spawner, spawner.offered_images()))
+    sharing = shared_by(spawner)
+    mode = getattr(spawner, "shared_gpu_mode", "time-sliced")
+    cards = []
+    for profile in offered:
+        image = images.get(profile.image) or default
+        free, available = "", True
+        if profile.holds_gpu:
+            if profile.shared:
+                available = gpu_ok and (availability is None or availability.slots_free > 0)
+            else:
+                available = gpu_ok and may_take >= profile.gpus
+            if availability is not None and profile.shared:
+                free = "%d of %d shared slots free now." % (
+                    availability.slots_free, availability.slots_total,
+                )  # fmt: skip
+            elif availability is not None:
+                free = "%d of %d GPUs free now." % (availability.free, availability.total)
+        note = ""
+        if profile.shared:
+            note = "The GPU is %s." % (
+                slot_note(sharing, mode) if sharing else
+                "shared with other servers; memory is not isolated"
+            )  # fmt: skip
+        cards.append(
+            ProfileCard(
+                key=profile.key,
+                display_name=profile.display_name,
+                description=profile.description,
+                image=image.display_name if image is not None else "",
+                kind=profile.kind_text(),
+                size=size_text(profile),
+                free=free,
+                note=note,
+                available=available,
+            )
+        )
+    if cards:
+        first = next((c.key for c in cards if c.available), cards[0].key)
+        cards = [replace(c, selected=c.key == (selected or first)) for c in cards]
+    return cards
 
 
 def default_image_key(spawner, images) -> str:

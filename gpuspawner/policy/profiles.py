@@ -136,7 +136,7 @@ class Profile:
         if self.shared:
             return "a slot of a shared %s" % kind
         if self.gpu_type:
-            return "%d %s" % (self.gpus, kind)
+            return "1 %s" % kind if self.gpus == 1 else "%d %s GPUs" % (self.gpus, kind)
         return "1 GPU" if self.gpus == 1 else "%d GPUs" % self.gpus
 
 
