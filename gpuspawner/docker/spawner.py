@@ -36,7 +36,7 @@ from ..policy.wording import plural
 from . import pull
 from .host import GpuSupport, gpu_support_from, probe_gpu_attach, read_image_status
 from .workspace import LABEL_HUB, LABEL_HUB_ID, LABEL_USER_ID, DockerWorkspace
-from .spec import GPU_MODES, ContainerRequest, extend_create_kwargs
+from .spec import GPU_MODES, ContainerRequest, ProfileLimits, extend_create_kwargs
 
 LABEL_USER = "gpuspawner.user"
 LABEL_SERVER = "gpuspawner.server"
@@ -771,6 +771,19 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
             gpu_uuids=gpu_uuids,
             gpu_mode=self.gpu_mode,
             shm_size=self.shm_size,
+            profile=self.profile_limits(),
+        )
+
+    def profile_limits(self) -> ProfileLimits | None:
+        """This spawn's course profile on its container (lifecycle/profiles.py), or None."""
+        profile = self.choice_profile()
+        if profile is None:
+            return None
+        return ProfileLimits(
+            cpu_limit=profile.cpu_limit,
+            mem_limit=profile.mem_limit,
+            shm_size=profile.shm_size,
+            volumes=tuple((v.source, v.path, v.read_only) for v in self.profile_mounts()),
         )
 
     async def _evaluated(self, setting) -> dict:

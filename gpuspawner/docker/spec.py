@@ -24,6 +24,17 @@ GPU_MODES = ("device-request", "runtime-env")
 
 
 @dataclass(frozen=True)
+class ProfileLimits:
+    """What a course profile sets on its container: limits in bytes and cores, and volumes
+    as (source, path, read_only), ``{group}`` already filled in."""
+
+    cpu_limit: float | None = None
+    mem_limit: int | None = None
+    shm_size: int | None = None
+    volumes: tuple[tuple[str, str, bool], ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerRequest:
     """This server's part of its container."""
 
@@ -38,7 +49,33 @@ class ContainerRequest:
     # default runtime is nvidia.
     gpu_mode: str = "device-request"
     shm_size: str = "2g"  # unless the admin's extra_host_config sets shm_size
+    # a course profile's (policy/profiles.py), over DockerSpawner's and the admin's extras
+    profile: ProfileLimits | None = None
     locked_host_config: Mapping = field(default_factory=lambda: dict(LOCKED_HOST_CONFIG))
+
+
+def profile_host_config(host: dict, profile: ProfileLimits) -> dict:
+    """``host`` (API names) with the profile's limits and volumes: NanoCpus replaces the
+    CPU period and quota (the engine refuses both), Memory the memory limit (a swap
+    limit below it is raised to it), ShmSize the /dev/shm size; a profile's volume
+    replaces a bind at the same path."""
+    host = dict(host)
+    if profile.cpu_limit is not None:
+        host.pop("CpuPeriod", None)
+        host.pop("CpuQuota", None)
+        host["NanoCpus"] = int(round(profile.cpu_limit * 1e9))
+    if profile.mem_limit is not None:
+        host["Memory"] = profile.mem_limit
+        swap = host.get("MemorySwap")
+        if isinstance(swap, int) and 0 < swap < profile.mem_limit:
+            host["MemorySwap"] = profile.mem_limit
+    if profile.shm_size is not None:
+        host["ShmSize"] = profile.shm_size
+    paths = {path for _, path, _ in profile.volumes}
+    binds = [b for b in host.get("Binds") or () if (b.split(":") + [""])[1] not in paths]
+    binds += ["%s:%s:%s" % (src, path, "ro" if ro else "rw") for src, path, ro in profile.volumes]
+    host["Binds"] = binds
+    return host
 
 
 def device_requests(gpu_uuids: tuple[str, ...], gpu_mode: str) -> list[dict]:
@@ -80,11 +117,16 @@ def extend_create_kwargs(parent: Mapping, request: ContainerRequest) -> dict:
     create["environment"] = {**_environment(parent.get("environment")), **request.gpu_env}
     create["labels"] = {**dict(parent.get("labels") or {}), **request.labels}
     create["user"] = request.user
-    create["volumes"] = sorted(set(parent.get("volumes") or ()) | {request.workspace_path})
+    paths = {request.workspace_path}
+    if request.profile is not None:
+        paths |= {path for _, path, _ in request.profile.volumes}
+    create["volumes"] = sorted(set(parent.get("volumes") or ()) | paths)
     host = dict(parent.get("host_config") or {})
     workspace = "%s:%s:rw" % (request.workspace_volume, request.workspace_path)
     host["Binds"] = [b for b in host.get("Binds") or () if b != workspace] + [workspace]
     host.setdefault("ShmSize", size_bytes(request.shm_size))
+    if request.profile is not None:
+        host = profile_host_config(host, request.profile)
     # the GPUs are the allocator's to give, never DockerSpawner's or the admin's extras
     host["DeviceRequests"] = device_requests(request.gpu_uuids, request.gpu_mode)
     host.update({key: value for key, value in request.locked_host_config.items()})
