@@ -77,6 +77,7 @@ class GpuQueue:
         self.line = Line()
         self._events: dict[tuple[str, str], asyncio.Event] = {}
         self._starts: tuple[float, dict] | None = None  # (monotonic, (user, server) -> start)
+        self._reading: asyncio.Future | None = None  # the ledger read in progress
 
     def notify(self) -> None:
         """GPUs may have come free, or the line moved: every waiter looks again."""
@@ -186,21 +187,27 @@ class GpuQueue:
         return waiting_message(position, wanted, len(holders), next_stop)
 
     async def _start_times(self, spawner) -> dict:
-        """(user name, server) -> when its oldest open ledger interval started (cached)."""
+        """(user name, server) -> when its oldest open ledger interval started (cached; the
+        waiters share one read of the ledger)."""
         now = time.monotonic()
         if self._starts is None or now - self._starts[0] > SITUATION_SECONDS:
-            try:
-                intervals = await asyncio.to_thread(spawner.accounting.ledger.open_intervals)
-            except Exception:  # the ledger is down: the line works without start times
-                spawner.log.warning("Ledger unreadable for the line's start times", exc_info=True)
-                intervals = []
-            starts: dict = {}
-            for interval in intervals:
-                key = (interval.user, interval.server)
-                if key not in starts or interval.start < starts[key]:
-                    starts[key] = interval.start
-            self._starts = (now, starts)
-        return self._starts[1]
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self._read_starts(spawner))
+            await asyncio.shield(self._reading)
+        return self._starts[1] if self._starts else {}
+
+    async def _read_starts(self, spawner) -> None:
+        try:
+            intervals = await asyncio.to_thread(spawner.accounting.ledger.open_intervals)
+        except Exception:  # the ledger is down: the line works without start times
+            spawner.log.warning("Ledger unreadable for the line's start times", exc_info=True)
+            intervals = []
+        starts: dict = {}
+        for interval in intervals:
+            key = (interval.user, interval.server)
+            if key not in starts or interval.start < starts[key]:
+                starts[key] = interval.start
+        self._starts = (time.monotonic(), starts)
 
 
 def _of_kind(gpu, request: GpuRequest, pool, kinds=frozenset()) -> bool:
