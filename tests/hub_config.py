@@ -30,6 +30,7 @@ c.GPUDockerSpawner.gpu_quota_groups = settings.get("gpu_quota_groups", {})
 c.GPUDockerSpawner.prefix = settings["prefix"]
 c.GPUDockerSpawner.workspace_volume_template = settings["prefix"] + "-workspace-{username}"
 c.GPUDockerSpawner.user_environment = settings.get("user_environment", {})
+c.GPUDockerSpawner.profiles = settings.get("profiles", {})  # course profiles (off: {})
 c.GPUDockerSpawner.secrets_keys = settings.get("secrets_keys", [])  # users' secrets (off: [])
 c.GPUDockerSpawner.mem_limit = "2G"
 c.GPUDockerSpawner.cpu_limit = 1.0

@@ -256,14 +256,14 @@ def test_profiles_are_cards_of_the_users_groups_only():
     assert '<span class="card-title fw-bold">Lab &lt;session&gt;</span>' in html
     assert (
         "<span class=\"card-text d-block small\" data-profile-kind>PyTorch &lt;2.9&gt;"
-        " · a slot of a shared T4 · 2 CPUs, 8 GiB memory</span>" in html
+        " &middot; a slot of a shared T4 &middot; 2 CPUs, 8 GiB memory</span>" in html
     )
     assert "data-profile-free>5 of 8 shared slots free now.</span>" in html
     assert (
         "data-profile-note>The GPU is shared with up to 3 others; memory is not isolated"
         " and compute is time-sliced.</span>" in html
     )
-    assert 'value="cpu"' in html and "cpu · no GPU · 512 MiB /dev/shm</span>" in html
+    assert 'value="cpu"' in html and "cpu &middot; no GPU &middot; 512 MiB /dev/shm</span>" in html
     assert 'value="project"' not in html and "A100" not in html  # not the user's group
     assert 'name="image"' not in html and 'name="gpus"' not in html
 
@@ -275,7 +275,7 @@ def test_a_profile_the_user_cannot_take_now_is_disabled():
     # 2 A100s asked, 1 free: the GPU-less profile is selected, the project one disabled
     assert 'value="project" id="gpuspawner-profile-project" disabled>' in html
     assert 'value="cpu" id="gpuspawner-profile-cpu" checked>' in html
-    assert "data-profile-kind>PyTorch &lt;2.9&gt; · 2 A100 GPUs</span>" in html
+    assert "data-profile-kind>PyTorch &lt;2.9&gt; &middot; 2 A100 GPUs</span>" in html
     assert "data-profile-free>1 of 4 GPUs free now.</span>" in html
     assert "Not available to you now" in html
     assert 'value="lab"' not in html
