@@ -219,3 +219,25 @@ def test_a_two_gpu_server_gets_a_pair_behind_one_pcie_switch(gpu_hub, nvidia_doc
     assert held == [uuids[2], uuids[3]]
     assert sorted(nvml_inside(bea)["devices"]) == sorted(held)
     assert "Allocated 2 GPUs (behind one PCIe switch)" in hub.log_tail(400)
+
+
+def test_a_hub_gives_two_users_slots_of_one_shared_gpu(gpu_hub, nvidia_docker, sim_host):
+    """Through a real hub: "shared": true asks for a slot; both servers see the one GPU."""
+    shared = sim_host.gpus[0].uuid
+    hub = gpu_hub(gpu_mode="device-request", shared_gpus={shared: 2})
+    for user in ("fay", "gil"):
+        hub.create_user(user)
+        response = hub.spawn(user, options={"gpus": 1, "shared": True})
+        assert response.status_code in (201, 202), response.text
+        hub.wait_ready(user)
+        (container,) = [
+            c
+            for c in nvidia_docker.containers.list(filters={"label": "gpuspawner.user=" + user})
+            if c.name.startswith(hub.settings["prefix"])
+        ]
+        assert env_of(container)["GPUSPAWNER_GPU_SHARED_BY"] == "2"
+        assert nvml_inside(container)["devices"] == [shared]
+    hub.create_user("hal")
+    response = hub.spawn("hal", options={"gpus": 1, "shared": True})
+    assert response.status_code == 503, response.text
+    assert "No shared GPU slot is free" in response.text
