@@ -124,3 +124,20 @@ def test_an_admin_sees_whose_page_and_extra_sections_follow(tmp_path):
 def test_a_user_name_is_quoted_in_links():
     page = render_user(report_for(user="a&b c"), viewer="a&b c")
     assert 'href="/services/gpu-admin/users/a%26b%20c/ledger.csv"' in page
+
+
+def test_the_dashboard_links_users_to_their_pages_and_has_the_adjustment_form():
+    from gpuspawner.service.page import render_page
+
+    usage = {"period": {"start": WEEK.isoformat(), "end": (WEEK + timedelta(days=7)).isoformat()},
+             "groups": [], "users": [{"user": "a b&c", "group": "x", "used_hours": 1,
+                                      "budget_hours": None, "spent": False, "gpu_servers": []}]}
+    made = Adjustment("a b&c", "quota", 2, "thesis <runs>", "boss", NOW)
+    data = {"inventory": [], "usage": usage, "daily": {"days": [], "groups": {}},
+            "utilisation": {}, "adjustments": [made], "xsrf": "the-token"}  # fmt: skip
+    page = render_page(data, [], settings(), "boss", "/services/gpu-admin/", NOW)
+    assert '<a href="/services/gpu-admin/users/a%20b%26c"' in page
+    assert '<input type="hidden" name="_xsrf" value="the-token">' in page
+    assert '<form action="/services/gpu-admin/adjustments" method="post"' in page
+    assert ("<td>a b&amp;c</td><td>quota 2 GPUs at once</td><td>thesis &lt;runs&gt;</td>"
+            "<td>boss</td>") in page  # fmt: skip
