@@ -25,6 +25,7 @@ from traitlets.utils.importstring import import_item
 
 from ..errors import ConfigError
 from ..usage.secrets import KEYS_ENV
+from ..policy.profiles import profile_limits
 from ..usage.settings import UsageSettings
 from .handler import ADMIN_SCOPE
 
@@ -61,6 +62,10 @@ class AdminSettings(UsageSettings):
     gpu_quota_groups = Dict(help="The spawner's gpu_quota_groups (they name accounting groups).")
     check_interval = Float(30, help="Seconds between the service's enforcement passes.")
     template_paths = List(help="The spawner's template_paths (admin.html may be overridden).")
+    profile_limits = Dict(
+        help="""Per course profile key, the gpu_max_age / gpu_idle_timeout (seconds) it sets
+        for its servers, over the spawner's (policy.profiles.profile_limits)."""
+    )
     backend = Unicode(
         "gpuspawner.docker.spawner.GPUDockerSpawner",
         help="The hub's spawner class, as an import path (the backend the service asks).",
@@ -73,6 +78,7 @@ class AdminSettings(UsageSettings):
     def names(cls) -> list[str]:
         return sorted(cls.class_trait_names(config=True)) + [
             "backend", "backend_config", "check_interval", "gpu_quota_groups", "template_paths",
+            "profile_limits",
         ]  # fmt: skip
 
     def to_json(self) -> str:
@@ -186,6 +192,7 @@ def settings_of(spawner, config, check_interval: float = 30) -> AdminSettings:
         gpu_quota_groups=dict(spawner.gpu_quota_groups),
         check_interval=check_interval,
         template_paths=list(spawner.template_paths),
+        profile_limits=profile_limits(spawner.profile_set),
         backend="%s.%s" % (klass.__module__, klass.__qualname__),
         backend_config=backend_config(config, spawner),
     )

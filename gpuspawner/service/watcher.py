@@ -105,6 +105,7 @@ class Watcher:
             settings.gpu_idle_threshold, timedelta(seconds=settings.gpu_idle_timeout)
         )
         self.user_groups: dict[str, list[str]] = {}
+        self.server_profiles: dict[tuple[str, str], str] = {}  # a running server's profile
         self.ready_servers: set[tuple[str, str]] = set()
         self.utilisation: dict[str, float | None] = {}
         self.lost: set[str] = set()  # inventory GPUs the utilisation source found lost
@@ -128,7 +129,20 @@ class Watcher:
             for name, model in (u.get("servers") or {}).items()
             if model.get("ready") and not model.get("pending")
         }
+        self.server_profiles = {
+            (u["name"], name): str((model.get("user_options") or {}).get("profile") or "")
+            for u in users
+            for name, model in (u.get("servers") or {}).items()
+            if isinstance(model.get("user_options"), dict)
+        }
         return self.user_groups
+
+    def limit_of(self, key: tuple[str, str], name: str) -> float:
+        """A server's gpu_max_age or gpu_idle_timeout: its course profile's, else the
+        spawner's (0: none)."""
+        profile = self.server_profiles.get(key, "")
+        own = (getattr(self.settings, "profile_limits", None) or {}).get(profile, {})
+        return float(own.get(name, getattr(self.settings, name)))
 
     async def check(self, now: datetime | None = None) -> None:
         now = now or now_utc()
@@ -213,17 +227,20 @@ class Watcher:
                         )
 
     def _check_max_age(self, servers, now, stopping) -> None:
-        if not self.settings.gpu_max_age:
-            return
         for key, intervals in servers.items():
+            max_age = self.limit_of(key, "gpu_max_age")
+            if not max_age:
+                continue
             age = (now - min(i.start for i in intervals)).total_seconds()
-            if age >= self.settings.gpu_max_age and key not in stopping:
+            if age >= max_age and key not in stopping:
+                profile = self.server_profiles.get(key, "")
                 stopping[key] = (
                     "max-age",
-                    "Stopped %s's server %r: it held GPUs for %s, the maximum is %s"
-                    " (gpu_max_age)."
-                    % (key[0], key[1], age_text(age), age_text(self.settings.gpu_max_age)),
-                )
+                    "Stopped %s's server %r: it held GPUs for %s, the maximum is %s (%s)."
+                    % (key[0], key[1], age_text(age), age_text(max_age),
+                       "gpu_max_age of profile %r" % profile
+                       if profile in (self.settings.profile_limits or {}) else "gpu_max_age"),
+                )  # fmt: skip
 
     async def _check_idle(self, servers, now, stopping) -> None:
         # every inventory GPU, held or not, so the dashboard also sees a free GPU that is lost
@@ -233,25 +250,22 @@ class Watcher:
         )
         self.utilisation = await asyncio.to_thread(self.source.sample, uuids) if uuids else {}
         self.lost = set(self.source.lost)
-        if not self.settings.gpu_idle_timeout:
+        timeouts = {key: self.limit_of(key, "gpu_idle_timeout") for key in servers}
+        if not any(timeouts.values()):
             return
         self.idle.keep_only(servers)
         for key, intervals in servers.items():
             self.idle.observe(
                 key, {i.gpu_uuid: self.utilisation.get(i.gpu_uuid) for i in intervals}, now
             )
-        for key in self.idle.due(now):
-            if key not in stopping:
+        for key, since in sorted(self.idle.idle_since.items(), key=lambda item: str(item[0])):
+            timeout = timeouts.get(key, 0)  # a server's own: its profile's, else the spawner's
+            if timeout and (now - since).total_seconds() >= timeout and key not in stopping:
                 stopping[key] = (
                     "gpu-idle",
                     "Stopped %s's server %r: its GPUs were below %.0f%% utilisation"
                     " for %.0f s (gpu_idle_timeout)."
-                    % (
-                        key[0],
-                        key[1],
-                        self.settings.gpu_idle_threshold,
-                        self.settings.gpu_idle_timeout,
-                    ),
+                    % (key[0], key[1], self.settings.gpu_idle_threshold, timeout),
                 )
 
     async def _resolve_devices(self) -> None:
