@@ -92,13 +92,13 @@ async def join_in_order(waiters):
 
 
 def assert_pool_sound(spawner):
-    """No GPU held twice, nobody over their quota of 1."""
-    holdings = [h for h in spawner.pool.holdings if h.gpus]
+    """No GPU of this hub held twice, nobody over their quota of 1 (the engine is shared:
+    other tests' containers hold GPUs of their own)."""
+    holdings = [h for h in spawner.pool.holdings if any(g.uuid in UUIDS for g in h.gpus)]
     uuids = [g.uuid for h in holdings for g in h.gpus]
-    assert len(uuids) == len(set(uuids)), holdings
+    assert len(uuids) == len(set(uuids)) == 8, holdings
     users = [h.user for h in holdings]
     assert len(users) == len(set(users)), holdings
-    assert set(uuids) <= UUIDS
 
 
 async def start_holder(spawner):

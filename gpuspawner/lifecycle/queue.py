@@ -23,6 +23,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import sqlalchemy
 from traitlets import Float, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
@@ -280,8 +281,12 @@ def save_waiting(spawner, position: int | None) -> None:
     """Mark the server as waiting in the hub's database (its saved state), so that the hub,
     if it stops now, ends the spawn with a sentence after its restart."""
     spawner.gpu_queue_position = position
-    orm_spawner, db = getattr(spawner, "orm_spawner", None), getattr(spawner, "db", None)
-    if orm_spawner is None or db is None:
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    try:
+        db = sqlalchemy.inspect(orm_spawner).session  # the hub's session (Spawner.db is deprecated)
+    except sqlalchemy.exc.NoInspectionAvailable:
+        db = None  # not the hub's database row (a spawner made outside a hub)
+    if db is None:
         return
     try:
         orm_spawner.state = spawner.get_state()
