@@ -172,11 +172,6 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
         ]
         if baseline_first:
             runs.reverse()
-        results = []
-        for label, make, namespace, run_ledger in runs:
-            results.append(await run(label, make, users, concurrency, run_ledger))
-            # an empty cluster for the next run
-            cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
         print(
             "\n%d users x 1 GPU onto %d nodes x 8 nvidia.com/gpu, %d spawns at a time"
             " (kube-apiserver %s)" % (users, nodes, concurrency, "v1.33")
@@ -184,15 +179,22 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
         print(
             "%-24s %8s %7s %7s %11s %9s %7s %8s %11s"
             % ("spawner", "all (s)", "p50 (s)", "p95 (s)", "calls/spawn", "commits", "CPU s",
-               "RSS +MiB", "load 1-min")
+               "RSS +MiB", "load 1-min"), flush=True,
         )  # fmt: skip
-        for r in results:
+        results = []
+        for label, make, namespace, run_ledger in runs:
+            r = await run(label, make, users, concurrency, run_ledger)
+            results.append(r)
             tx = r["ledger_tx_per_spawn"]
+            # each run's row as soon as it is measured
             print(
                 "%-24s %8.1f %7.2f %7.2f %11.2f %9s %7.1f %8.1f %5.1f->%.1f"
                 % (r["label"], r["all_running_s"], r["p50_s"], r["p95_s"], r["calls_per_spawn"],
-                   "-" if tx is None else "%.3f" % tx, r["cpu_s"], r["rss_growth_mib"], *r["load"])
+                   "-" if tx is None else "%.3f" % tx, r["cpu_s"], r["rss_growth_mib"], *r["load"]),
+                flush=True,
             )  # fmt: skip
+            # an empty cluster for the next run
+            cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
         gpu, plain = (
             next(r for r in results if r["label"] == label)
             for label in ("KubeGPUSpawner", "KubeSpawner (baseline)")
