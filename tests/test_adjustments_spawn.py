@@ -111,3 +111,13 @@ async def test_the_watcher_warns_again_after_a_new_budget_and_uses_a_top_up_at_o
     assert hub.stopped == []
     assert watcher.metrics.budget_limit.labels(group="students")._value.get() == 5.15
     ledger.dispose()
+
+
+def test_the_servers_own_idle_timeout_reaches_its_environment():
+    accounting = Accounting(UsageSettings(gpu_idle_timeout=3600, gpu_idle_warning=120), None,
+                            "ann", "", (), logging.getLogger("test"))  # fmt: skip
+    env = accounting.deadline_env((T4,), idle_timeout=900)
+    assert env["GPUSPAWNER_GPU_IDLE_TIMEOUT"] == "900"
+    assert env["GPUSPAWNER_GPU_IDLE_WARNING"] == "120"
+    assert accounting.deadline_env((T4,))["GPUSPAWNER_GPU_IDLE_TIMEOUT"] == "3600"
+    assert "GPUSPAWNER_GPU_IDLE_TIMEOUT" not in accounting.deadline_env(())  # no GPU: no cull

@@ -141,3 +141,18 @@ def test_the_dashboard_links_users_to_their_pages_and_has_the_adjustment_form():
     assert '<form action="/services/gpu-admin/adjustments" method="post"' in page
     assert ("<td>a b&amp;c</td><td>quota 2 GPUs at once</td><td>thesis &lt;runs&gt;</td>"
             "<td>boss</td>") in page  # fmt: skip
+
+
+def test_a_servers_own_limits_count_over_the_spawners():
+    """A course profile's gpu_max_age / gpu_idle_timeout (as the watcher knows them)."""
+    held = [Interval("ann", "lab", "GPU-t", "T4", NOW - timedelta(hours=1))]
+    limits = {"lab": {"gpu_max_age": 2 * 3600, "gpu_idle_timeout": 600}}
+    (server,) = running_servers(held, settings(), 0, Budget(None, "x"), NOW,
+                                {"lab": NOW - timedelta(minutes=4)}, limits)  # fmt: skip
+    assert server["deadline"] == (NOW + timedelta(hours=1)).isoformat(timespec="seconds")
+    assert server["deadline_reason"] == "GPU servers stop after 2 h."
+    assert server["idle_stop_at"] == (NOW + timedelta(minutes=6)).isoformat(timespec="seconds")
+    (plain,) = running_servers(held, settings(), 0, Budget(None, "x"), NOW,
+                               {"lab": NOW - timedelta(minutes=4)})  # fmt: skip
+    assert plain["deadline"] is None
+    assert plain["idle_stop_at"] == (NOW + timedelta(minutes=26)).isoformat(timespec="seconds")

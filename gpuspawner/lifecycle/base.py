@@ -729,7 +729,9 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
                 engine_picks_devices=self.engine_picks_devices, share_mode=self.shared_gpu_mode,
             )  # fmt: skip
         )
-        env.update(self.accounting.deadline_env(self.held_gpus, max_age=self.profile_max_age()))
+        env.update(self.accounting.deadline_env(
+            self.held_gpus, max_age=self.profile_max_age(), idle_timeout=self.profile_idle_timeout()
+        ))  # fmt: skip
         return env
 
 

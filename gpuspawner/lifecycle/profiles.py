@@ -84,6 +84,11 @@ class ProfileSettings(LoggingConfigurable):
         profile = self.choice_profile()
         return profile.gpu_max_age if profile is not None else None
 
+    def profile_idle_timeout(self) -> float | None:
+        """This spawn's profile GPU-idle timeout (None: the spawner's gpu_idle_timeout)."""
+        profile = self.choice_profile()
+        return profile.gpu_idle_timeout if profile is not None else None
+
     # --- saved state: a running server's profile survives a hub restart ---
 
     _restored_profile: str = ""  # the running server's profile, from its saved state

@@ -59,8 +59,12 @@ class UserHandler(BaseHandler):
         open_ = [i for i in period if i.end is None]
         idle = {server: at for (who, server), at in state.watcher.idle.idle_since.items()
                 if who == user}  # fmt: skip
+        watcher = state.watcher
+        limits = {i.server: {name: watcher.limit_of((user, i.server), name)
+                             for name in ("gpu_max_age", "gpu_idle_timeout")}
+                  for i in open_}  # fmt: skip
         return user_report(
-            user, row, state.settings, (start, end), open_, recent, history, now, idle
+            user, row, state.settings, (start, end), open_, recent, history, now, idle, limits
         )
 
 

@@ -54,11 +54,13 @@ def running_servers(
     budget: Budget,
     now: datetime,
     idle_since: Mapping[str, datetime] | None = None,
+    limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict]:
     """The user's servers holding GPUs: which, since when, and when they stop at the latest
     (the budget spent at the rate of all of the user's GPUs, plus the grace; the maximum
-    age), and since when their GPUs are idle with the time the idle cull stops them."""
-    idle_since = idle_since or {}
+    age), and since when their GPUs are idle with the time the idle cull stops them.
+    ``limits``: per server, its own gpu_max_age / gpu_idle_timeout (a course profile's)."""
+    idle_since, limits = idle_since or {}, limits or {}
     rate = sum(gpu_weight(i.gpu_name, settings.gpu_hour_weights) for i in open_intervals)
     by_server: dict[str, list[Interval]] = {}
     for interval in open_intervals:
@@ -67,15 +69,18 @@ def running_servers(
     for name in sorted(by_server):
         held = by_server[name]
         started = min(i.start for i in held)
+        own = limits.get(name, {})
+        max_age = own.get("gpu_max_age", settings.gpu_max_age)
+        idle_timeout = own.get("gpu_idle_timeout", settings.gpu_idle_timeout)
         deadline = gpu_deadline(
             now=now, started=started, used=used, budget=budget, rate=rate,
             schedule=settings.reset_schedule, grace_seconds=settings.budget_grace_period,
-            max_age_seconds=settings.gpu_max_age,
+            max_age_seconds=max_age,
         )  # fmt: skip
         idle = idle_since.get(name)
         culled_at = (
-            idle + timedelta(seconds=settings.gpu_idle_timeout)
-            if idle is not None and settings.gpu_idle_timeout
+            idle + timedelta(seconds=idle_timeout)
+            if idle is not None and idle_timeout
             else None
         )
         servers.append({
@@ -101,6 +106,7 @@ def user_report(
     adjustments: Sequence,
     now: datetime,
     idle_since: Mapping[str, datetime] | None = None,
+    limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict:
     """What one user may know of their usage: ``usage_row`` (their row of the usage report),
     their open intervals, the intervals of the last weeks and the admins' adjustments."""
@@ -118,7 +124,9 @@ def user_report(
         "left_hours": usage_row["left_hours"],
         "spent": usage_row["spent"],
         "line": left_text(used, budget, settings.budget_period, end),
-        "servers": running_servers(open_intervals, settings, used, budget, now, idle_since),
+        "servers": running_servers(
+            open_intervals, settings, used, budget, now, idle_since, limits
+        ),
         "daily": daily_hours(recent, settings, now),
         "adjustments": [a.as_json() for a in adjustments],
         "gpu_idle_timeout": settings.gpu_idle_timeout,

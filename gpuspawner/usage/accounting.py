@@ -119,11 +119,14 @@ class Accounting:
         return sentence
 
     def deadline_env(
-        self, gpus: Sequence[Gpu], max_age: float | None = None
+        self, gpus: Sequence[Gpu], max_age: float | None = None,
+        idle_timeout: float | None = None,
     ) -> dict[str, str]:
-        """GPUSPAWNER_GPU_DEADLINE(_REASON) for a server starting with ``gpus`` (empty: none).
+        """GPUSPAWNER_GPU_DEADLINE(_REASON) for a server starting with ``gpus`` (empty: none),
+        and :meth:`usage_env`.
 
-        ``max_age``: the server's own maximum age (a course profile's), over gpu_max_age."""
+        ``max_age``, ``idle_timeout``: the server's own (a course profile's), over
+        gpu_max_age and gpu_idle_timeout."""
         if not gpus:
             return self.usage_env(gpus, now_utc())
         settings = self.settings
@@ -142,7 +145,7 @@ class Accounting:
             grace_seconds=settings.budget_grace_period,
             max_age_seconds=settings.gpu_max_age if max_age is None else max_age,
         )
-        env = self.usage_env(gpus, now)
+        env = self.usage_env(gpus, now, idle_timeout)
         if deadline is None:
             return env
         return {
@@ -153,7 +156,9 @@ class Accounting:
             "GPUSPAWNER_GPU_DEADLINE_REASON": deadline.reason,
         }
 
-    def usage_env(self, gpus: Sequence[Gpu], now: datetime) -> dict[str, str]:
+    def usage_env(
+        self, gpus: Sequence[Gpu], now: datetime, idle_timeout: float | None = None
+    ) -> dict[str, str]:
         """What JupyterLab shows of the user's budget (as found at this spawn), where their
         usage page is, and the GPU-idle culling it warns about (GPUSPAWNER_GPU_IDLE_*)."""
         settings, env = self.settings, {}
@@ -174,9 +179,10 @@ class Accounting:
                 ),
                 "GPUSPAWNER_BUDGET_READ_AT": now.isoformat(timespec="seconds"),
             })  # fmt: skip
-        if gpus and settings.gpu_idle_timeout:
+        idle_timeout = settings.gpu_idle_timeout if idle_timeout is None else idle_timeout
+        if gpus and idle_timeout:
             env.update({
-                "GPUSPAWNER_GPU_IDLE_TIMEOUT": "%.0f" % settings.gpu_idle_timeout,
+                "GPUSPAWNER_GPU_IDLE_TIMEOUT": "%.0f" % idle_timeout,
                 "GPUSPAWNER_GPU_IDLE_THRESHOLD": "%g" % settings.gpu_idle_threshold,
                 "GPUSPAWNER_GPU_IDLE_WARNING": "%.0f" % settings.gpu_idle_warning,
             })  # fmt: skip
