@@ -257,3 +257,21 @@ def test_a_negative_queue_timeout_is_refused_with_a_sentence(hub_process):
 
     with pytest.raises(TraitError, match=r"gpu_queue_timeout must be 0 or more, not -1"):
         hub_process("ida", gpu_queue_timeout=-1.0)
+
+
+async def test_a_gpu_freed_outside_the_hub_reaches_the_head_at_its_next_look(
+    hub_process, docker_client
+):
+    holder = hub_process("holder", inventory=GPUS[:1])
+    await start_holder(holder)
+    waiter = hub_process("jo", inventory=GPUS[:1])
+    task = asyncio.ensure_future(waiter.reserve_gpus(1))
+    await until(lambda: len(line_of(holder)) == 1)
+    await asyncio.sleep(1)
+    assert not task.done()
+    # killed from outside, and no poll of the holder: the head lists the engine itself
+    docker_client.containers.get(holder.container_id).kill()
+    started = time.monotonic()
+    (gpu,) = await asyncio.wait_for(task, queue.HEAD_RECHECK_SECONDS + 5)
+    assert gpu.uuid == GPUS[0]["uuid"]
+    assert time.monotonic() - started <= queue.HEAD_RECHECK_SECONDS + 3
