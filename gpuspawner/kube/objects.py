@@ -53,6 +53,65 @@ class GpuPlacement:
 
 
 @dataclass(frozen=True)
+class ProfilePod:
+    """What a course profile (policy/profiles.py) sets on the server's container: CPU
+    cores, memory and /dev/shm in bytes, and claims mounted as (claim, path, read_only)."""
+
+    cpu_limit: float | None = None
+    mem_limit: int | None = None
+    shm_size: int | None = None
+    volumes: tuple[tuple[str, str, bool], ...] = ()
+
+
+def bytes_quantity(amount: int) -> str:
+    """1073741824 -> '1Gi'; a number of bytes no binary unit divides stays a number."""
+    for unit, power in (("Ti", 4), ("Gi", 3), ("Mi", 2), ("Ki", 1)):
+        if amount % 1024**power == 0:
+            return "%d%s" % (amount // 1024**power, unit)
+    return str(amount)
+
+
+def profile_volume_name(index: int) -> str:
+    return "profile-volume-%d" % index
+
+
+def apply_profile(pod: dict, container: dict, profile: ProfilePod) -> None:
+    """The profile's limits over kubespawner's (a request above a new limit is lowered to
+    it), its /dev/shm size, and its claims (read-only ones mounted read-only), in place."""
+    resources = container.setdefault("resources", {})
+    limits = resources.setdefault("limits", {})
+    requests = resources.setdefault("requests", {})
+    for name, amount, quantity in (
+        ("cpu", profile.cpu_limit, cpu_quantity(profile.cpu_limit or 0)),
+        ("memory", profile.mem_limit, bytes_quantity(profile.mem_limit or 0)),
+    ):
+        if amount is None:
+            continue
+        limits[name] = quantity
+        if name in requests and parse_quantity(str(requests[name])) > amount:
+            requests[name] = quantity
+    spec = pod["spec"]
+    if profile.shm_size is not None:
+        shm = {"medium": "Memory", "sizeLimit": bytes_quantity(profile.shm_size)}
+        for volume in spec["volumes"]:
+            if volume.get("name") == SHM_VOLUME:
+                volume["emptyDir"] = shm
+                break
+        else:
+            spec["volumes"].append({"name": SHM_VOLUME, "emptyDir": shm})
+            container["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    paths = {path for _, path, _ in profile.volumes}
+    container["volumeMounts"] = [m for m in container["volumeMounts"]
+                                 if m.get("mountPath") not in paths]  # fmt: skip
+    for index, (claim, path, read_only) in enumerate(profile.volumes):
+        name = profile_volume_name(index)
+        spec["volumes"].append(
+            {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+        )
+        container["volumeMounts"].append({"name": name, "mountPath": path, "readOnly": read_only})
+
+
+@dataclass(frozen=True)
 class PodRequest:
     """What the pod of one server adds to the pod kubespawner builds."""
 
@@ -69,6 +128,7 @@ class PodRequest:
     workspace_path: str = "/home/jovyan/work"
     # the env entries of the admin's extra_container_config, merged into the server's by name
     extra_env: Sequence[Mapping] = ()
+    profile: ProfilePod | None = None  # the spawn's course profile, over kubespawner's
 
 
 @dataclass(frozen=True)
@@ -291,6 +351,8 @@ def pod_spec(base: Mapping, request: PodRequest) -> dict:
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": request.shm_size}}
         )
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    if request.profile is not None:
+        apply_profile(pod, container, request.profile)
     if not request.gpu_count:
         return pod
     tolerations = list(spec.get("tolerations") or ())

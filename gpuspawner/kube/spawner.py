@@ -62,6 +62,7 @@ from .objects import (
     DEFAULT_GPU_TOLERATIONS,
     GpuPlacement,
     PodRequest,
+    ProfilePod,
     PvcRequest,
     api_dict,
     docker_size_to_quantity,
@@ -119,6 +120,8 @@ class _Json:
 
 class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner):
     """One pod per server with GPUs as extended resources, a quota and a persistent workspace."""
+
+    profile_host_paths = False  # a course profile's volumes are claims here
 
     gpu_resource = Unicode(
         GPU_RESOURCE,
@@ -474,8 +477,10 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
         """Where this server's GPUs come from: the image's profile over the defaults."""
         key = self.choice.image.key if self.choice else ""
         profile = self.gpu_profiles.get(key, {})
+        course = self.choice_profile()  # a course profile's MIG slice: its MIG resource
         return GpuPlacement(
-            resource=profile.get("resource", self.gpu_resource),
+            resource="nvidia.com/mig-" + course.mig if course is not None and course.mig
+            else profile.get("resource", self.gpu_resource),
             product=profile.get("product", self.gpu_product),
             node_selector=dict(profile.get("node_selector", self.gpu_node_selector)),
             tolerations=tuple(dict(t) for t in profile.get("tolerations", self.gpu_tolerations)),
@@ -558,6 +563,19 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
             workspace_pvc=self.pvc_name if self.storage_pvc_ensure else None,
             workspace_path=self.workspace_path,
             extra_env=api_dict(list(self.extra_container_config.get("env") or ())),
+            profile=self.profile_pod(),
+        )
+
+    def profile_pod(self) -> ProfilePod | None:
+        """This spawn's course profile on its pod (lifecycle/profiles.py), or None."""
+        profile = self.choice_profile()
+        if profile is None:
+            return None
+        return ProfilePod(
+            cpu_limit=profile.cpu_limit,
+            mem_limit=profile.mem_limit,
+            shm_size=profile.shm_size,
+            volumes=tuple((v.source, v.path, v.read_only) for v in self.profile_mounts()),
         )
 
     async def kubespawner_pod(self):
@@ -640,7 +658,14 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
         callables, which are not called twice)."""
         if self._options_loaded:
             return
-        await super().load_user_options()
+        options = self.user_options
+        if self.profiles and isinstance(options, dict) and "profile" in options:
+            # a course profile (gpuspawner's "profile" option), not a profile_list slug
+            self.user_options = {k: v for k, v in options.items() if k != "profile"}
+        try:
+            await super().load_user_options()
+        finally:
+            self.user_options = options
         self.image = self.spawn_choice().image.image
         self._options_loaded = True
 
