@@ -470,7 +470,10 @@ def test_spawn_form_and_the_schedulers_reason_in_the_progress_stream(kwok_cluste
         gpu_hour_budget_groups={"students": 10},
         gpu_wait_timeout=90,
     )
-    total = sum(gpus_offered(cluster).values())
+    # the form counts the GPUs of the server's placement (nvidia.com/gpu): not the MIG slices
+    offered = gpus_offered(cluster)
+    total = offered["nvidia.com/gpu"]
+    assert sum(offered.values()) > total
     hub.create_user("sue", groups=("students",))
     form = spawn_form(hub, "sue")
     # the catalog, what is free and what sue may still take, and her budget
