@@ -115,6 +115,11 @@ def test_profiles_only_for_their_groups_and_a_read_only_dataset(
     assert write.exit_code != 0 and b"Read-only file system" in write.output
     write_root = container.exec_run("sh -c 'echo x > /data/course/new.txt'", user="0")
     assert write_root.exit_code != 0 and b"Read-only file system" in write_root.output
+    # the group's scratch is the user's to write (created for them, owned by the server's user)
+    scratch = container.exec_run("sh -c 'echo mine > /scratch/notes.txt && cat /scratch/notes.txt'")
+    assert scratch.exit_code == 0 and scratch.output == b"mine\n", scratch.output
+    labels = docker_client.volumes.get(mounts["/scratch"]["Name"]).attrs["Labels"]
+    assert labels["gpuspawner.scratch"] == "lab"
     # the server's own user is still the unprivileged one
     assert container.exec_run("id -u").output.strip() == b"1000"
 

@@ -36,6 +36,7 @@ from ..policy.wording import plural
 from . import pull
 from .host import GpuSupport, gpu_support_from, probe_gpu_attach, read_image_status
 from .workspace import LABEL_HUB, LABEL_HUB_ID, LABEL_USER_ID, DockerWorkspace
+from .scratch import prepare_scratch
 from .spec import GPU_MODES, ContainerRequest, ProfileLimits, extend_create_kwargs
 
 LABEL_USER = "gpuspawner.user"
@@ -603,6 +604,7 @@ class GPUDockerSpawner(DockerWorkspace, GPUSpawnerMixin, DockerSpawner):
     async def start_engine(self) -> str:
         self.emit_progress(30, "Preparing workspace volume %s" % self.workspace_volume)
         await self.prepare_workspace()
+        await prepare_scratch(self)  # a course profile's per-group scratch (docker/scratch.py)
         self.emit_progress(50, "Starting container from %s" % self.choice.image.display_name)
         try:
             address = await DockerSpawner.start(self)
