@@ -52,6 +52,7 @@ c.GPUDockerSpawner.gpu_utilisation_source = settings.get("gpu_utilisation_source
 if settings.get("gpu_resync_interval"):
     c.GPUDockerSpawner.gpu_resync_interval = settings["gpu_resync_interval"]
 c.Authenticator.admin_users = set(settings.get("admin_users", []))
+c.JupyterHub.load_roles.extend(settings.get("extra_roles", []))  # e.g. a delegated admin scope
 if "admin_service_port" in settings:
     from gpuspawner.service import add_admin_service
 

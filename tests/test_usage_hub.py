@@ -421,3 +421,22 @@ def screenshot_user_page(hub):
         assert page.get_by_role("link", name="Download my ledger (CSV)").is_visible()
         SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "gpu-my-usage.png"), full_page=True)
+
+
+def test_a_role_with_the_admin_scope_makes_a_service_admin(hub_factory, tmp_path):
+    """Delegation: the custom scope custom:gpuspawner:admin, granted by a role, opens the
+    dashboard and the JSON API about everyone (in the browser's OAuth token too)."""
+    hub = service_hub(hub_factory, tmp_path, extra_roles=[
+        {"name": "gpu-deputies", "users": ["deputy"], "scopes": ["custom:gpuspawner:admin"]},
+    ])  # fmt: skip
+    hub.create_user("ann", groups=("students",))
+    deputy = hub.login("deputy")
+    dashboard = deputy.get(hub.url + SERVICE, timeout=30)
+    assert dashboard.status_code == 200 and "GPU inventory" in dashboard.text
+    assert deputy.get(hub.url + SERVICE + "users/ann", timeout=30).status_code == 200
+    token = {"Authorization": "token " + hub.user_token("deputy")}
+    assert requests.get(hub.url + SERVICE + "api/usage", headers=token, timeout=30).ok
+    # without the role: the user's own page only
+    ann = hub.login("ann")
+    assert "GPU inventory" not in ann.get(hub.url + SERVICE, timeout=30).text
+    assert ann.get(hub.url + SERVICE + "api/usage", timeout=30).status_code == 403

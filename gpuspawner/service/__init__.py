@@ -245,6 +245,8 @@ def add_admin_service(
             # its engine (e.g. KUBECONFIG), as the hub reaches it
             "environment": environment,
             "oauth_no_confirm": True,
+            # a browser's token carries the admin scope of a user granted it (delegation)
+            "oauth_client_allowed_scopes": [ADMIN_SCOPE],
             "display": True,
         }
     )
