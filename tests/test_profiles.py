@@ -419,3 +419,59 @@ def test_any_options_give_an_allowed_profile_or_a_sentence(options, groups):
     assert choice.gpu_count == profile.gpus and choice.shared == profile.shared
     assert choice.image.allowed_for(groups)
     assert (profile.image or choice.image.key) == choice.image.key
+
+
+# --- a running server's profile in its saved state (the hub restarts, the service reads it) ---
+
+
+def test_a_running_servers_profile_survives_a_hub_restart():
+    import types
+
+    from gpuspawner.lifecycle.profiles import ProfileSettings
+
+    class Engine:  # the engine spawner's part of the state
+        def get_state(self):
+            return {"container_id": "c1"}
+
+        def load_state(self, state):
+            pass
+
+        def clear_state(self):
+            pass
+
+    class Spawner(ProfileSettings, Engine):
+        choice = None
+        user_options: dict = {}
+
+    running = Spawner()
+    running.choice = types.SimpleNamespace(profile=by_key("cs231n-lab"))
+    state = running.get_state()
+    assert state == {"container_id": "c1", "profile": "cs231n-lab"}
+
+    # after a restart: no choice, the stored options dropped the GPU profile
+    restarted = Spawner()
+    restarted.user_options = {}
+    restarted.load_state(state)
+    assert restarted.user_options == {"profile": "cs231n-lab"}  # what the hub's API shows
+    assert restarted.get_state() == state  # and saved again as it was
+    restarted.clear_state()
+    assert restarted.get_state() == {"container_id": "c1"}
+
+
+def test_a_gpu_profile_is_not_remembered_for_the_next_spawn():
+    import types
+
+    from gpuspawner.lifecycle.base import apply_gpu_options
+
+    def spawner(options):
+        return types.SimpleNamespace(
+            choose=lambda o: pick(o), orm_spawner=types.SimpleNamespace(user_options=options)
+        )
+
+    lab = spawner({"profile": "cs231n-lab", "image": "pytorch-2.9"})
+    apply_gpu_options(lab, lab.orm_spawner.user_options)
+    assert lab.choice.profile.key == "cs231n-lab" and lab.image == "org/pt:2.9"
+    assert lab.orm_spawner.user_options == {}  # a later spawn without options: no GPU kept
+    cpu = spawner({"profile": "cpu", "gpus": 0})
+    apply_gpu_options(cpu, cpu.orm_spawner.user_options)
+    assert cpu.orm_spawner.user_options == {"profile": "cpu"}
