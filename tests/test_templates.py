@@ -279,3 +279,44 @@ def test_a_profile_the_user_cannot_take_now_is_disabled():
     assert "data-profile-free>1 of 4 GPUs free now.</span>" in html
     assert "Not available to you now" in html
     assert 'value="lab"' not in html
+
+
+def test_cards_count_what_is_free_of_their_own_kind():
+    from gpuspawner.policy.allocation import Holding
+    from gpuspawner.policy.inventory import Gpu
+
+    t4 = Gpu("GPU-t4", "Tesla T4", shared_by=4)
+    a100s = (Gpu("GPU-a", "NVIDIA A100-SXM4-80GB"), Gpu("GPU-b", "NVIDIA A100-SXM4-80GB"))
+    pool = types.SimpleNamespace(
+        inventory=(t4, *a100s, Gpu("GPU-l4", "NVIDIA L4")),
+        usable=lambda: (t4, *a100s, Gpu("GPU-l4", "NVIDIA L4")),
+        holdings=[Holding("#1", "", (t4,)), Holding("#2", "", (a100s[0],))],
+    )
+    lab = profile_form(
+        ["students"], availability=Availability(2, 3, 0, "no GPU", 3, 4), inventory=pool.inventory
+    )
+    assert "data-profile-free>3 of 4 shared slots free now." in lab  # no usable(): the hub's
+    stub_html = profile_form_with_pool(["students", "projects"], pool)
+    assert "data-profile-free>3 of 4 T4 shared slots free now.</span>" in stub_html
+    # 1 A100 of 2 free, the project asks for 2: disabled, though 2 GPUs are free on the hub
+    assert "data-profile-free>1 of 2 A100 GPUs free now.</span>" in stub_html
+    assert 'value="project" id="gpuspawner-profile-project" disabled>' in stub_html
+
+
+def profile_form_with_pool(groups, pool):
+    from gpuspawner.policy.profiles import parse_profiles, profiles_for
+
+    profiles = parse_profiles(
+        {
+            "lab": {"image": "pt", "shared": True, "gpu_type": "T4", "groups": ["students"]},
+            "project": {"image": "pt", "gpus": 2, "gpu_type": "A100", "groups": ["projects"]},
+        },
+        CATALOG,
+    )
+    stub = spawner(availability=Availability(2, 3, 1, "1 GPU", 3, 4))
+    stub.user_quota = GpuLimit(4, "group 'projects'")
+    stub.user_groups = list(groups)
+    stub.profile_set = profiles
+    stub.offered_profiles = lambda: profiles_for(profiles, groups)
+    stub.pool = pool
+    return asyncio.run(render_options_form(stub))

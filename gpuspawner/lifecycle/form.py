@@ -14,7 +14,8 @@ choices.
 import time
 from dataclasses import dataclass, replace
 
-from ..policy.allocation import slot_note
+from ..policy.allocation import free_gpus, free_slots, slot_note
+from ..policy.inventory import matches_type
 from ..policy.catalog import images_for
 from ..policy.profiles import Profile
 from ..policy.wording import plural, server_label
@@ -178,6 +179,21 @@ def shared_by(spawner) -> int:
     return max((gpu.shared_by for gpu in inventory if gpu.shared_by > 1), default=0)
 
 
+def kind_counts(spawner, profile: Profile) -> tuple[int, int] | None:
+    """(free, total) of the profile's kind on this hub: whole GPUs of its type, or slots of
+    shared GPUs of its type; None where the engine picks the devices (no inventory)."""
+    pool = getattr(spawner, "pool", None)
+    inventory = getattr(pool, "usable", lambda: None)() if pool is not None else None
+    if inventory is None:
+        return None
+    holdings = list(getattr(pool, "holdings", ()))
+    kind = [g for g in inventory if matches_type(g.name, profile.choice_gpu_type)]
+    if profile.shared:
+        slots = free_slots(kind, holdings)
+        return sum(n for _, n in slots), sum(g.shared_by for g, _ in slots)
+    return len(free_gpus(kind, holdings)), sum(1 for g in kind if not g.is_shared)
+
+
 def profile_cards(
     spawner, availability, may_take: int, gpu_ok: bool, post
 ) -> list[ProfileCard]:
@@ -198,11 +214,19 @@ def profile_cards(
         image = images.get(profile.image) or default
         free, available = "", True
         if profile.holds_gpu:
+            counts = kind_counts(spawner, profile)
             if profile.shared:
                 available = gpu_ok and (availability is None or availability.slots_free > 0)
             else:
                 available = gpu_ok and may_take >= profile.gpus
-            if availability is not None and profile.shared:
+            kind = profile.choice_gpu_type
+            if counts is not None:
+                free = "%d of %d %s%s free now." % (
+                    counts[0], counts[1], kind + " " if kind else "",
+                    "shared slots" if profile.shared else "GPUs",
+                )  # fmt: skip
+                available = available and counts[0] >= (1 if profile.shared else profile.gpus)
+            elif availability is not None and profile.shared:
                 free = "%d of %d shared slots free now." % (
                     availability.slots_free, availability.slots_total,
                 )  # fmt: skip
