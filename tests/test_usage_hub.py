@@ -226,6 +226,13 @@ def test_idle_gpu_server_is_culled_and_a_busy_one_is_not(hub_factory, docker_cli
     assert time.monotonic() - started >= 3  # not before the timeout
     time.sleep(3)
     assert hub.server_model("busy")["ready"] and hub.server_model("cpu")["ready"]
+    # the servers are told of the idle cull (JupyterLab warns before it); the busy one's page
+    # shows no idle time
+    (busy,) = docker_client.containers.list(filters={"label": "gpuspawner.user=busy"})
+    env = dict(e.split("=", 1) for e in busy.attrs["Config"]["Env"])
+    assert (env["GPUSPAWNER_GPU_IDLE_TIMEOUT"], env["GPUSPAWNER_GPU_IDLE_WARNING"]) == ("4", "300")
+    busy_usage = hub.session.get(hub.url + SERVICE + "api/users/busy", timeout=30).json()
+    assert [s["idle_since"] for s in busy_usage["servers"]] == [None]
     ledger = Ledger(hub.settings["usage_db_url"])
     (notice,) = ledger.notices(kind="gpu-idle")
     assert notice["user"] == "idle" and "below 5% utilisation for 4 s" in notice["message"]
