@@ -6,6 +6,7 @@
 - :mod:`.messages`: the scheduler's and API server's messages in plain words (pure)
 - :mod:`.holdings`: the GPUs each server's pod asked for, and the quota across them (pure)
 - :mod:`.namespace`: a user namespace's GPU ResourceQuota and service account
+- :mod:`.listing`: the node list, shared and cached, and what it says
 - :mod:`.workspace`: a deleted user's workspace claim
 
 ``KubeGPUSpawner`` is importable from here (``gpuspawner.kube:KubeGPUSpawner``, the entry

@@ -36,11 +36,8 @@ from .holdings import (
     ANNOTATION_SHARED_BY,
     LABEL_GPUS,
     LABEL_USER_ID,
-    gpu_kinds,
-    gpu_totals,
     gpu_type,
     holdings_from_pods,
-    node_products,
     pod_gpus,
 )
 from .messages import explain_quota_rejection, explain_unschedulable, unschedulable_message
@@ -52,10 +49,9 @@ from .nodes import (
     cuda_verdicts,
     is_gpu_resource,
     needs_key,
-    node_facts,
-    resource_replicas,
     unsatisfiable_reason,
 )
+from .listing import KubeNodeList, NodeSummary
 from .namespace import KubeNamespace
 from .workspace import KubeWorkspace
 from .objects import (
@@ -73,19 +69,6 @@ from .objects import (
 )
 
 PROFILE_FIELDS = {"resource", "product", "node_selector", "tolerations"}
-
-
-@dataclass
-class NodeSummary:
-    """What was read from one node listing, once for every spawn until the next listing."""
-
-    nodes: list[dict] | None
-    products: dict[str, str]  # node name -> GPU product (holdings.node_products)
-    totals: dict[str, int] | None  # GPUs per type (holdings.gpu_totals)
-    kinds: dict[str, tuple[str, str]]  # GPU type -> (resource, product) (holdings.gpu_kinds)
-    replicas: dict[str, int]  # shared resource -> servers per GPU (nodes.resource_replicas)
-    facts: tuple = ()  # nodes.node_facts: what the capacity check reads
-    verdicts: dict = field(default_factory=dict)  # nodes.needs_key -> unsatisfiable_reason
 
 
 @dataclass
@@ -118,7 +101,7 @@ class _Json:
         self.data = json.dumps(data)
 
 
-class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner):
+class KubeGPUSpawner(KubeWorkspace, KubeNamespace, KubeNodeList, GPUSpawnerMixin, KubeSpawner):
     """One pod per server with GPUs as extended resources, a quota and a persistent workspace."""
 
     profile_host_paths = False  # a course profile's volumes are claims here
@@ -395,22 +378,6 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
         nodes = await self.list_nodes() if self.check_node_capacity else None
         return self._node_summary(nodes).totals if nodes else None
 
-    def _node_summary(self, nodes: list[dict] | None) -> NodeSummary:
-        """What a node list says, read once per listing (every spawn and every published
-        gauge asks; the list changes only when nodes are listed again)."""
-        summary = self.shared.node_summary
-        if summary is None or summary.nodes is not nodes:
-            summary = NodeSummary(
-                nodes,
-                node_products(nodes or ()),
-                gpu_totals(nodes, self.shared_gpu_resources) if nodes else None,
-                gpu_kinds(nodes or (), self.shared_gpu_resources),
-                resource_replicas(nodes or (), self.shared_gpu_resources),
-                node_facts(nodes or ()),
-            )
-            self.shared.node_summary = summary
-        return summary
-
     def offered_gpu_types(self, totals: dict[str, int]) -> set[str]:
         """The GPU types of this server's placement: its resource, of its product if it asks
         for one (a mixed cluster's MIG slices and other GPU types are not counted)."""
@@ -485,51 +452,6 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, GPUSpawnerMixin, KubeSpawner)
             node_selector=dict(profile.get("node_selector", self.gpu_node_selector)),
             tolerations=tuple(dict(t) for t in profile.get("tolerations", self.gpu_tolerations)),
         )
-
-    async def list_nodes(self) -> list[dict] | None:
-        """The cluster's nodes, listed at most every ``node_cache_seconds``; None if forbidden."""
-        state = self.shared
-        if state.nodes_forbidden:
-            return None
-        fresh = time.monotonic() - state.nodes_listed_at < self.node_cache_seconds
-        if state.nodes is not None and fresh:
-            return state.nodes
-        if state.nodes_listing is None or state.nodes_listing.done():
-            # concurrent spawns share one listing
-            state.nodes_listing = asyncio.ensure_future(self._list_nodes_now())
-        try:
-            return await asyncio.shield(state.nodes_listing)
-        except (ApiException, asyncio.TimeoutError, OSError) as error:
-            if state.nodes is None:
-                raise
-            # a slow or failing API server: the last list rather than a failed spawn or gauge
-            self.log.warning("Listing nodes failed (%r); using the list of %.0f s ago",
-                             error, time.monotonic() - state.nodes_listed_at)  # fmt: skip
-            return state.nodes
-
-    def forget_nodes(self) -> None:
-        """List the nodes again at the next question (they may have changed)."""
-        self.shared.nodes = None
-
-    async def _list_nodes_now(self) -> list[dict] | None:
-        state = self.shared
-        response = await self.api.list_node(
-            _preload_content=False, _request_timeout=self.k8s_api_request_timeout
-        )
-        body = await response.read()
-        if response.status in (401, 403):
-            self.log.warning(
-                "Cannot list nodes (%s %s): the node capacity check is off",
-                response.status,
-                response.reason,
-            )
-            state.nodes_forbidden = True
-            return None
-        if response.status >= 300:
-            raise ApiException(status=response.status, reason=response.reason)
-        state.nodes = json.loads(body)["items"]
-        state.nodes_listed_at = time.monotonic()
-        return state.nodes
 
     # --- the objects: kubespawner's, with the pure builders' GPU parts ---
 
