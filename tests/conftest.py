@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.testing.hubprocess import FAKE_GPUS, Hub, hub_settings
 
 TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
@@ -100,3 +101,14 @@ def offline_kubeconfig(tmp_path, monkeypatch):
     clients.load_config.cache_clear()
     yield
     clients.load_config.cache_clear()  # the next spawner loads the real configuration
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A fresh usage database: a sqlite file, and a PostgreSQL database (marked postgres)."""
+    if request.param == "sqlite":
+        yield "sqlite:///%s" % (tmp_path / "usage.sqlite")
+        return
+    url, drop = fresh_postgres_database()
+    yield url
+    drop()

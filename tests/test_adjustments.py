@@ -11,7 +11,6 @@ from sqlalchemy import create_engine, inspect, text
 
 from gpuspawner.policy.budget import Budget
 from gpuspawner.policy.quota import GpuLimit
-from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.usage.adjustments import (
     Adjustment,
     Adjustments,
@@ -115,16 +114,6 @@ def test_in_force_is_the_last_word_of_each_kind(rows):
     assert force.top_up_hours == sum(a.value for a in items if a.kind == "top-up")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield "sqlite:///%s" % (tmp_path / "usage.sqlite")
-        return
-    url, drop = fresh_postgres_database()
-    yield url
-    drop()
-
-
 def test_store_records_who_when_why_and_reads_what_is_in_force(db_url):
     ledger = Ledger(db_url)
     try:
@@ -176,9 +165,12 @@ def test_the_table_is_created_once_next_to_an_existing_ledger(db_url):
     assert errors == []
     with engines[0].connect() as connection:
         assert inspect(connection).has_table("gpu_adjustments")
-        assert connection.execute(
-            text("SELECT version FROM gpuspawner_adjustments_schema")
-        ).scalar_one() == 1
+        assert (
+            connection.execute(
+                text("SELECT version FROM gpuspawner_adjustments_schema")
+            ).scalar_one()
+            == 1
+        )
         assert connection.execute(text("SELECT COUNT(*) FROM gpu_notices")).scalar_one() == 1
     store = Adjustments(engines[0])
     assert store.upgrade() == 1

@@ -1,14 +1,12 @@
 """The spawner's own calls against the real Docker engine, without a hub process."""
 
-import types
-import zlib
-
 import docker
 import pytest
 from traitlets.config import Config
 
 from gpuspawner.docker import GPUDockerSpawner
 from gpuspawner.lifecycle.shared import reset_shared_state
+from gpuspawner.testing.spawners import hubless_docker_spawner
 from gpuspawner.testing.hubprocess import FAKE_GPUS
 
 pytestmark = pytest.mark.docker
@@ -27,16 +25,7 @@ def make_spawner(image: str, user: str, server: str = "", **settings) -> GPUDock
     for key, value in settings.items():
         setattr(config.GPUDockerSpawner, key, value)
     reset_shared_state()  # each test is a fresh hub process
-    return GPUDockerSpawner(
-        user=types.SimpleNamespace(
-            name=user, id=zlib.crc32(user.encode()), groups=[], url="/user/%s/" % user
-        ),
-        orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
-        hub=types.SimpleNamespace(
-            public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"
-        ),
-        config=config,
-    )
+    return hubless_docker_spawner(config, user, server)
 
 
 async def test_device_request_names_exactly_the_allocated_gpus(docker_client, test_image):
@@ -144,8 +133,13 @@ def container(user_id, hub_id=None, state="running", gpus="GPU-1", prefix="hub",
     }
     if hub_id:
         labels["gpuspawner.hub-id"] = hub_id
-    return {"Id": "c-%s-%s" % (user_id, hub_id), "State": state, "Labels": labels,
-            "Names": ["/" + (name or "%s-user%s" % (prefix, user_id))], "Created": 0}
+    return {
+        "Id": "c-%s-%s" % (user_id, hub_id),
+        "State": state,
+        "Labels": labels,
+        "Names": ["/" + (name or "%s-user%s" % (prefix, user_id))],
+        "Created": 0,
+    }
 
 
 def test_another_hubs_user_ids_are_not_this_hubs_even_under_the_same_prefix():

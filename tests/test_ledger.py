@@ -13,23 +13,12 @@ from sqlalchemy import create_engine, text
 from gpuspawner.policy.allocation import Holding
 from gpuspawner.policy.budget import ResetSchedule, period_bounds, usage_hours
 from gpuspawner.policy.inventory import Gpu
-from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.usage.ledger import SCHEMA_VERSION, Ledger, _v1
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
 A100 = Gpu("GPU-a", "NVIDIA A100-SXM4-80GB")
 T4 = Gpu("GPU-t", "Tesla T4")
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield "sqlite:///%s" % (tmp_path / "usage.sqlite")
-        return
-    url, drop = fresh_postgres_database()
-    yield url
-    drop()
 
 
 @pytest.fixture

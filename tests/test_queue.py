@@ -10,8 +10,6 @@ hub has, waiting in ``reserve_gpus`` exactly as ``start()`` does.
 import asyncio
 import secrets
 import time
-import types
-import zlib
 
 import pytest
 from traitlets.config import Config
@@ -20,6 +18,7 @@ from gpuspawner.docker import GPUDockerSpawner
 from gpuspawner.lifecycle.base import queue
 from gpuspawner.lifecycle.refusal import SpawnRefused
 from gpuspawner.lifecycle.shared import reset_shared_state
+from gpuspawner.testing.spawners import hubless_docker_spawner
 from gpuspawner.testing.hubprocess import FAKE_GPUS
 
 pytestmark = pytest.mark.docker
@@ -46,16 +45,7 @@ def hub_process(tmp_path, test_image, docker_client):
         config.GPUDockerSpawner.extra_create_kwargs = {"entrypoint": ["sh", "-c", "sleep 600"]}
         for key, value in settings.items():
             setattr(config.GPUDockerSpawner, key, value)
-        spawner = GPUDockerSpawner(
-            user=types.SimpleNamespace(
-                name=user, id=zlib.crc32(user.encode()), groups=[], url="/user/%s/" % user
-            ),
-            orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
-            hub=types.SimpleNamespace(
-                public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"
-            ),
-            config=config,
-        )
+        spawner = hubless_docker_spawner(config, user, server)
         spawner.choice = spawner.choose({"gpus": 1})
         spawner.image = spawner.choice.image.image
         return spawner

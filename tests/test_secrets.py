@@ -10,7 +10,6 @@ from sqlalchemy import create_engine, text
 from traitlets import TraitError
 
 from gpuspawner.errors import ConfigError
-from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.usage.secrets import (
     DISABLED_SENTENCE,
     MAX_SECRETS,
@@ -202,16 +201,6 @@ def test_the_pod_names_secrets_by_reference_and_the_secret_holds_them():
 
 
 # --- the store, on sqlite and PostgreSQL ---
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield "sqlite:///%s" % (tmp_path / "usage.sqlite")
-        return
-    url, drop = fresh_postgres_database()
-    yield url
-    drop()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ host's GPUs and where they sit with NVML.
 from __future__ import annotations
 
 import json
-import types
-import zlib
 from fractions import Fraction
 
 import pytest
@@ -21,6 +19,7 @@ from gpuhost_helpers import cli_records, nvml_inside
 from gpuspawner.docker import GPUDockerSpawner
 from gpuspawner.lifecycle.refusal import SpawnRefused
 from gpuspawner.lifecycle.shared import reset_shared_state
+from gpuspawner.testing.spawners import hubless_docker_spawner
 
 pytestmark = pytest.mark.docker
 
@@ -56,16 +55,7 @@ def servers(nvidia_docker, test_image, sim_host):
         config.GPUDockerSpawner.cmd = ["sh", "-c", "sleep 600", "server"]  # no hub to reach
         for key, value in settings.items():
             setattr(config.GPUDockerSpawner, key, value)
-        spawner = GPUDockerSpawner(
-            user=types.SimpleNamespace(
-                name=user, id=zlib.crc32(user.encode()), groups=[], url="/user/%s/" % user
-            ),
-            orm_spawner=types.SimpleNamespace(name=server, user_options={}, server=None),
-            hub=types.SimpleNamespace(
-                public_host="", api_url="http://172.17.0.1:8081/hub/api", base_url="/hub/"
-            ),
-            config=config,
-        )
+        spawner = hubless_docker_spawner(config, user, server)
         spawner.choice = spawner.choose({"gpus": 1})
         spawner.image = spawner.choice.image.image
         made.append(spawner)
