@@ -344,7 +344,7 @@ def test_options_that_agree_with_the_profile_are_accepted():
             ["cs231n"],
             "The profile 'cs231n-lab' gives a slot of a shared T4, not 2 GPUs",
         ),
-        ({"profile": "cpu", "gpus": 1}, [], "The profile 'cpu' gives no GPU, not 1 GPUs"),
+        ({"profile": "cpu", "gpus": 1}, [], "The profile 'cpu' gives no GPU, not 1 GPU"),
         ({"profile": "cpu", "gpus": True}, [], "gives no GPU, not True GPUs"),
         (
             {"profile": "cpu", "shared": True},

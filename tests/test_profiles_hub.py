@@ -80,7 +80,7 @@ def test_profiles_only_for_their_groups_and_a_read_only_dataset(
             "The profile 'lab' starts the image demo, not 'demo-second': pick another profile"
             " for another image.",
         ),
-        ("stu", {"profile": "lab", "gpus": 1}, "The profile 'lab' gives no GPU, not 1 GPUs:"
+        ("stu", {"profile": "lab", "gpus": 1}, "The profile 'lab' gives no GPU, not 1 GPU:"
          " pick another profile for other GPUs."),
         ("stu", {"profile": "nope"}, "There is no profile 'nope' on this hub; choose one of: lab."),
         ("outsider", {}, "No profile of this hub is available to your groups; ask an admin."),

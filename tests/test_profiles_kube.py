@@ -26,6 +26,7 @@ PROFILES = {
         "groups": ["cs101"],
     },
     "mig": {"image": "demo", "mig": "1g.10gb"},
+    "slot": {"image": "demo", "shared": True},
 }
 
 
@@ -97,6 +98,33 @@ async def test_the_profiles_limits_shm_and_claims_reach_the_pod(offline_kubeconf
 async def test_a_mig_profile_asks_for_its_mig_resource(offline_kubeconfig):
     pod = await profile_pod({"profile": "mig"})
     assert server(pod)["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+
+
+async def test_a_shared_slot_profile_asks_for_the_shared_resource_counted_one_nth(
+    offline_kubeconfig,
+):
+    pod = await profile_pod({"profile": "slot"})
+    limits = server(pod)["resources"]["limits"]
+    assert limits["nvidia.com/gpu.shared"] == "1" and "nvidia.com/gpu" not in limits
+    assert pod["metadata"]["annotations"]["gpuspawner.io/gpu-shared-by"] == "4"
+    spawner = make(config(profiles={}))
+    spawner.user_options = {"gpus": 1, "shared": True}
+    spawner.spawn_choice()
+    (slot,) = spawner.requested_gpus(1)
+    assert (slot.resource, slot.shared_by) == ("nvidia.com/gpu.shared", 4)
+
+
+async def test_a_shared_slot_on_a_hub_without_shared_resources_is_a_400(offline_kubeconfig):
+    from gpuspawner.lifecycle.refusal import SpawnRefused
+
+    c = config()
+    c.KubeGPUSpawner.shared_gpu_resources = {}
+    spawner = make(c)
+    with pytest.raises(SpawnRefused, match="This hub has no shared GPUs") as refused:
+        spawner.choose({"profile": "slot"})
+    assert refused.value.status_code == 400
+    with pytest.raises(SpawnRefused, match="The profile 'lab' gives no GPU, not 1 GPU: pick"):
+        spawner.choose({"profile": "lab", "gpus": 1})
 
 
 async def test_a_host_path_volume_is_refused_on_kubernetes(offline_kubeconfig):

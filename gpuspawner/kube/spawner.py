@@ -20,6 +20,7 @@ from tornado.gen import maybe_future
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 from ..lifecycle.base import GPUSpawnerMixin
+from ..lifecycle.form import spawn_failed
 from ..lifecycle.refusal import SpawnRefused
 from ..lifecycle.shared import SharedState
 from ..policy.allocation import Holding
@@ -440,14 +441,36 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, KubeNodeList, GPUSpawnerMixin
 
     # --- this server ---
 
+    def choose(self, user_options):
+        choice = super().choose(user_options)
+        if choice.shared and choice.gpu_count and not self.shared_gpu_resources:
+            spawn_failed(self)
+            raise SpawnRefused(
+                "This hub has no shared GPUs (shared_gpu_resources is empty): ask for whole"
+                " GPUs instead of a shared slot.",
+                reason="options",
+                status_code=400,
+            )
+        return choice
+
     def placement(self) -> GpuPlacement:
         """Where this server's GPUs come from: the image's profile over the defaults."""
         key = self.choice.image.key if self.choice else ""
         profile = self.gpu_profiles.get(key, {})
         course = self.choice_profile()  # a course profile's MIG slice: its MIG resource
+        resource = profile.get("resource", self.gpu_resource)
+        if course is not None and course.mig:
+            resource = "nvidia.com/mig-" + course.mig
+        elif (
+            self.choice is not None
+            and self.choice.shared
+            and resource not in self.shared_gpu_resources
+        ):
+            # a shared slot asked for (a course profile's, or the "shared" option): the first
+            # of the admin's shared resources (choose() refused it where there is none)
+            resource = next(iter(self.shared_gpu_resources))
         return GpuPlacement(
-            resource="nvidia.com/mig-" + course.mig if course is not None and course.mig
-            else profile.get("resource", self.gpu_resource),
+            resource=resource,
             product=profile.get("product", self.gpu_product),
             node_selector=dict(profile.get("node_selector", self.gpu_node_selector)),
             tolerations=tuple(dict(t) for t in profile.get("tolerations", self.gpu_tolerations)),

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import OptionsError
 from .catalog import CatalogImage, images_for
 from .names import quote_input
+from .wording import plural
 from .profiles import Profile, profiles_for
 
 OPTION_KEYS = ("gpus", "image", "shared")
@@ -133,8 +134,12 @@ def _profile_choice(user_options, catalog, user_groups, profiles, default_image)
     asked = user_options.get("gpus")
     if asked is not None and not (type(asked) is int and asked == profile.gpus):
         raise OptionsError(
-            "The profile %s gives %s, not %s GPUs: pick another profile for other GPUs."
-            % (quote_input(profile.key), profile.kind_text(), quote_input(asked))
+            "The profile %s gives %s, not %s: pick another profile for other GPUs."
+            % (
+                quote_input(profile.key),
+                profile.kind_text(),
+                plural(asked) if type(asked) is int else "%s GPUs" % quote_input(asked),
+            )
         )
     asked = user_options.get("shared")
     if asked is not None and asked is not profile.shared:
