@@ -54,7 +54,7 @@ from ..usage import hub_metrics
 from ..usage.accounting import Accounting
 from ..usage.secrets import SecretSettings, secret_env
 from ..usage.settings import UsageSettings
-from . import queue
+from . import queue, reserved
 from .env import gpu_env
 from .form import remember_form, render_options_form, spawn_failed
 from .profiles import ProfileSettings
@@ -527,7 +527,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
         devices = self.requested_gpus(count) if self.engine_picks_devices else None
         request = GpuRequest(
             self.holder, self.server_name, count, self.user_quota, devices,
-            gpu_type=gpu_type, shared=shared,
+            gpu_type=gpu_type, shared=shared, held_back=reserved.held_back_for(self, holder_key),
         )  # fmt: skip
         # at once, or after waiting in line (gpu_queue_timeout); a capacity refusal is made on
         # the engine's word, not on a view that may be a minute old (a server killed from

@@ -25,7 +25,7 @@ for more than one GPU).
 """
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -83,6 +83,9 @@ class GpuRequest:
     devices: tuple[Gpu, ...] | None = None
     gpu_type: str = ""
     shared: bool = False
+    # free whole GPUs kept for other groups' class reservations, given the others' holdings:
+    # a callable returning .count and .reason (policy/reservations.py); None: none kept
+    held_back: Callable[[Sequence["Holding"]], object] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,16 @@ def decide(
             % (kind or "GPU", slots, plural(len(pool), "shared %s" % (kind or "GPU"))),
         )
     free = free_gpus(pool, others)
+    kept = request.held_back(others) if request.held_back is not None else None
+    if kept is not None and kept.count and len(free_gpus(inventory, others)) - kept.count < (
+        request.count
+    ):  # a class reservation: the free GPUs its group still needs are not this request's
+        return Refusal(
+            "capacity",
+            "%s You asked for %s and %d of %d %s free; try again after the reservation."
+            % (kept.reason, describe_request(request), len(free), len(pool),
+               "is" if len(free) == 1 else "are"),
+        )  # fmt: skip
     if len(free) < request.count:
         return Refusal(
             "capacity",

@@ -8,6 +8,7 @@
 from datetime import datetime, timedelta
 
 from ..policy.budget import hours_text
+from ..policy.reservations import upcoming
 from ..templating import render
 
 DAYS_PLOTTED = 14
@@ -79,6 +80,19 @@ def chart(daily: dict) -> dict:
             "ticks": ticks, "columns": columns, "legend": legend}  # fmt: skip
 
 
+def reservations_context(settings, now: datetime) -> list[dict]:
+    """Each class reservation's open or next window, in its own zone, the soonest first."""
+    rows = []
+    for window in upcoming(getattr(settings, "reservations", ()), now):
+        start, end = window.local(window.start), window.local(window.end)
+        rows.append({
+            "group": window.reservation.group, "gpus": window.reservation.gpus,
+            "start": start.strftime("%a %d %b %H:%M"), "end": end.strftime("%H:%M"),
+            "zone": window.reservation.zone, "open": window.start <= now < window.end,
+        })  # fmt: skip
+    return rows
+
+
 def page_context(data, notices, settings, viewer: str, prefix: str, now: datetime) -> dict:
     usage, inventory = data["usage"], data["inventory"]
     period = usage["period"]
@@ -136,6 +150,7 @@ def page_context(data, notices, settings, viewer: str, prefix: str, now: datetim
              "reason": a.reason, "by": a.by}
             for a in reversed(data.get("adjustments", [])[-30:])
         ],  # fmt: skip
+        "reservations": reservations_context(settings, now),
         "xsrf": data.get("xsrf", ""),
         "api": prefix,
         "today": now.date().isoformat(),

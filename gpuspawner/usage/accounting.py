@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from ..policy.allocation import Holding
 from ..policy.budget import (
     Budget,
+    Deadline,
     exhausted,
     gpu_deadline,
     gpu_rate,
@@ -26,6 +27,7 @@ from ..policy.budget import (
 )
 from ..policy.inventory import Gpu
 from ..policy.quota import GpuLimit
+from ..policy.reservations import deadline_reason, reserved_deadline
 from . import hub_metrics
 from .adjustments import InForce, adjusted_budget, adjusted_quota, adjustments_of
 from .ledger import Ledger, now_utc
@@ -145,6 +147,11 @@ class Accounting:
             grace_seconds=settings.budget_grace_period,
             max_age_seconds=settings.gpu_max_age if max_age is None else max_age,
         )
+        window = reserved_deadline(
+            settings.reservations, self.user_groups, now, settings.gpu_reservation_lead
+        ) if any(not gpu.is_shared for gpu in gpus) else None  # fmt: skip
+        if window is not None and (deadline is None or window.start < deadline.at):
+            deadline = Deadline(window.start, deadline_reason(window))  # a class reservation's
         env = self.usage_env(gpus, now, idle_timeout)
         if deadline is None:
             return env

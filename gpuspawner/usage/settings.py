@@ -7,7 +7,7 @@ and asks through :class:`gpuspawner.usage.accounting.Accounting`; the admin serv
 spent budget, maximum age, GPU-idle culling) from the same traits.
 """
 
-from traitlets import Dict, Enum, Float, Int, TraitError, Unicode, Union, validate
+from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, Union, validate
 from traitlets.config import LoggingConfigurable
 
 from ..errors import ConfigError
@@ -22,6 +22,7 @@ from ..policy.budget import (
     check_weights,
     reset_schedule,
 )
+from ..policy.reservations import Reservation, parse_reservations
 
 
 class UsageSettings(LoggingConfigurable):
@@ -151,6 +152,42 @@ class UsageSettings(LoggingConfigurable):
         """,
     ).tag(config=True)
 
+    gpu_reservations = List(
+        Dict(),
+        help="""Class reservations: whole GPUs kept for one group in weekly windows, e.g.
+        ``[{"group": "cs231n", "gpus": 4, "days": ["tuesday", "thursday"],
+        "start": "14:00", "end": "16:00", "timezone": "Europe/Berlin"}]``.
+
+        While a window is open, a user outside the group is refused (for capacity: the
+        fair queue waits) when the grant would leave fewer free GPUs than the group still
+        needs (``gpus`` less what its members hold). Members still count against their own
+        quota and budget. Outside the windows these are ordinary GPUs. Where the engine
+        picks the devices (Kubernetes) reservations are not enforced. See
+        ``gpu_reservation_lead`` for servers running when a window opens.
+        """,
+    ).tag(config=True)
+
+    gpu_reservation_lead = Float(
+        3600,
+        help="""Seconds before a class reservation's window in which a whole-GPU server of
+        a user outside the group is told the window's start as its deadline (JupyterLab's
+        banner) and stopped then by the admin service; its workspace is kept. Servers
+        started earlier run on. 0: never stop for a reservation.""",
+    ).tag(config=True)
+
+    @validate("gpu_reservations")
+    def _validate_reservations(self, proposal):
+        try:
+            parse_reservations(proposal.value)
+        except ConfigError as e:
+            raise TraitError(str(e)) from None
+        return proposal.value
+
+    @property
+    def reservations(self) -> tuple[Reservation, ...]:
+        """The parsed ``gpu_reservations``."""
+        return parse_reservations(self.gpu_reservations)
+
     @validate("gpu_utilisation_source")
     def _validate_utilisation_source(self, proposal):
         from .culler import check_utilisation_source
@@ -179,6 +216,7 @@ class UsageSettings(LoggingConfigurable):
         """Raise ConfigError for budgets or a reset schedule the hub cannot use."""
         check_budgets(self.gpu_hour_budget, self.gpu_hour_budget_groups)
         self.reset_schedule  # noqa: B018 (raises ConfigError on a bad time or zone)
+        parse_reservations(self.gpu_reservations)
 
     @property
     def reset_schedule(self) -> ResetSchedule:
