@@ -9,13 +9,18 @@ hub made per spawn, the ledger database's commits per spawn (its writes are grou
 the hub process's CPU time and memory, and the machine's load average before and after
 each run (how noisy the figures are). Figures only; nothing is asserted.
 
-    .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY] [--baseline-first]
+    .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY]
+        [--baseline-first] [--rounds=N]
 
-The first run warms the control plane up; --baseline-first swaps the order.
+The first run warms the control plane up; --baseline-first swaps the order. With
+--rounds=N (default 1) the pair runs N times, the order swapped each round (A B, B A,
+...), each run on an empty namespace and, for KubeGPUSpawner, a fresh hub state and
+ledger; the ratio of each round and of the two spawners' median times are printed.
 """
 
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -96,7 +101,9 @@ async def run(label: str, make, users: int, concurrency: int, ledger=None) -> di
     return figures
 
 
-async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = False) -> None:
+async def main(
+    users: int, nodes: int, concurrency: int, baseline_first: bool = False, rounds: int = 1
+) -> None:
     missing = kube_cluster.missing_binaries()
     if missing:
         sys.exit("needs %s: run bash scripts/setup-kube.sh" % ", ".join(missing))
@@ -116,9 +123,6 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
         os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(
             cluster.kubeconfig
         )
-        for namespace in ("bench-gpu", "bench-plain"):
-            cluster.kubectl("create", "namespace", namespace)
-            cluster.wait_for(lambda n=namespace: cluster._sa_ready(n), "service account", 60)
         count_api_calls()
 
         from kubespawner import KubeSpawner
@@ -126,8 +130,10 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
         from gpuspawner.kube import KubeGPUSpawner
         from gpuspawner.lifecycle.base import apply_gpu_options
 
+        from gpuspawner.lifecycle.shared import ledger_for, reset_shared_state
+
         image = {"demo": {"image": "gpuspawner/singleuser:offline"}}
-        usage_db = "sqlite:///%s" % (workdir / "usage.sqlite")
+        usage_db = ""
 
         def gpu_spawner(name):
             orm = SimpleNamespace(user_options={}, server=None, name="")
@@ -162,16 +168,13 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
                 ],
             )
 
-        from gpuspawner.lifecycle.shared import ledger_for
-
-        ledger = ledger_for(usage_db)
-        count_commits(ledger)
-        runs = [
-            ("KubeGPUSpawner", gpu_spawner, "bench-gpu", ledger),
-            ("KubeSpawner (baseline)", plain_spawner, "bench-plain", None),
+        pair = [
+            ("KubeGPUSpawner", gpu_spawner, "bench-gpu"),
+            ("KubeSpawner (baseline)", plain_spawner, "bench-plain"),
         ]
         if baseline_first:
-            runs.reverse()
+            pair.reverse()
+        runs = [run for i in range(rounds) for run in (pair if i % 2 == 0 else pair[::-1])]
         print(
             "\n%d users x 1 GPU onto %d nodes x 8 nvidia.com/gpu, %d spawns at a time"
             " (kube-apiserver %s)" % (users, nodes, concurrency, "v1.33")
@@ -182,7 +185,15 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
                "RSS +MiB", "load 1-min"), flush=True,
         )  # fmt: skip
         results = []
-        for label, make, namespace, run_ledger in runs:
+        for number, (label, make, namespace) in enumerate(runs):
+            cluster.kubectl("create", "namespace", namespace)
+            cluster.wait_for(lambda n=namespace: cluster._sa_ready(n), "service account", 60)
+            run_ledger = None
+            if make is gpu_spawner:  # a fresh hub: no holdings, an empty ledger
+                reset_shared_state()
+                usage_db = "sqlite:///%s" % (workdir / ("usage-%d.sqlite" % number))
+                run_ledger = ledger_for(usage_db)
+                count_commits(run_ledger)
             r = await run(label, make, users, concurrency, run_ledger)
             results.append(r)
             tx = r["ledger_tx_per_spawn"]
@@ -195,15 +206,25 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
             )  # fmt: skip
             # an empty cluster for the next run
             cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=300s")
-        gpu, plain = (
-            next(r for r in results if r["label"] == label)
-            for label in ("KubeGPUSpawner", "KubeSpawner (baseline)")
-        )
-        print(
-            "KubeGPUSpawner / KubeSpawner: %.2fx the time until all Running (%s ran first)"
-            % (gpu["all_running_s"] / plain["all_running_s"], results[0]["label"])
-        )
-        for r in results:
+        for i in range(rounds):
+            first, second = results[2 * i : 2 * i + 2]
+            gpu, plain = sorted((first, second), key=lambda r: r["label"] != "KubeGPUSpawner")
+            print(
+                "round %d: KubeGPUSpawner / KubeSpawner: %.2fx the time until all Running"
+                " (%s ran first)"
+                % (i + 1, gpu["all_running_s"] / plain["all_running_s"], first["label"])
+            )
+        if rounds > 1:
+            medians = {
+                label: statistics.median(r["all_running_s"] for r in results if r["label"] == label)
+                for label in ("KubeGPUSpawner", "KubeSpawner (baseline)")
+            }
+            print(
+                "median of %d rounds: %.1f s vs %.1f s = %.2fx"
+                % (rounds, medians["KubeGPUSpawner"], medians["KubeSpawner (baseline)"],
+                   medians["KubeGPUSpawner"] / medians["KubeSpawner (baseline)"])
+            )  # fmt: skip
+        for r in results[:2]:
             print("%s: most frequent calls %s" % (r["label"], r["calls"]))
     finally:
         cluster.stop()
@@ -212,4 +233,7 @@ async def main(users: int, nodes: int, concurrency: int, baseline_first: bool = 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
     users, nodes, concurrency = (args + [1000, 125, 50][len(args) :])[:3]
-    asyncio.run(main(users, nodes, concurrency, baseline_first="--baseline-first" in sys.argv))
+    rounds = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--rounds=")), 1)
+    asyncio.run(
+        main(users, nodes, concurrency, "--baseline-first" in sys.argv, rounds=max(rounds, 1))
+    )
