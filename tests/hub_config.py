@@ -51,6 +51,8 @@ c.GPUDockerSpawner.gpu_idle_timeout = settings.get("gpu_idle_timeout", 0)
 c.GPUDockerSpawner.gpu_utilisation_source = settings.get("gpu_utilisation_source", "nvml")
 if settings.get("gpu_resync_interval"):
     c.GPUDockerSpawner.gpu_resync_interval = settings["gpu_resync_interval"]
+c.GPUDockerSpawner.gpu_reservations = settings.get("gpu_reservations", [])  # class reservations
+c.GPUDockerSpawner.gpu_reservation_lead = settings.get("gpu_reservation_lead", 3600)
 c.Authenticator.admin_users = set(settings.get("admin_users", []))
 c.JupyterHub.load_roles.extend(settings.get("extra_roles", []))  # e.g. a delegated admin scope
 if "admin_service_port" in settings:

@@ -38,6 +38,7 @@ def test_parse_a_reservation():
         "cs231n", 4, (1, 3), time(14), time(16), "Europe/Berlin")  # fmt: skip
     assert r.describe() == "cs231n: 4 GPUs, Tuesday and Thursday 14:00–16:00 Europe/Berlin"
     assert parse_reservation(dict(CS, days="Monday", timezone="UTC")).days == (0,)
+    assert parse_reservation(dict(CS, start="14:00:30")).start == time(14, 0, 30)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,8 @@ def test_parse_a_reservation():
         ({"start": "25:00"}, "start must be HH:MM"),
         ({"end": "4pm"}, "end must be HH:MM"),
         ({"start": "14:5"}, "start must be HH:MM"),
+        ({"start": "14:05:7"}, "start must be HH:MM"),
+        ({"start": "14"}, "start must be HH:MM"),
         ({"end": "14:00"}, "end 14:00 must be after start 14:00"),
         ({"end": "13:00"}, "end 13:00 must be after start 14:00"),
         ({"timezone": "Mars/Olympus"}, "'Mars/Olympus' is not a known IANA time zone"),

@@ -41,7 +41,7 @@ class Reservation:
         return ZoneInfo(self.zone)
 
     def describe(self) -> str:
-        """"cs231n: 4 GPUs, Tuesday and Thursday 14:00–16:00 Europe/Berlin"."""
+        """'cs231n: 4 GPUs, Tuesday and Thursday 14:00–16:00 Europe/Berlin'."""
         days = [WEEKDAYS[d].capitalize() for d in self.days]
         day_text = days[0] if len(days) == 1 else ", ".join(days[:-1]) + " and " + days[-1]
         return "%s: %d GPU%s, %s %s–%s %s" % (
@@ -63,15 +63,14 @@ class Window:
 
 
 def _clock(text, what: str) -> time:
+    """'14:00' (or '14:00:30', to the second) -> time."""
     try:
-        hours, minutes = str(text).split(":")
-        if len(minutes) != 2:
+        parts = str(text).split(":")
+        if len(parts) not in (2, 3) or any(len(p) != 2 for p in parts[1:]):
             raise ValueError
-        return time(int(hours), int(minutes))
+        return time(*(int(p) for p in parts))
     except ValueError:
-        raise ConfigError(
-            "%s must be HH:MM (24-hour clock), not %r." % (what, text)
-        ) from None
+        raise ConfigError("%s must be HH:MM (24-hour clock), not %r." % (what, text)) from None
 
 
 def parse_reservation(entry, index: int = 0) -> Reservation:

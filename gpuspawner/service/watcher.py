@@ -21,6 +21,7 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from ..policy.budget import exhausted, hours_text, period_bounds, usage_hours, when_text
+from ..policy.reservations import reserved_deadline
 from ..usage.adjustments import InForce, adjusted_budget, adjustments_of
 from ..usage.culler import IdleTracker, utilisation_source
 from ..usage.ledger import Ledger, now_utc
@@ -154,6 +155,7 @@ class Watcher:
         stopping: dict[tuple[str, str], tuple[str, str]] = {}
         await self._check_budgets(servers, now, stopping)
         self._check_max_age(servers, now, stopping)
+        self._check_reservations(servers, now, stopping)
         await self._check_idle(servers, now, stopping)
         await self._resolve_devices()
         for (user, server), (reason, message) in sorted(stopping.items()):
@@ -240,6 +242,26 @@ class Watcher:
                     % (key[0], key[1], age_text(age), age_text(max_age),
                        "gpu_max_age of profile %r" % profile
                        if profile in (self.settings.profile_limits or {}) else "gpu_max_age"),
+                )  # fmt: skip
+
+    def _check_reservations(self, servers, now, stopping) -> None:
+        """A non-member's whole-GPU server started within gpu_reservation_lead before another
+        group's window stops at the window's start (it was told so at spawn)."""
+        for key, intervals in servers.items():
+            whole = [i for i in intervals if i.shared_by <= 1]
+            if not whole or key in stopping:
+                continue
+            window = reserved_deadline(
+                self.settings.reservations, self.user_groups.get(key[0], []),
+                min(i.start for i in whole), self.settings.gpu_reservation_lead,
+            )  # fmt: skip
+            if window is not None and now >= window.start:
+                stopping[key] = (
+                    "reservation",
+                    "Stopped %s's server %r: its GPUs are reserved for group '%s' from %s"
+                    " (gpu_reservations); it started within gpu_reservation_lead of the window."
+                    % (key[0], key[1], window.reservation.group,
+                       window.local(window.start).strftime("%H:%M %Z")),
                 )  # fmt: skip
 
     async def _check_idle(self, servers, now, stopping) -> None:
