@@ -17,7 +17,9 @@ The rules of a grant:
   ``shared_by`` servers: the least-held one, the first in inventory order among equals,
   so slots spread over the shared GPUs;
 - ``gpu_type`` keeps only GPUs of that type (:func:`.inventory.matches_type`);
-- the quota counts a slot as 1/N of a GPU (:mod:`.quota`).
+- the quota counts a slot as 1/N of a GPU (:mod:`.quota`);
+- a whole-GPU request leaves the free GPUs other groups' open class reservations still
+  need (``GpuRequest.held_back``, :mod:`.reservations`), else it is refused for capacity.
 
 A refusal is "quota", "capacity" (it may work later: the fair queue waits on it) or
 "options" (it never can on this hub: no GPU of that type, no shared GPU, a shared request
