@@ -101,3 +101,27 @@ def test_a_class_reservation_opens_and_closes(hub_factory, docker_client, tmp_pa
     hub.wait_ready("ann")
     (after,) = docker_client.containers.list(filters=mine(hub, "ann"))
     assert "reserved for group" not in str(after.attrs["Config"]["Env"])
+
+
+def test_a_waiting_spawn_gets_the_gpu_when_the_window_closes(hub_factory, tmp_path):
+    start = datetime.now(ZONE).replace(microsecond=0) + timedelta(seconds=30)
+    end = start + timedelta(seconds=20)
+    if end.date() != start.date():
+        pytest.skip("the window would cross midnight in %s" % ZONE)
+    gpu = {"uuid": "GPU-resv-%s" % secrets.token_hex(4), "name": "NVIDIA A100-SXM4-80GB",
+           "memory_mib": 81920}  # fmt: skip
+    reservation = {"group": "cs231n", "gpus": 1, "days": [start.strftime("%A").lower()],
+                   "start": start.strftime("%H:%M:%S"), "end": end.strftime("%H:%M:%S"),
+                   "timezone": "Europe/Berlin"}  # fmt: skip
+    hub = service_hub(
+        hub_factory, tmp_path, gpus=[gpu], gpu_reservations=[reservation],
+        gpu_queue_timeout=120, gpu_quota_groups={},
+    )  # fmt: skip
+    hub.create_user("ann", groups=("students",))
+    sleep_until(start)
+    # the GPU is free but the class's: the student's spawn waits in line (a capacity refusal)
+    assert hub.spawn("ann", options={"gpus": 1}).status_code == 202
+    time.sleep(max((end - datetime.now(ZONE)).total_seconds() - 3, 0))
+    assert (hub.server_model("ann") or {}).get("pending") == "spawn"
+    hub.wait_ready("ann", timeout=60)
+    assert datetime.now(ZONE) >= end
