@@ -59,6 +59,7 @@ def test_a_class_reservation_opens_and_closes(hub_factory, docker_client, tmp_pa
         "This GPU is reserved for group 'cs231n' from %s (Europe/Berlin): the server stops"
         " then; your workspace is kept." % start.strftime("%H:%M")
     )
+    assert "0 of 1 GPUs free on this hub" in hub.spawn_form(hub.login("ann"), "ann")  # early's
     page = hub.login("boss").get(hub.url + SERVICE, timeout=30).text
     assert "<td>cs231n</td><td class=num>1</td><td>%s</td>" % start.strftime(
         "%a %d %b %H:%M") in page  # fmt: skip
@@ -85,6 +86,8 @@ def test_a_class_reservation_opens_and_closes(hub_factory, docker_client, tmp_pa
     assert refused.status_code == 503, refused.text
     assert "reserved for a class right now: 1 for group 'cs231n' until %s (Europe/Berlin)" % (
         end.strftime("%H:%M")) in refused.json()["message"]  # fmt: skip
+    assert "0 of 1 GPUs free on this hub" in hub.spawn_form(hub.login("ann"), "ann")
+    assert "1 of 1 GPUs free on this hub" in hub.spawn_form(hub.login("bo"), "bo")
     assert hub.spawn("bo", options={"gpus": 1}).status_code in (201, 202)
     hub.wait_ready("bo")
     (member,) = docker_client.containers.list(filters=mine(hub, "bo"))

@@ -626,7 +626,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
             free = max(total - allocated, 0)
         else:
             total = sum(1 for gpu in self.pool.inventory if not gpu.is_shared)
-            free = len(self.pool.free())
+            free = max(len(self.pool.free()) - reserved.kept_now(self, holder_key), 0)
         slots = free_slots(self.pool.usable() or (), self.pool.holdings)
         share = sum((h.share for h in mine), Fraction(0))
         return Availability(

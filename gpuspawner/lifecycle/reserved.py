@@ -44,3 +44,13 @@ def held_back_for(spawner, holder_key):
         return held_back(reservations, now_utc(), mine, holding)
 
     return kept
+
+
+def kept_now(spawner, holder_key) -> int:
+    """Free whole GPUs kept from this user right now by other groups' open windows (the
+    form's free count leaves them out)."""
+    kept = held_back_for(spawner, holder_key)
+    if kept is None:
+        return 0
+    key = (spawner.holder, spawner.server_name)
+    return kept([h for h in spawner.pool.holdings if h.key != key]).count
