@@ -281,3 +281,33 @@ def test_dashboard_lists_reservations():
          "zone": "Europe/Berlin", "open": True},
     ][::-1]
     assert reservations_context(SimpleNamespace(), at(2026, 6, 2)) == []
+
+
+def test_watcher_stops_a_non_members_server_at_the_window():
+    from types import SimpleNamespace
+
+    from gpuspawner.policy.budget import Interval
+    from gpuspawner.service.watcher import Watcher
+
+    watcher = Watcher.__new__(Watcher)  # only the pass's rule: no hub, ledger or engine
+    watcher.settings = SimpleNamespace(reservations=parse_reservations([CS]),
+                                       gpu_reservation_lead=3600)  # fmt: skip
+    watcher.user_groups = {"ann": ["students"], "bo": ["cs231n"], "cy": ["students"]}
+    early = at(2026, 6, 2, 11, 30)  # half an hour before Tuesday's window (12:00 UTC)
+    servers = {
+        ("ann", ""): [Interval("ann", "", "GPU-1", "A100", early)],
+        ("bo", ""): [Interval("bo", "", "GPU-2", "A100", early)],  # a member
+        ("cy", "slot"): [Interval("cy", "slot", "GPU-s", "T4", early, shared_by=2)],
+        ("cy", ""): [Interval("cy", "", "GPU-3", "A100", at(2026, 6, 2, 10, 0))],  # too early
+    }
+    stopping = {}
+    watcher._check_reservations(servers, at(2026, 6, 2, 11, 59), stopping)
+    assert stopping == {}  # not yet
+    watcher._check_reservations(servers, at(2026, 6, 2, 12, 0), stopping)
+    assert list(stopping) == [("ann", "")]
+    reason, message = stopping[("ann", "")]
+    assert reason == "reservation"
+    assert message == (
+        "Stopped ann's server '': its GPUs are reserved for group 'cs231n' from 14:00 CEST"
+        " (gpu_reservations); it started within gpu_reservation_lead of the window."
+    )
