@@ -10,7 +10,7 @@ the hub process's CPU time and memory, and the machine's load average before and
 each run (how noisy the figures are). Figures only; nothing is asserted.
 
     .venv/bin/python benchmarks/bench_kube.py [USERS] [NODES] [CONCURRENCY]
-        [--baseline-first] [--rounds=N]
+        [--baseline-first] [--rounds=N] [--profile=DIR]
 
 The first run warms the control plane up; --baseline-first swaps the order. With
 --rounds=N (default 1) the pair runs N times, the order swapped each round (A B, B A,
@@ -19,6 +19,7 @@ ledger; the ratio of each round and of the two spawners' median times are printe
 """
 
 import asyncio
+import cProfile
 import os
 import statistics
 import sys
@@ -30,6 +31,8 @@ from types import SimpleNamespace
 
 from gpuspawner.testing import kube_cluster
 
+# --profile=DIR: each run's cProfile of the hub process in DIR/<spawner>.prof
+PROFILE_DIR = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--profile=")), "")
 CALLS: Counter = Counter()
 COMMITS: Counter = Counter()  # the ledger database's commits
 
@@ -82,9 +85,15 @@ async def run(label: str, make, users: int, concurrency: int, ledger=None) -> di
             await spawner.start()
             return time.monotonic() - began
 
+    profile = cProfile.Profile() if PROFILE_DIR else None
+    if profile is not None:
+        profile.enable()
     began = time.monotonic()
     latencies = sorted(await asyncio.gather(*(one(i) for i in range(users))))
     total = time.monotonic() - began
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(Path(PROFILE_DIR) / ("%s.prof" % label.split()[0]))
     figures = {
         "label": label,
         "all_running_s": total,
