@@ -40,6 +40,30 @@ def pod(name, user, server="", gpus=1, phase="Running", node="a100-0", resource=
     }
 
 
+def test_the_memo_reads_only_new_pod_objects_and_gives_what_a_fresh_reading_gives():
+    products = {"a100-0": "NVIDIA-A100-SXM4-80GB"}
+    pods = {"a": pod("jupyter-a", "a"), "b": pod("jupyter-b", "b", gpus=2, node="t4-0")}
+    memo: dict = {}
+    first = holdings_from_pods(pods.values(), products, memo)
+    assert first == holdings_from_pods(pods.values(), products)
+    # the reflector replaces a changed pod's object: only that one is read again
+    pods["b"] = pod("jupyter-b", "b", phase="Succeeded")
+    pods["c"] = pod("jupyter-c", "c", server="x")
+    kept = pods["a"]
+    again = holdings_from_pods(pods.values(), products, memo)
+    assert again == holdings_from_pods(pods.values(), products)
+    assert again[0] is first[0] and [h.user for h in again] == ["a", "c"]
+    # an object seen before is not read again: a change behind the memo's back goes unseen
+    kept["metadata"]["labels"]["gpuspawner.io/gpus"] = "3"
+    assert holdings_from_pods(pods.values(), products, memo) == again
+    assert {key for key in memo if key != "products"} == {id(p) for p in pods.values()}
+    assert memo[id(kept)][0] is kept
+    # other node products (a new node listing): every pod is read again with them
+    relabelled = holdings_from_pods(pods.values(), {"a100-0": "Tesla-T4"}, memo)
+    assert relabelled == holdings_from_pods(pods.values(), {"a100-0": "Tesla-T4"})
+    assert len(relabelled[0].gpus) == 3 and {g.name for g in relabelled[0].gpus} == {"Tesla-T4"}
+
+
 def test_holdings_from_pods():
     pods = [
         pod("jupyter-alice", "alice"),
@@ -177,32 +201,6 @@ def test_quota_refuses_exactly_when_the_users_other_servers_plus_the_request_exc
     others = sum(gpus for user, name, gpus in holdings if user == "alice" and name != server)
     refused = quota_refusal("alice", server, count, GpuLimit(limit, "test"), pods) is not None
     assert refused == (count > 0 and others + count > limit)
-
-
-def test_holdings_memo_reads_a_pod_again_only_when_it_or_its_nodes_product_changed():
-    def versioned(name, version, **kwargs):
-        made = pod(name, name.split("-")[-1], **kwargs)
-        made["metadata"].update(uid="uid-" + name, resourceVersion=str(version))
-        return made
-
-    memo = {}
-    alice, bob = versioned("jupyter-alice", 1), versioned("jupyter-bob", 1, gpus=2)
-    first = holdings_from_pods([alice, bob], {}, memo=memo)
-    assert first == holdings_from_pods([alice, bob])
-    assert len(memo) == 2
-    # an unchanged pod is not read again: its label is changed behind the memo's back
-    alice["metadata"]["labels"]["gpuspawner.io/gpus"] = "3"
-    assert holdings_from_pods([alice, bob], {}, memo=memo) == first
-    # a new resourceVersion is read again; a pod that is gone leaves the memo
-    alice["metadata"]["resourceVersion"] = "2"
-    (again,) = holdings_from_pods([alice], {}, memo=memo)
-    assert len(again.gpus) == 3 and len(memo) == 1
-    # the node's product names the GPUs' type: a relabelled node retypes them
-    (typed,) = holdings_from_pods([alice], {"a100-0": "NVIDIA-A100-SXM4-80GB"}, memo=memo)
-    assert {gpu.name for gpu in typed.gpus} == {"NVIDIA-A100-SXM4-80GB"}
-    # pods without a resourceVersion (not from the API) are always read
-    done = pod("jupyter-carol", "carol", phase="Succeeded")
-    assert holdings_from_pods([done], {}, memo=memo) == []
 
 
 def test_a_shared_resources_pod_holds_slots_counted_one_nth():

@@ -102,28 +102,31 @@ def holdings_from_pods(
 
     ``products``: node name -> GPU product (:func:`node_products`). A GPU is typed
     (:func:`gpu_type`) by its node's product, else by the product the pod asked for, else by
-    its resource. ``memo``: a dict kept between calls (a hub's spawners share one); a pod seen
-    before at the same resourceVersion on a node of the same product is not read again, and
-    pods that are gone leave it.
+    its resource. ``memo``: a dict kept between calls (a hub's spawners share one). The
+    reflector replaces a pod's object on every change and never changes one in place, so a
+    pod object seen before with the same ``products`` object is not read again (one identity
+    check per pod: the hub rebuilds its holdings at every spawn); pods that are gone leave it.
     """
     products = products or {}
+    known = memo if memo is not None and memo.get(_PRODUCTS) is products else {}
     holdings = []
-    seen = {}
+    seen: dict = {_PRODUCTS: products}
     for pod in pods:
-        metadata = pod.get("metadata") or {}
-        node = (pod.get("spec") or {}).get("nodeName") or ""
-        key = (metadata.get("uid"), metadata.get("resourceVersion"), products.get(node))
-        if memo is not None and key[1] and key in memo:
-            holding = memo[key]
+        entry = known.get(id(pod))
+        if entry is not None and entry[0] is pod:
+            holding = entry[1]
         else:
             holding = holding_from_pod(pod, products)
-        seen[key] = holding
+        seen[id(pod)] = (pod, holding)  # the pod is kept, so its id is not reused meanwhile
         if holding is not None:
             holdings.append(holding)
     if memo is not None:
         memo.clear()
         memo.update(seen)
     return holdings
+
+
+_PRODUCTS = "products"  # the memo's key of the node products its holdings were read with
 
 
 def holding_from_pod(pod: Mapping, products: Mapping[str, str]) -> Holding | None:

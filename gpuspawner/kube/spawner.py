@@ -91,7 +91,7 @@ class KubeState(SharedState):
     nodes_forbidden: bool = False
     nodes_listing: asyncio.Future | None = None
     node_summary: NodeSummary | None = None  # what was read from the node list above
-    # (pod uid, resourceVersion, node product) -> the pod's Holding (holdings_from_pods)
+    # id(pod object) -> (the object, its Holding), with the node products (holdings_from_pods)
     pod_holdings: dict = field(default_factory=dict)
 
 
