@@ -16,6 +16,18 @@ messages, pod_of, spawn = kube_tests.messages, kube_tests.pod_of, kube_tests.spa
 pytestmark = pytest.mark.kubernetes
 
 
+@pytest.fixture(autouse=True)
+def this_modules_cluster(cluster):
+    """The fixture imported here is an instance of this module's, with a control plane of its
+    own: kubespawner loads its client configuration once per process, so load it again (from
+    the $KUBECONFIG the fixture set) for this module's spawners, and after them."""
+    from kubespawner import clients
+
+    clients.load_config.cache_clear()
+    yield
+    clients.load_config.cache_clear()
+
+
 def pods_of(cluster, spawner) -> list[str]:
     items = cluster.get_json("pods", "-n", spawner.namespace)["items"]
     return [p["metadata"]["name"] for p in items]

@@ -41,10 +41,21 @@ def cluster(tmp_path_factory):
         pytest.skip(reason)
     cluster = kube_cluster.start_cluster(tmp_path_factory.mktemp("kube") / "cluster")
     from kubernetes_asyncio.config import kube_config
+    from kubespawner import clients
 
+    before = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
     os.environ["KUBECONFIG"] = kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cluster.kubeconfig)
+    # kubespawner loads its client configuration once per process: an earlier module's
+    # cluster (still running, session-scoped) must not be the one these spawners talk to
+    clients.load_config.cache_clear()
     yield cluster
     cluster.stop()
+    if before[0] is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = before[0]
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = before[1]
+    clients.load_config.cache_clear()  # the next module's spawners load their own again
 
 
 @pytest.fixture
