@@ -8,10 +8,9 @@ throw-away helper container (``chown``, no network). Read-only datasets and host
 the admin's, as they are.
 """
 
-from docker.errors import APIError, NotFound
-from dockerspawner import DockerSpawner
+from docker.errors import NotFound
 
-from .workspace import LABEL_HUB, LABEL_HUB_ID
+from .workspace import LABEL_HUB, LABEL_HUB_ID, run_helper
 
 LABEL_SCRATCH = "gpuspawner.scratch"  # the profile whose scratch the volume is
 HELPER_TIMEOUT = 120
@@ -45,24 +44,8 @@ async def prepare_scratch(spawner) -> list[str]:
 
 async def _hand_over(spawner, volume: str) -> None:
     """chown the new volume's root to the server's user, in a helper container."""
-    host_config = spawner.client.create_host_config(
-        binds={volume: {"bind": "/scratch", "mode": "rw"}},
-        network_mode="none",
-        security_opt=["no-new-privileges"],
-    )
-    helper = await DockerSpawner.docker(  # as is: not a server's container
-        spawner, "create_container", spawner.image,
-        command=["chown", str(spawner.container_user), "/scratch"], user="0", entrypoint=[],
-        host_config=host_config, labels={LABEL_SCRATCH: volume},
+    await run_helper(
+        spawner, spawner.image, ["chown", str(spawner.container_user), "/scratch"],
+        binds={volume: {"bind": "/scratch", "mode": "rw"}}, labels={LABEL_SCRATCH: volume},
+        timeout=HELPER_TIMEOUT, what="preparing the scratch volume %s" % volume,
     )  # fmt: skip
-    try:
-        await spawner.docker("start", helper["Id"])
-        result = await spawner.docker("wait", helper["Id"], timeout=HELPER_TIMEOUT)
-        if result.get("StatusCode") != 0:
-            logs = await spawner.docker("logs", helper["Id"])
-            raise RuntimeError("preparing the scratch volume %s failed: %s" % (volume, logs[-500:]))
-    finally:
-        try:
-            await spawner.docker("remove_container", helper["Id"], force=True)
-        except APIError as e:
-            spawner.log.warning("Could not remove the scratch helper container: %s", e)

@@ -138,24 +138,37 @@ class DockerWorkspace(LoggingConfigurable):
             LABEL_ARCHIVED_AT: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         })  # fmt: skip
         image = self.catalog[0].image if self.catalog else self.image
-        host_config = self.client.create_host_config(
+        await run_helper(
+            self, image, ["cp", "-a", "/from/.", "/to/"],
             binds={volume: {"bind": "/from", "mode": "ro"}, archive: {"bind": "/to", "mode": "rw"}},
-            network_mode="none",
-            security_opt=["no-new-privileges"],
-        )
-        helper = await DockerSpawner.docker(  # as is: not a server's container
-            self, "create_container", image, command=["cp", "-a", "/from/.", "/to/"], user="0",
-            entrypoint=[], host_config=host_config, labels={LABEL_ARCHIVED_USER: self.user.name},
+            labels={LABEL_ARCHIVED_USER: self.user.name}, timeout=COPY_TIMEOUT,
+            what="copying %s to %s" % (volume, archive),
         )  # fmt: skip
-        try:
-            await self.docker("start", helper["Id"])
-            result = await self.docker("wait", helper["Id"], timeout=COPY_TIMEOUT)
-            if result.get("StatusCode") != 0:
-                logs = await self.docker("logs", helper["Id"])
-                raise RuntimeError("copying %s to %s failed: %s" % (volume, archive, logs[-500:]))
-        finally:
-            try:
-                await self.docker("remove_container", helper["Id"], force=True)
-            except APIError as e:
-                self.log.warning("Could not remove the archive helper container: %s", e)
         return archive
+
+
+async def run_helper(
+    spawner, image: str, command: list[str], *, binds: dict, labels: dict, timeout: float,
+    what: str,
+) -> None:
+    """Run ``command`` as root in a throw-away container of ``image`` with ``binds`` and no
+    network, wait for it and remove it; raise RuntimeError with its log's end if it fails
+    (``what`` names the work for that message and the log)."""
+    host_config = spawner.client.create_host_config(
+        binds=binds, network_mode="none", security_opt=["no-new-privileges"]
+    )
+    helper = await DockerSpawner.docker(  # as is: not a server's container
+        spawner, "create_container", image, command=command, user="0", entrypoint=[],
+        host_config=host_config, labels=labels,
+    )  # fmt: skip
+    try:
+        await spawner.docker("start", helper["Id"])
+        result = await spawner.docker("wait", helper["Id"], timeout=timeout)
+        if result.get("StatusCode") != 0:
+            logs = await spawner.docker("logs", helper["Id"])
+            raise RuntimeError("%s failed: %s" % (what, logs[-500:]))
+    finally:
+        try:
+            await spawner.docker("remove_container", helper["Id"], force=True)
+        except APIError as e:
+            spawner.log.warning("Could not remove the helper container for %s: %s", what, e)
