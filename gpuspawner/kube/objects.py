@@ -93,9 +93,9 @@ def apply_profile(pod: dict, container: dict, profile: ProfilePod) -> None:
     spec = pod["spec"]
     if profile.shm_size is not None:
         shm = {"medium": "Memory", "sizeLimit": bytes_quantity(profile.shm_size)}
-        for volume in spec["volumes"]:
+        for index, volume in enumerate(spec["volumes"]):
             if volume.get("name") == SHM_VOLUME:
-                volume["emptyDir"] = shm
+                spec["volumes"][index] = dict(volume, emptyDir=shm)
                 break
         else:
             spec["volumes"].append({"name": SHM_VOLUME, "emptyDir": shm})
@@ -144,6 +144,9 @@ class PvcRequest:
     selector: Mapping | None = None  # kubespawner's storage_selector: which volumes may bind
 
 
+_UNKNOWN = object()  # not given / not looked up yet
+
+
 def api_dict(value):
     """A Kubernetes client model (or dicts and lists holding them) as the API's JSON dict.
 
@@ -151,20 +154,27 @@ def api_dict(value):
     both the kubernetes and the kubernetes_asyncio clients (z2jh's hub config builds its
     init container from one of them). Containers are new, so the result can be changed.
     """
-    if value is None or isinstance(value, (str, int, float)):
+    kind = type(value)
+    if value is None or kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {key: api_dict(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [api_dict(item) for item in value]
+    fields = _MODEL_FIELDS.get(kind, _UNKNOWN)
+    if fields is _UNKNOWN:
+        fields = _MODEL_FIELDS[kind] = _model_fields(kind)
+    if fields is not None:
+        found = {}
+        for attribute, name in fields:
+            item = getattr(value, attribute)
+            if item is not None:
+                found[name] = api_dict(item)
+        return found
+    if isinstance(value, (str, int, float)):
         return value
     if isinstance(value, (list, tuple)):
         return [api_dict(item) for item in value]
-    if isinstance(value, dict):
-        return {key: api_dict(item) for key, item in value.items()}
-    names = getattr(value, "attribute_map", None)
-    if isinstance(names, dict) and hasattr(value, "openapi_types"):
-        found = {}
-        for attribute in value.openapi_types:
-            item = getattr(value, attribute)
-            if item is not None:
-                found[names[attribute]] = api_dict(item)
-        return found
     if isinstance(value, Mapping):
         return {key: api_dict(item) for key, item in value.items()}
     if isinstance(value, (datetime.datetime, datetime.date)):
@@ -172,7 +182,19 @@ def api_dict(value):
     return value
 
 
-_UNKNOWN = object()
+def _model_fields(kind: type) -> tuple[tuple[str, str], ...] | None:
+    """(attribute, camelCase name) of a client model class, in the client's order; None
+    for a class that is not one."""
+    names = getattr(kind, "attribute_map", None)
+    types = getattr(kind, "openapi_types", None)
+    if not (isinstance(names, dict) and isinstance(types, dict)):
+        return None
+    return tuple((attribute, names[attribute]) for attribute in types)
+
+
+_SCALARS = frozenset((str, int, float, bool))
+_MODEL_FIELDS: dict = {}  # a class -> its _model_fields (a cache: api_dict runs per spawn)
+_API_NAMES: dict = {}  # a class -> its camelCase names (patch_model's cache)
 
 
 def patch_model(model, wanted, kind: str, deserialize, current=_UNKNOWN):
@@ -186,12 +208,15 @@ def patch_model(model, wanted, kind: str, deserialize, current=_UNKNOWN):
     ``current``: ``api_dict(model)`` where the caller has it; a part equal there to its
     wanted part is kept without being looked into again.
     """
-    if current is not _UNKNOWN and current == wanted:
-        return model
+    if current is not _UNKNOWN and (current is wanted or current == wanted):
+        return model  # pod_spec shares what it keeps: mostly found by identity
     kinds = getattr(model, "openapi_types", None)
     if isinstance(kinds, dict) and isinstance(wanted, dict):
         names = model.attribute_map
-        if not set(wanted) <= {names[attribute] for attribute in kinds}:
+        api_names = _API_NAMES.get(type(model))
+        if api_names is None:
+            api_names = _API_NAMES[type(model)] = frozenset(names.values())
+        if not wanted.keys() <= api_names:
             return deserialize(wanted, kind)
         known = current if isinstance(current, dict) else None
         for attribute, attribute_kind in kinds.items():
@@ -200,7 +225,8 @@ def patch_model(model, wanted, kind: str, deserialize, current=_UNKNOWN):
             if part is not None or value is not None:
                 was = known.get(name) if known is not None else _UNKNOWN
                 patched = patch_model(part, value, attribute_kind, deserialize, was)
-                setattr(model, attribute, patched)
+                if patched is not part:
+                    setattr(model, attribute, patched)
         return model
     if isinstance(model, list) and isinstance(wanted, list) and kind.startswith("list["):
         item_kind = kind[len("list[") : -1]
@@ -320,13 +346,19 @@ def server_container(spec: Mapping) -> dict:
 
 def pod_spec(base: Mapping, request: PodRequest) -> dict:
     """The Pod of one server: kubespawner's pod ``base`` (an :func:`api_dict`) with the GPU
-    server's parts added, and its locks applied after every admin extra."""
-    pod = api_dict(base)  # new containers: the base is not changed
-    metadata = pod.setdefault("metadata", {})
+    server's parts added, and its locks applied after every admin extra.
+
+    ``base`` is not changed: what is changed is new, what is not is shared with ``base``
+    (so :func:`patch_model` finds the parts kept by identity, without looking into them).
+    """
+    pod = dict(base)
+    metadata = pod["metadata"] = dict(pod.get("metadata") or {})
     metadata["labels"] = {**(metadata.get("labels") or {}), **request.labels}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), **request.annotations}
-    spec = pod.setdefault("spec", {})
-    container = server_container(spec)
+    spec = pod["spec"] = dict(pod.get("spec") or {})
+    server = server_container(spec)
+    container = dict(server)
+    spec["containers"] = [container if c is server else c for c in spec["containers"]]
     container["env"] = server_env(container.get("env") or (), request)
     container["resources"] = server_resources(container.get("resources") or {}, request)
     security = deep_merge(
@@ -365,7 +397,8 @@ def pod_spec(base: Mapping, request: PodRequest) -> dict:
             **request.placement.node_selector,
         }
     if request.placement.product or request.cuda_terms:
-        node_affinity = spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+        affinity = spec["affinity"] = dict(spec.get("affinity") or {})
+        node_affinity = affinity["nodeAffinity"] = dict(affinity.get("nodeAffinity") or {})
         required = node_affinity.get(REQUIRED) or {}
         node_affinity[REQUIRED] = dict(
             required,

@@ -346,6 +346,11 @@ class KubeGPUSpawner(KubeWorkspace, KubeNamespace, KubeNodeList, GPUSpawnerMixin
 
     shared_state_class = KubeState
     secrets_by_reference = True  # users' secrets: a Secret per user, secretKeyRef in the pod
+    # the holdings come from the pod reflector's cache, which its watch keeps current: a
+    # rebuild costs no API call, but walks every pod, so spawns and polls share one a second;
+    # a refusal is judged on a fresh one
+    holdings_max_age = 1.0
+    refusal_max_age = 0.0
 
     def gpu_inventory(self) -> None:
         return None  # the scheduler and the device plugin pick the devices

@@ -283,8 +283,13 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
 
     # --- optional hooks of a backend (the defaults here are complete) ---
 
-    #: Seconds a rebuild of the holdings from the engine is reused (0: every time).
+    #: Seconds a rebuild of the holdings from the engine is reused (0: every time). Between
+    #: rebuilds the pool itself counts what this hub reserves, starts and stops.
     holdings_max_age: float = 0.0
+
+    #: How fresh the rebuild must be before a refusal for capacity is believed, in seconds
+    #: (0: the engine is listed again first).
+    refusal_max_age: float = REFUSAL_RESYNC_SECONDS
 
     #: How the servers holding slots of one shared GPU share it ("time-sliced" or "mps"; the
     #: Docker backend's setting of that name), for the environment (lifecycle/env.py).
@@ -533,7 +538,7 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
         # the engine's word, not on a view that may be a minute old (a server killed from
         # outside, OOM or docker kill, holds nothing any more)
         outcome = await queue.reserve(
-            self, request, lambda: self.sync_holdings(max_age=REFUSAL_RESYNC_SECONDS)
+            self, request, lambda: self.sync_holdings(max_age=self.refusal_max_age)
         )
         if not isinstance(outcome, Grant):
             raise SpawnRefused(
