@@ -5,12 +5,18 @@ import os
 import secrets
 
 import pytest
+from hypothesis import settings
 
 from gpuspawner.testing.databases import fresh_postgres_database
 from gpuspawner.testing.hubprocess import FAKE_GPUS, Hub, hub_settings
 
 TEST_IMAGE = os.environ.get("GPUSPAWNER_TEST_IMAGE", "")
 REQUIRE_DOCKER = os.environ.get("GPUSPAWNER_REQUIRE_DOCKER") == "1"
+
+# the property tests check what comes out, not how fast: with the hubs, engines and browser
+# of the other tests on two cores, one example can take longer than hypothesis's 200 ms
+settings.register_profile("gpuspawner", deadline=None)
+settings.load_profile("gpuspawner")
 
 
 def _docker_or_skip():

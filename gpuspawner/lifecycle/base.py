@@ -59,7 +59,7 @@ from .env import gpu_env
 from .form import remember_form, render_options_form, spawn_failed
 from .profiles import ProfileSettings
 from .refusal import SpawnRefused, install_on
-from .shared import SharedState, ledger_for, shared_state
+from .shared import SharedState, ledger_for, parsed_once, shared_state
 
 REFUSAL_STATUS = {"quota": 403, "capacity": 503, "options": 400}  # options: never on this hub
 REFUSAL_RESYNC_SECONDS = 2.0  # how fresh the engine's view must be to refuse for capacity
@@ -346,7 +346,13 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
 
     @property
     def catalog(self):
-        return parse_catalog(self.images, allow_unpinned=self.allow_unpinned_images)
+        images, allow_unpinned = self.images, self.allow_unpinned_images
+        return parsed_once(
+            self,
+            "catalog",
+            (images, allow_unpinned),
+            lambda: parse_catalog(images, allow_unpinned=allow_unpinned),
+        )
 
     @property
     def user_groups(self) -> list[str]:

@@ -10,6 +10,7 @@ from traitlets import Dict
 from traitlets.config import LoggingConfigurable
 
 from ..policy.profiles import Profile, parse_profiles, profiles_for, refuse_host_paths
+from .shared import parsed_once
 
 
 class ProfileSettings(LoggingConfigurable):
@@ -56,7 +57,13 @@ class ProfileSettings(LoggingConfigurable):
     @property
     def profile_set(self) -> tuple[Profile, ...]:
         """The parsed profiles (ConfigError for a profile the hub cannot use)."""
-        return parse_profiles(self.profiles, self.catalog, max_gpus=self.max_gpus_per_server)
+        profiles, catalog, max_gpus = self.profiles, self.catalog, self.max_gpus_per_server
+        return parsed_once(
+            self,
+            "profiles",
+            (profiles, catalog, max_gpus),
+            lambda: parse_profiles(profiles, catalog, max_gpus=max_gpus),
+        )
 
     def offered_profiles(self) -> list[Profile]:
         """The profiles this user may pick, in the order written."""

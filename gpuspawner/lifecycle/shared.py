@@ -29,15 +29,33 @@ class SharedState:
 
 _states: dict[type, SharedState] = {}
 _ledgers: dict[str, Ledger] = {}
+_owners: dict[type, type] = {}  # a spawner class -> the class whose state it shares
 
 
 def shared_state(spawner_class: type) -> SharedState:
     """The state of the backend ``spawner_class`` belongs to (created on first use)."""
-    owner = next(klass for klass in spawner_class.__mro__ if "shared_state_class" in vars(klass))
+    owner = _owners.get(spawner_class)
+    if owner is None:
+        owner = _owners[spawner_class] = next(
+            klass for klass in spawner_class.__mro__ if "shared_state_class" in vars(klass)
+        )
     state = _states.get(owner)
     if state is None:
         state = _states[owner] = owner.shared_state_class()
     return state
+
+
+def parsed_once(owner, name: str, settings: tuple, parse):
+    """``parse()`` of ``settings`` (the values it reads) for ``owner`` (a spawner), parsed
+    again only once one of them is another object: a setting is replaced, not changed in
+    place (a spawn reads the catalog and the profiles several times)."""
+    memo = owner.__dict__.setdefault("_parsed", {})
+    last = memo.get(name)
+    if last is not None and all(a is b for a, b in zip(last[0], settings, strict=True)):
+        return last[1]
+    value = parse()
+    memo[name] = (settings, value)
+    return value
 
 
 def ledger_for(url: str) -> Ledger:

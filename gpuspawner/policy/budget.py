@@ -7,6 +7,7 @@ ledger's intervals clipped to the period; an interval still open counts up to no
 """
 
 import calendar
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ def parse_reset_time(text: str) -> time:
         ) from None
 
 
+@functools.lru_cache(maxsize=32)  # pure; read at every spawn
 def reset_schedule(
     period: str, reset_time: str, weekday: str, day: int, timezone_name: str
 ) -> ResetSchedule:

@@ -59,8 +59,10 @@ class Accounting:
     async def load_adjustments(self, now: datetime | None = None) -> InForce:
         """Read the admin's adjustments of this user (quota, budget, this period's top-ups)."""
         start, _ = period_bounds(now or now_utc(), self.settings.reset_schedule)
-        store = await asyncio.to_thread(adjustments_of, self.ledger)
-        self.in_force = await asyncio.to_thread(store.in_force, self.user, start)
+        ledger, user = self.ledger, self.user
+        self.in_force = await asyncio.to_thread(
+            lambda: adjustments_of(ledger).in_force(user, start)
+        )
         return self.in_force
 
     def quota(self, limit: GpuLimit) -> GpuLimit:
