@@ -282,6 +282,38 @@ def test_kubespawners_other_containers_are_kept_as_they_are():
     assert "runAsNonRoot" not in spec["securityContext"]  # the init container runs as root
 
 
+def test_kubespawners_pod_is_never_changed_and_what_is_kept_is_shared():
+    """pod_spec changes nothing of kubespawner's pod, whatever the request touches (the
+    capacity check and the model patch read it afterwards), and shares what it keeps, so
+    patch_model finds those parts by identity."""
+    from gpuspawner.kube.objects import ProfilePod
+
+    init = {"name": "block-cloud-metadata", "image": "tools:1"}
+    sidecar = {"name": "sidecar", "image": "busybox:1"}
+    base = kubespawner_pod(
+        init_containers=[init], extra_containers=[sidecar], node_selector={"zone": "a"},
+        tolerations=[USER_POOL], node_affinity_required=[{"matchExpressions": [PURPOSE]}],
+        volumes=[{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        volume_mounts=[{"name": "dshm", "mountPath": "/dev/shm"}],
+    )  # fmt: skip
+    before = copy.deepcopy(base)
+    request = replace(
+        BASE,
+        shm_size="1Gi",
+        placement=GpuPlacement(product="NVIDIA-A100-SXM4-80GB", node_selector={"pool": "a"}),
+        cuda_terms=[[{"key": "cuda", "operator": "In", "values": ["12.8"]}]],
+        extra_env=[{"name": "HF_TOKEN", "value": "y"}],
+        profile=ProfilePod(cpu_limit=2.0, mem_limit=4 * 1024**3, shm_size=2 * 1024**3,
+                           volumes=(("datasets", "/data", True),)),  # fmt: skip
+    )
+    pod = pod_spec(base, request)
+    assert base == before
+    assert pod["spec"]["containers"][0]["env"] != before["spec"]["containers"][0]["env"]
+    assert pod["spec"]["initContainers"] is base["spec"]["initContainers"]
+    assert pod["spec"]["containers"][1] is base["spec"]["containers"][1]
+    assert pod["spec"]["containers"][0]["image"] == base["spec"]["containers"][0]["image"]
+
+
 def test_a_pod_without_kubespawners_container_is_an_error():
     with pytest.raises(ValueError, match="no container named 'notebook'"):
         pod_spec({"spec": {"containers": [{"name": "other"}]}}, BASE)
