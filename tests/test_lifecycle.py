@@ -59,3 +59,19 @@ async def test_one_saved_state_key_and_the_old_ones_still_load(offline_kubeconfi
         "%s/nvidia.com/gpu#%d" % (kube.pod_name, i) for i in (0, 1)
     ]
     assert kube.gpu_count == 2 and kube.get_state()["held_gpus"][0]["resource"] == "nvidia.com/gpu"
+
+
+def test_the_catalog_and_profiles_are_parsed_again_once_a_setting_is_replaced():
+    spawner = docker_spawner()
+    first = spawner.catalog
+    assert spawner.catalog is first  # read several times a spawn, parsed once
+    spawner.images = {"demo": {"image": "org/demo:2.0"}, "more": {"image": "org/more:1.0"}}
+    assert [(i.key, i.image) for i in spawner.catalog] == [
+        ("demo", "org/demo:2.0"), ("more", "org/more:1.0"),
+    ]  # fmt: skip
+    assert spawner.profile_set == ()
+    spawner.profiles = {"lab": {"display_name": "Lab", "image": "more", "gpus": 0}}
+    assert [(p.key, p.image) for p in spawner.profile_set] == [("lab", "more")]
+    spawner.allow_unpinned_images = True
+    spawner.images = {"demo": {"image": "org/demo:latest"}}
+    assert [i.image for i in spawner.catalog] == ["org/demo:latest"]
