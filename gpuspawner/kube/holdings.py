@@ -105,7 +105,8 @@ def holdings_from_pods(
     its resource. ``memo``: a dict kept between calls (a hub's spawners share one). The
     reflector replaces a pod's object on every change and never changes one in place, so a
     pod object seen before with the same ``products`` object is not read again (one identity
-    check per pod: the hub rebuilds its holdings at every spawn); pods that are gone leave it.
+    check per pod: the hub rebuilds its holdings up to once a second); pods that are gone
+    leave it.
     """
     products = products or {}
     known = memo if memo is not None and memo.get(_PRODUCTS) is products else {}

@@ -14,6 +14,7 @@ understands are in :mod:`.messages`.
 
 import copy
 import datetime
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,9 +145,6 @@ class PvcRequest:
     selector: Mapping | None = None  # kubespawner's storage_selector: which volumes may bind
 
 
-_UNKNOWN = object()  # not given / not looked up yet
-
-
 def api_dict(value):
     """A Kubernetes client model (or dicts and lists holding them) as the API's JSON dict.
 
@@ -161,9 +159,7 @@ def api_dict(value):
         return {key: api_dict(item) for key, item in value.items()}
     if kind is list or kind is tuple:
         return [api_dict(item) for item in value]
-    fields = _MODEL_FIELDS.get(kind, _UNKNOWN)
-    if fields is _UNKNOWN:
-        fields = _MODEL_FIELDS[kind] = _model_fields(kind)
+    fields = _model_fields(kind)
     if fields is not None:
         found = {}
         for attribute, name in fields:
@@ -182,6 +178,7 @@ def api_dict(value):
     return value
 
 
+@functools.lru_cache(maxsize=None)  # per class: api_dict and patch_model run per spawn
 def _model_fields(kind: type) -> tuple[tuple[str, str], ...] | None:
     """(attribute, camelCase name) of a client model class, in the client's order; None
     for a class that is not one."""
@@ -192,9 +189,14 @@ def _model_fields(kind: type) -> tuple[tuple[str, str], ...] | None:
     return tuple((attribute, names[attribute]) for attribute in types)
 
 
+@functools.lru_cache(maxsize=None)
+def _api_names(kind: type) -> frozenset[str]:
+    """The camelCase field names of a client model class."""
+    return frozenset(name for _, name in _model_fields(kind) or ())
+
+
 _SCALARS = frozenset((str, int, float, bool))
-_MODEL_FIELDS: dict = {}  # a class -> its _model_fields (a cache: api_dict runs per spawn)
-_API_NAMES: dict = {}  # a class -> its camelCase names (patch_model's cache)
+_UNKNOWN = object()
 
 
 def patch_model(model, wanted, kind: str, deserialize, current=_UNKNOWN):
@@ -213,10 +215,7 @@ def patch_model(model, wanted, kind: str, deserialize, current=_UNKNOWN):
     kinds = getattr(model, "openapi_types", None)
     if isinstance(kinds, dict) and isinstance(wanted, dict):
         names = model.attribute_map
-        api_names = _API_NAMES.get(type(model))
-        if api_names is None:
-            api_names = _API_NAMES[type(model)] = frozenset(names.values())
-        if not wanted.keys() <= api_names:
+        if not wanted.keys() <= _api_names(type(model)):
             return deserialize(wanted, kind)
         known = current if isinstance(current, dict) else None
         for attribute, attribute_kind in kinds.items():
