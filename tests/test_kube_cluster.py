@@ -315,6 +315,31 @@ async def test_quota_across_named_servers_and_after_a_hub_restart(cluster, make_
     assert (await staff.gpu_availability()).held == 3
 
 
+async def test_a_pod_deleted_outside_the_hub_no_longer_counts_at_the_next_spawn(
+    cluster, make_spawner
+):
+    """The holdings read from the pod cache are reused for a while (a second), but a
+    refusal is judged on a fresh reading: a pod deleted with kubectl a moment after that
+    reading frees the user's quota for the next spawn, before any poll of its server."""
+    first = make_spawner(user="kim", server="train")
+    await spawn(first, image="demo", gpus=1)
+    await first.sync_holdings(max_age=0)  # a reading that still sees the pod, just now
+    cluster.kubectl(
+        "delete", "pod", first.pod_name, "-n", first.namespace, "--grace-period=0", "--force"
+    )
+    key = "%s/%s" % (first.namespace, first.pod_name)
+    for _ in range(100):  # the reflector's watch runs on this event loop
+        if key not in first.pod_reflector.pods:
+            break
+        await asyncio.sleep(0.1)
+    assert key not in first.pod_reflector.pods
+    assert first.pool.held_by(first.holder)  # not polled: the hub's pool still has it
+    second = make_spawner(user="kim", server="eval")
+    second.holdings_max_age = 60  # the reading is reused for any spawn, but not for a refusal
+    await spawn(second, image="demo", gpus=1)
+    assert env_of(pod_of(cluster, second))["GPU_LIMIT"] == "1"
+
+
 async def test_form_counts_the_gpus_the_server_would_ask_for(cluster, make_spawner):
     """On a mixed cluster the form's free count is of this server's placement: the A100
     nodes' 16 whole GPUs for the default resource, not the MIG node's 7 slices as well; an
