@@ -121,6 +121,18 @@ def test_confirm_takes_the_engines_word_on_what_is_held():
     assert pool.holding("ann", "") == placed and pool.in_flight() == set()
 
 
+def test_a_granted_holding_names_its_owner_until_the_engine_says_otherwise():
+    """The holder key survives renames; the owner is the user's name, which the ledger and
+    the line's messages go by (a holding this hub granted has one before any rebuild)."""
+    pool = GpuPool(INVENTORY)
+    pool.allocate(GpuRequest("#7", "", 1, ONE, owner="ann"))
+    assert pool.holding("#7", "").owner == "ann"
+    pool.confirm("#7", "", Holding("#7", "", held_gpus("GPU-0"), "node a"))  # none named
+    assert pool.holding("#7", "").owner == "ann"
+    pool.confirm("#7", "", Holding("#7", "", held_gpus("GPU-0"), "node a", owner="anna"))
+    assert pool.holding("#7", "").owner == "anna"
+
+
 def test_pool_keeps_spawns_in_flight_across_a_rebuild():
     pool = GpuPool(INVENTORY)
     assert pool.allocate(GpuRequest("alice", "", 1, ONE)).uuids == ("GPU-0",)

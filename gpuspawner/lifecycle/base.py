@@ -538,7 +538,8 @@ class GPUSpawnerMixin(UsageSettings, SecretSettings, queue.QueueSettings, Profil
         devices = self.requested_gpus(count) if self.engine_picks_devices else None
         request = GpuRequest(
             self.holder, self.server_name, count, self.user_quota, devices,
-            gpu_type=gpu_type, shared=shared, held_back=reserved.held_back_for(self, holder_key),
+            gpu_type=gpu_type, shared=shared, owner=self.user.name,
+            held_back=reserved.held_back_for(self, holder_key),
         )  # fmt: skip
         # at once, or after waiting in line (gpu_queue_timeout); a capacity refusal is made on
         # the engine's word, not on a view that may be a minute old (a server killed from

@@ -85,6 +85,7 @@ class GpuRequest:
     devices: tuple[Gpu, ...] | None = None
     gpu_type: str = ""
     shared: bool = False
+    owner: str = ""  # the user's name, as the granted holding's owner (empty: ``user``)
     # free whole GPUs kept for other groups' class reservations, given the others' holdings:
     # a callable returning .count and .reason (policy/reservations.py); None: none kept
     held_back: Callable[[Sequence["Holding"]], object] | None = field(default=None, compare=False)
@@ -342,7 +343,8 @@ class GpuPool:
         outcome = decide(request, self.usable(), self.holdings)
         if isinstance(outcome, Grant):
             self._entries[(request.user, request.server)] = _Entry(
-                Holding(request.user, request.server, outcome.gpus), in_flight=True
+                Holding(request.user, request.server, outcome.gpus, owner=request.owner),
+                in_flight=True,
             )
         return outcome
 
@@ -355,7 +357,8 @@ class GpuPool:
         if entry is not None:
             entry.in_flight = False
             if holding is not None:
-                entry.holding = replace(holding, user=user, server=server)
+                owner = holding.owner or entry.holding.owner
+                entry.holding = replace(holding, user=user, server=server, owner=owner)
 
     def release(self, user: str, server: str) -> tuple[Gpu, ...]:
         """The server stopped, failed or died: its GPUs are free again."""
